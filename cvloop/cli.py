@@ -1,0 +1,122 @@
+"""The ``cvloop`` command.
+
+Heavy libraries (Ultralytics, MLflow, Prefect) are imported inside the commands that need
+them, so ``cvloop services status`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+
+from cvloop.errors import CvloopError
+
+app = typer.Typer(
+    name="cvloop",
+    help="The retraining runbook of a production YOLO detector, as Prefect flows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+services_app = typer.Typer(help="Start, stop and check the local stack.", no_args_is_help=True)
+params_app = typer.Typer(help="Inspect params.yaml.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(params_app, name="params")
+
+
+def _settings():
+    from cvloop.services import apply_client_env
+    from cvloop.settings import load_settings
+
+    settings = load_settings()
+    apply_client_env(settings)
+    return settings
+
+
+ServiceNames = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="services to act on (s3, mlflow, labelstudio, prefect, worker); all if none"
+    ),
+]
+
+
+@services_app.command("up")
+def services_up(names: ServiceNames = None) -> None:
+    """Start the services (all by default), wait until healthy, print their URLs."""
+    from cvloop.services import ServiceManager, format_status
+
+    settings = _settings()
+    mgr = ServiceManager(settings)
+    print(f"cvloop home: {settings.home}")
+    rows = mgr.up(names)
+    print()
+    print(format_status(rows))
+    if not all(r.healthy for r in rows):
+        raise typer.Exit(1)
+
+
+@services_app.command("down")
+def services_down(names: ServiceNames = None) -> None:
+    """Stop the services this checkout started (by recorded pid)."""
+    from cvloop.services import ServiceManager
+
+    mgr = ServiceManager(_settings())
+    stopped = mgr.down(names)
+    print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+@services_app.command("status")
+def services_status(
+    names: ServiceNames = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
+) -> None:
+    """Each service, its URL, pid and health. Exit 1 if any started service is unhealthy."""
+    from cvloop.services import ServiceManager, format_status
+
+    rows = ServiceManager(_settings()).status(names)
+    if as_json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(format_status(rows))
+    if any(r.state != "stopped" and not r.healthy for r in rows):
+        raise typer.Exit(1)
+
+
+@params_app.command("show")
+def params_show() -> None:
+    """Validate params.yaml and print it as loaded (defaults filled in)."""
+    import yaml
+
+    from cvloop.params import load_params
+
+    p = load_params()
+    print(yaml.safe_dump(p.model_dump(by_alias=True, mode="json"), sort_keys=False), end="")
+
+
+@params_app.command("check")
+def params_check() -> None:
+    """Validate params.yaml; exit 2 with every problem listed if it is invalid."""
+    from cvloop.params import load_params, params_path
+
+    load_params()
+    print(f"{params_path()}: ok")
+
+
+def main() -> None:
+    """Console entry point: clear errors (message + fix) instead of tracebacks."""
+    try:
+        app()
+    except CvloopError as exc:
+        print(f"cvloop: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The real local stack through `cvloop services up|status|down`."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+
+from cvloop.services import ServiceManager, ServiceRecord
+from cvloop.settings import Settings
+from tests.conftest import REPO, Stack, stack_env
+
+SERVICES = ["s3", "mlflow", "labelstudio", "prefect", "worker"]
+
+
+def test_every_service_is_healthy_with_url_and_pid(stack):
+    status = stack.status()
+    assert sorted(status) == sorted(SERVICES)
+    for name, row in status.items():
+        assert row["healthy"], f"{name}: {row['detail']}"
+        assert row["pid"] and psutil.pid_exists(row["pid"])
+        assert row["url"].startswith("http://127.0.0.1:")
+
+
+def test_services_answer_on_their_urls(stack):
+    assert httpx.get(f"{stack.mlflow_uri}/health").text.strip() == "OK"
+    assert httpx.get(f"{stack.prefect_api}/health").json() is True
+    assert httpx.get(f"{stack.label_studio_url}/health").json()["status"] == "UP"
+    assert httpx.get(f"{stack.s3_endpoint}/moto-api/data.json").status_code == 200
+
+
+def test_services_listen_on_loopback_only(stack):
+    for name, row in stack.status().items():
+        root = psutil.Process(row["pid"])
+        procs = [root, *root.children(recursive=True)]
+        listening = [
+            c
+            for p in procs
+            for c in p.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        ]
+        for conn in listening:
+            assert conn.laddr.ip in ("127.0.0.1", "::1"), f"{name} listens on {conn.laddr}"
+
+
+def test_label_studio_admin_token_works_and_wrong_token_is_refused(stack):
+    from label_studio_sdk import LabelStudio
+    from label_studio_sdk.core.api_error import ApiError
+
+    token = (stack.home / "secrets.env").read_text().split("LABEL_STUDIO_API_KEY=")[1].split()[0]
+    me = LabelStudio(base_url=stack.label_studio_url, api_key=token).users.whoami()
+    assert me.email == "admin@cvloop.local"
+    with pytest.raises(ApiError) as info:
+        LabelStudio(base_url=stack.label_studio_url, api_key="0" * 40).users.whoami()
+    assert info.value.status_code == 401
+    # the health check explains a wrong configured token
+    env = {**stack.env, "LABEL_STUDIO_API_KEY": "0" * 40}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cvloop.cli", "services", "status", "labelstudio"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 1
+    assert "rejects the API token" in proc.stdout
+
+
+def test_secrets_file_is_private_and_secrets_stay_off_argv(stack):
+    path = stack.home / "secrets.env"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    token = path.read_text().split("LABEL_STUDIO_API_KEY=")[1].split()[0]
+    ls_pid = stack.status()["labelstudio"]["pid"]
+    assert token not in " ".join(psutil.Process(ls_pid).cmdline())
+    for log in (stack.home / "logs").glob("*.log"):
+        assert token not in log.read_text(errors="replace"), f"token leaked into {log.name}"
+
+
+def test_worker_polls_the_cvloop_pool(stack):
+    workers = httpx.post(f"{stack.prefect_api}/work_pools/cvloop/workers/filter", json={}).json()
+    assert any(w["status"] == "ONLINE" for w in workers)
+    pool = httpx.get(f"{stack.prefect_api}/work_pools/cvloop").json()
+    assert pool["type"] == "process"
+
+
+def test_up_again_keeps_the_running_services(stack):
+    before = {n: r["pid"] for n, r in stack.status().items()}
+    out = stack.cli("services", "up").stdout
+    assert out.count("already running") == len(SERVICES)
+    assert {n: r["pid"] for n, r in stack.status().items()} == before
+
+
+def test_busy_port_is_a_clear_error_not_a_silent_move(tmp_path):
+    env = stack_env(tmp_path / "home")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        env["CVLOOP_S3_PORT"] = str(port)
+        proc = subprocess.run(
+            [sys.executable, "-m", "cvloop.cli", "services", "up", "s3"],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+    assert proc.returncode == 2
+    assert f"port {port} for s3 is already in use" in proc.stderr
+    assert "CVLOOP_S3_PORT" in proc.stderr
+    assert not (tmp_path / "home" / "run" / "s3.json").exists()
+
+
+def test_unknown_service_name_is_refused(tmp_path):
+    env = stack_env(tmp_path / "home")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cvloop.cli", "services", "up", "mysql"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2
+    assert "unknown service(s): mysql" in proc.stderr
+
+
+def test_down_never_signals_a_process_it_did_not_start(tmp_path):
+    """A recorded pid whose start time differs (pid reuse) is left alone."""
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        mgr = ServiceManager(Settings(CVLOOP_HOME=str(tmp_path)), out=lambda _m: None)
+        mgr._write_record(
+            ServiceRecord(
+                name="s3",
+                pid=bystander.pid,
+                create_time=psutil.Process(bystander.pid).create_time() - 50,
+                argv=["moto_server"],
+                port=1,
+                url="",
+                log="",
+                started_at=time.time(),
+            )
+        )
+        assert mgr.down(["s3"]) == []
+        assert bystander.poll() is None, "a process cvloop did not start was signalled"
+        assert not (tmp_path / "run" / "s3.json").exists()
+    finally:
+        bystander.kill()
+
+
+def test_down_leaves_none_of_its_processes_running(tmp_path):
+    st = Stack(home=tmp_path / "home", env=stack_env(tmp_path / "home"))
+    st.cli("services", "up", "s3", "mlflow", timeout=300)
+    status = st.status()
+    pids = []
+    for name in ("s3", "mlflow"):
+        root = psutil.Process(status[name]["pid"])
+        pids += [root.pid, *(c.pid for c in root.children(recursive=True))]
+    assert len(pids) >= 2
+    out = st.cli("services", "down").stdout
+    assert "stopped: mlflow, s3" in out
+    time.sleep(0.5)
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert alive == []
+    for port_var in ("CVLOOP_S3_PORT", "CVLOOP_MLFLOW_PORT"):
+        port = int(st.env[port_var])
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # free again
+    assert not list((st.home / "run").glob("*.json"))
+    assert st.status()["s3"]["state"] == "stopped"
+
+
+def test_status_of_a_fresh_home_reports_stopped(tmp_path):
+    env = stack_env(tmp_path / "home")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cvloop.cli", "services", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0
+    for name in SERVICES:
+        assert f"{name}" in proc.stdout
+    assert proc.stdout.count("stopped") == len(SERVICES)
