@@ -87,6 +87,49 @@ def services_status(
         raise typer.Exit(1)
 
 
+@app.command("demo")
+def demo() -> None:
+    """Run the demo on the embedded defaults and print the URLs to look at."""
+    from cvloop.demo import run_demo
+
+    run_demo(_settings())
+
+
+@app.command("deploy")
+def deploy(
+    names: Annotated[list[str] | None, typer.Argument(help="deployments; all if none")] = None,
+) -> None:
+    """Create/update the deployments of prefect.yaml on the Prefect server."""
+    from cvloop.deploy import deploy_all
+
+    print("deployed: " + ", ".join(deploy_all(_settings(), names)))
+
+
+@app.command("run")
+def run(
+    deployment: Annotated[
+        str, typer.Argument(help="flow/deployment, e.g. stack-check/stack-check")
+    ],
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=JSON value")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the run")] = 3600,
+) -> None:
+    """Run a deployment through the worker and wait for it; exit 1 unless it completes."""
+    from cvloop.deploy import run_and_wait
+
+    _settings()
+    params = {}
+    for item in param or []:
+        key, _, raw = item.partition("=")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    run_id, state = run_and_wait(deployment, params, timeout_s=timeout)
+    print(f"flow run {run_id}: {state}")
+    if state != "Completed":
+        raise typer.Exit(1)
+
+
 @params_app.command("show")
 def params_show() -> None:
     """Validate params.yaml and print it as loaded (defaults filled in)."""

@@ -159,8 +159,9 @@ class Settings(BaseSettings):
         kwargs: dict[str, object] = {
             "region_name": self.aws_region,
             # Fail fast on a dead endpoint; retry transient errors where the network is.
-            "config": Config(connect_timeout=5, read_timeout=60,
-                             retries={"max_attempts": 3, "mode": "standard"}),
+            "config": Config(
+                connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}
+            ),
         }
         if endpoint:
             kwargs["endpoint_url"] = endpoint

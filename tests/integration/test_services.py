@@ -188,3 +188,17 @@ def test_status_of_a_fresh_home_reports_stopped(tmp_path):
     for name in SERVICES:
         assert f"{name}" in proc.stdout
     assert proc.stdout.count("stopped") == len(SERVICES)
+
+
+def test_deployed_flow_runs_on_the_worker_and_reaches_every_service(stack):
+    assert "stack-check" in stack.cli("deploy").stdout
+    proc = stack.cli("run", "stack-check/stack-check", "--timeout", "300")
+    assert "Completed" in proc.stdout
+    artifacts = httpx.post(
+        f"{stack.prefect_api}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": ["stack-check"]}}},
+    ).json()
+    assert artifacts, "the stack-check report artifact is missing"
+    report = artifacts[0]["data"]
+    for service in ("frame-store", "s3", "mlflow", "labelstudio"):
+        assert f"| {service} | OK |" in report
