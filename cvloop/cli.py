@@ -28,6 +28,15 @@ app.add_typer(services_app, name="services")
 app.add_typer(params_app, name="params")
 
 
+def _register_subcommands() -> None:
+    from cvloop.cli_fleet import fleet_app
+
+    app.add_typer(fleet_app, name="fleet")
+
+
+_register_subcommands()
+
+
 def _settings():
     from cvloop.services import apply_client_env
     from cvloop.settings import load_settings
@@ -93,6 +102,28 @@ def demo() -> None:
     from cvloop.demo import run_demo
 
     run_demo(_settings())
+
+
+@app.command("bootstrap")
+def bootstrap(
+    force: Annotated[bool, typer.Option(help="retrain even if a champion exists")] = False,
+    epochs: Annotated[int | None, typer.Option(help="params: train.bootstrap_epochs")] = None,
+    train_frames: Annotated[int | None, typer.Option(help="params: bootstrap.train_frames")] = None,
+    holdout_frames: Annotated[
+        int | None, typer.Option(help="params: bootstrap.holdout_frames")
+    ] = None,
+) -> None:
+    """Create the baseline champion v1: dataset v1 + holdout v1 (DVC), train, register."""
+    from cvloop.services import require_healthy
+
+    settings = _settings()
+    require_healthy(settings, ["mlflow", "prefect"])
+    from flows.bootstrap import bootstrap as bootstrap_flow
+
+    version = bootstrap_flow(
+        force=force, epochs=epochs, train_frames=train_frames, holdout_frames=holdout_frames
+    )
+    print(f"champion: version {version}")
 
 
 @app.command("deploy")

@@ -57,8 +57,9 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, LetterboxMeta]:
     top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
     left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
     if top or bottom or left or right:
-        image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT,
-                                   value=(114, 114, 114))
+        image = cv2.copyMakeBorder(
+            image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114)
+        )
     return image, LetterboxMeta(r, left, top, w, h)
 
 
@@ -82,8 +83,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def decode(raw: np.ndarray, metas: list[LetterboxMeta], conf: float, iou: float,
-           max_det: int = 300) -> list[Detections]:
+def decode(
+    raw: np.ndarray, metas: list[LetterboxMeta], conf: float, iou: float, max_det: int = 300
+) -> list[Detections]:
     """Decode a YOLO head output ``[B, 4 + nc, A]`` into per-frame detections."""
     out = []
     max_wh = 7680.0
@@ -94,8 +96,11 @@ def decode(raw: np.ndarray, metas: list[LetterboxMeta], conf: float, iou: float,
         score = cls_scores[np.arange(len(cls)), cls]
         sel = score > conf
         if not sel.any():
-            out.append(Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                                  np.zeros(0, np.int64)))
+            out.append(
+                Detections(
+                    np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+                )
+            )
             continue
         p, score, cls = pred[sel], score[sel], cls[sel]
         cx, cy, w, h = p[:, 0], p[:, 1], p[:, 2], p[:, 3]
@@ -104,8 +109,13 @@ def decode(raw: np.ndarray, metas: list[LetterboxMeta], conf: float, iou: float,
         boxes, score, cls = boxes[keep], score[keep], cls[keep]
         boxes[:, [0, 2]] = (boxes[:, [0, 2]] - meta.pad_x) / meta.ratio / meta.width
         boxes[:, [1, 3]] = (boxes[:, [1, 3]] - meta.pad_y) / meta.ratio / meta.height
-        out.append(Detections(np.clip(boxes, 0, 1).astype(np.float32), score.astype(np.float32),
-                              cls.astype(np.int64)))
+        out.append(
+            Detections(
+                np.clip(boxes, 0, 1).astype(np.float32),
+                score.astype(np.float32),
+                cls.astype(np.int64),
+            )
+        )
     return out
 
 
@@ -120,21 +130,30 @@ class OnnxDetector:
         providers: ORT execution providers (default: CUDA if available, else CPU).
     """
 
-    def __init__(self, path: str | Path, class_names: list[str], imgsz: int,
-                 threads: int | None = None, providers: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        class_names: list[str],
+        imgsz: int,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         path = Path(path)
         if not path.exists():
-            raise CvloopError(f"ONNX model not found: {path}",
-                              fix="export it (`cvloop bootstrap` / the retrain flow) or fetch it "
-                                  "from the registry")
+            raise CvloopError(
+                f"ONNX model not found: {path}",
+                fix="export it (`cvloop bootstrap` / the retrain flow) or fetch it "
+                "from the registry",
+            )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.log_severity_level = 3
         available = ort.get_available_providers()
-        wanted = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                               if p in available]
+        wanted = providers or [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available
+        ]
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
         self.input_name = self.session.get_inputs()[0].name
         shape = self.session.get_inputs()[0].shape
@@ -147,7 +166,9 @@ class OnnxDetector:
         if nc is not None and nc != len(self.class_names):
             raise CvloopError(
                 f"{path.name} predicts {nc} classes but {len(self.class_names)} names were given "
-                f"({self.class_names})", fix="use the class list the model was trained with")
+                f"({self.class_names})",
+                fix="use the class list the model was trained with",
+            )
 
     def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[LetterboxMeta]]:
         batch = np.empty((len(images), 3, self.imgsz, self.imgsz), dtype=np.float32)
@@ -161,17 +182,23 @@ class OnnxDetector:
     def forward(self, batch: np.ndarray) -> np.ndarray:
         if self.dynamic_batch or batch.shape[0] == 1:
             return self.session.run(None, {self.input_name: batch})[0]
-        return np.concatenate([self.session.run(None, {self.input_name: batch[i:i + 1]})[0]
-                               for i in range(batch.shape[0])])
+        return np.concatenate(
+            [
+                self.session.run(None, {self.input_name: batch[i : i + 1]})[0]
+                for i in range(batch.shape[0])
+            ]
+        )
 
-    def predict(self, images: list[np.ndarray], conf: float = 0.25, iou: float = 0.7,
-                max_det: int = 300) -> list[Detections]:
+    def predict(
+        self, images: list[np.ndarray], conf: float = 0.25, iou: float = 0.7, max_det: int = 300
+    ) -> list[Detections]:
         """Detections for RGB uint8 frames (any size)."""
         batch, metas = self.preprocess(images)
         return decode(self.forward(batch), metas, conf, iou, max_det)
 
-    def predict_timed(self, image: np.ndarray, conf: float = 0.25,
-                      iou: float = 0.7) -> tuple[Detections, float]:
+    def predict_timed(
+        self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7
+    ) -> tuple[Detections, float]:
         """One frame, end to end, with its latency in milliseconds."""
         t = time.perf_counter()
         det = self.predict([image], conf, iou)[0]

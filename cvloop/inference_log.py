@@ -46,14 +46,16 @@ from cvloop.storage import Storage
 LOG_PREFIX = "inference-log"
 SCHEMA_VERSION = "inference-log/v1"
 
-DETECTION_TYPE = pa.struct([
-    ("label", pa.string()),
-    ("conf", pa.float32()),
-    ("cx", pa.float32()),
-    ("cy", pa.float32()),
-    ("w", pa.float32()),
-    ("h", pa.float32()),
-])
+DETECTION_TYPE = pa.struct(
+    [
+        ("label", pa.string()),
+        ("conf", pa.float32()),
+        ("cx", pa.float32()),
+        ("cy", pa.float32()),
+        ("w", pa.float32()),
+        ("h", pa.float32()),
+    ]
+)
 
 SCHEMA = pa.schema(
     [
@@ -109,7 +111,8 @@ def to_table(records: Sequence[FrameRecord]) -> pa.Table:
             if not all(0.0 <= v <= 1.0 for v in (d.cx, d.cy, d.w, d.h)):
                 raise LogSchemaError(
                     f"frame {r.frame_key}: box {(d.cx, d.cy, d.w, d.h)} is not normalized to [0, 1]",
-                    fix="divide pixel coordinates by the frame width/height")
+                    fix="divide pixel coordinates by the frame width/height",
+                )
     return pa.table(
         {
             "ts": pa.array([r.ts for r in records], pa.timestamp("ms", tz="UTC")),
@@ -130,12 +133,16 @@ def to_table(records: Sequence[FrameRecord]) -> pa.Table:
 def _conform(table: pa.Table) -> pa.Table:
     missing = [n for n in SCHEMA.names if n not in table.column_names]
     if missing:
-        raise LogSchemaError(f"inference-log batch lacks columns {missing}",
-                             fix=f"write the {SCHEMA_VERSION} schema (docs/inference-log.md)")
+        raise LogSchemaError(
+            f"inference-log batch lacks columns {missing}",
+            fix=f"write the {SCHEMA_VERSION} schema (docs/inference-log.md)",
+        )
     try:
         return table.select(SCHEMA.names).cast(SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise LogSchemaError(f"inference-log batch does not match {SCHEMA_VERSION}: {exc}") from None
+        raise LogSchemaError(
+            f"inference-log batch does not match {SCHEMA_VERSION}: {exc}"
+        ) from None
 
 
 def part_id(table: pa.Table) -> str:
@@ -147,8 +154,12 @@ def part_id(table: pa.Table) -> str:
     return h.hexdigest()[:20]
 
 
-def write_log(store: Storage, batch: Sequence[FrameRecord] | pa.Table, part: str | None = None,
-              prefix: str = LOG_PREFIX) -> list[str]:
+def write_log(
+    store: Storage,
+    batch: Sequence[FrameRecord] | pa.Table,
+    part: str | None = None,
+    prefix: str = LOG_PREFIX,
+) -> list[str]:
     """Write a batch as one Parquet part per UTC date; returns the keys written.
 
     Args:
@@ -187,9 +198,16 @@ def _utc(value: dt.datetime | dt.date) -> dt.datetime:
     return dt.datetime.combine(value, dt.time(), tzinfo=dt.UTC)
 
 
-def read_log(store: Storage, start: dt.datetime | dt.date, end: dt.datetime | dt.date,
-             *, cameras: Iterable[str] | None = None, model_versions: Iterable[str] | None = None,
-             columns: Sequence[str] | None = None, prefix: str = LOG_PREFIX) -> pa.Table:
+def read_log(
+    store: Storage,
+    start: dt.datetime | dt.date,
+    end: dt.datetime | dt.date,
+    *,
+    cameras: Iterable[str] | None = None,
+    model_versions: Iterable[str] | None = None,
+    columns: Sequence[str] | None = None,
+    prefix: str = LOG_PREFIX,
+) -> pa.Table:
     """Frames with ``start <= ts < end`` (dates mean midnight UTC), optionally filtered.
 
     Only the date partitions of the window are listed and read.
@@ -207,12 +225,16 @@ def read_log(store: Storage, start: dt.datetime | dt.date, end: dt.datetime | dt
         return schema.empty_table().select(cols)
     table = pa.concat_tables([p.cast(schema) for p in parts])
     ts = table.column("ts")
-    mask = pc.and_(pc.greater_equal(ts, pa.scalar(t0, ts.type)), pc.less(ts, pa.scalar(t1, ts.type)))
+    mask = pc.and_(
+        pc.greater_equal(ts, pa.scalar(t0, ts.type)), pc.less(ts, pa.scalar(t1, ts.type))
+    )
     if cameras is not None:
         mask = pc.and_(mask, pc.is_in(table.column("camera"), pa.array(list(cameras), pa.string())))
     if model_versions is not None:
-        mask = pc.and_(mask, pc.is_in(table.column("model_version"),
-                                      pa.array(list(model_versions), pa.string())))
+        mask = pc.and_(
+            mask,
+            pc.is_in(table.column("model_version"), pa.array(list(model_versions), pa.string())),
+        )
     table = table.filter(mask)
     return table.sort_by([("ts", "ascending"), ("frame_key", "ascending")]).select(cols)
 

@@ -53,6 +53,20 @@ class FleetParams(_Section):
     fps: Annotated[float, Field(gt=0, le=60)] = 1.0
 
 
+class BootstrapParams(_Section):
+    days_ago: PosInt = 75
+    days: PosInt = 14
+    train_frames: Annotated[int, Field(ge=10)] = 600
+    holdout_frames: PosInt = 300
+
+
+class RegistryParams(_Section):
+    model_name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = (
+        "cvloop-detector"
+    )
+    experiment: Annotated[str, Field(min_length=1)] = "cvloop"
+
+
 class MonitorParams(_Section):
     current_days: PosInt = 7
     reference_days: PosInt = 7
@@ -144,16 +158,16 @@ class VersionParams(_Section):
 
 
 class TrainParams(_Section):
-    model_yaml: str = "yolo11n.yaml"
+    model_yaml: str = "yolo11p.yaml"
     lr0: Annotated[float, Field(gt=0, le=1)] = 0.001
     epochs: PosInt = 50
-    imgsz: Annotated[int, Field(ge=32, le=2048, multiple_of=32)] = 320
+    imgsz: Annotated[int, Field(ge=32, le=2048, multiple_of=32)] = 256
     batch: PosInt = 16
     device: str = "auto"
     workers: Annotated[int, Field(ge=0)] = 0
     patience: PosInt = 20
     seed: int = 0
-    bootstrap_epochs: PosInt = 60
+    bootstrap_epochs: PosInt = 25
     bootstrap_lr0: Annotated[float, Field(gt=0, le=1)] = 0.01
 
 
@@ -243,6 +257,8 @@ class Params(_Section):
 
     schema_: SchemaParams = Field(alias="schema")
     fleet: FleetParams = FleetParams()
+    bootstrap: BootstrapParams = BootstrapParams()
+    registry: RegistryParams = RegistryParams()
     monitor: MonitorParams = MonitorParams()
     trigger: TriggerParams = TriggerParams()
     collect: CollectParams = CollectParams()
@@ -263,6 +279,16 @@ class Params(_Section):
     @property
     def classes(self) -> list[str]:
         return list(self.schema_.classes)
+
+    @model_validator(mode="after")
+    def _holdout_sizes(self) -> Params:
+        n = self.bootstrap.holdout_frames
+        if not self.holdout.min_frames <= n <= self.holdout.max_frames:
+            raise ValueError(
+                f"bootstrap.holdout_frames ({n}) must be within holdout.min_frames.."
+                f"holdout.max_frames ({self.holdout.min_frames}..{self.holdout.max_frames})"
+            )
+        return self
 
 
 def _describe(err: dict[str, Any], raw: dict[str, Any]) -> str:

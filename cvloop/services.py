@@ -627,6 +627,35 @@ class ServiceManager:
         return out
 
 
+def require_healthy(settings: Settings, names: list[str]) -> None:
+    """Fail with the fix when a service a command needs is not answering.
+
+    Services pointed elsewhere by the environment (e.g. ``MLFLOW_TRACKING_URI``) are
+    checked at their URL instead of as local processes.
+    """
+    checks = {
+        "mlflow": f"{settings.mlflow_tracking_uri}/health",
+        "prefect": f"{settings.prefect_api_url}/health",
+        "labelstudio": f"{settings.label_studio_url}/health",
+    }
+    down = []
+    for name in names:
+        url = checks.get(name)
+        if url is None:
+            continue
+        try:
+            ok = _http_get(url).status_code == 200
+        except Exception:
+            ok = False
+        if not ok:
+            down.append(f"{name} ({url})")
+    if down:
+        raise ServiceError(
+            f"not reachable: {', '.join(down)}",
+            fix="start the local stack with `cvloop services up` (or `make up`)",
+        )
+
+
 def format_status(rows: list[ServiceStatus]) -> str:
     """A fixed-width table of service, URL, pid, health (and memory, start time)."""
     header = f"{'service':<12} {'health':<10} {'pid':>7} {'rss MB':>7} {'start s':>7}  url"

@@ -11,6 +11,8 @@ Variables (all optional; the defaults run the embedded local stack):
 ``CVLOOP_STORAGE_URI``         frame store root: a local path or ``s3://bucket/prefix``
 ``CVLOOP_S3_ENDPOINT_URL``     S3-compatible endpoint (MinIO, the loopback test server)
 ``CVLOOP_DVC_REMOTE``          DVC remote URL (default ``$CVLOOP_HOME/dvc-remote``)
+``CVLOOP_DATA_REPO``           git + DVC repo that versions datasets (default: this checkout)
+``CVLOOP_TRUTH_URI``           synthetic fleet ground truth (default ``$CVLOOP_HOME/fleet-truth``)
 ``CVLOOP_PREFECT_PORT``        port of the local Prefect server (4200)
 ``CVLOOP_MLFLOW_PORT``         port of the local MLflow server (5000)
 ``CVLOOP_LABEL_STUDIO_PORT``   port of the local Label Studio server (8080)
@@ -65,6 +67,8 @@ class Settings(BaseSettings):
     storage_uri: str | None = Field(default=None, alias="CVLOOP_STORAGE_URI")
     s3_endpoint_url: str | None = Field(default=None, alias="CVLOOP_S3_ENDPOINT_URL")
     dvc_remote: str | None = Field(default=None, alias="CVLOOP_DVC_REMOTE")
+    data_repo_dir: Path | None = Field(default=None, alias="CVLOOP_DATA_REPO")
+    truth_uri: str | None = Field(default=None, alias="CVLOOP_TRUTH_URI")
 
     prefect_port: int = Field(default=4200, alias="CVLOOP_PREFECT_PORT", ge=1, le=65535)
     mlflow_port: int = Field(default=5000, alias="CVLOOP_MLFLOW_PORT", ge=1, le=65535)
@@ -112,6 +116,16 @@ class Settings(BaseSettings):
     def frame_store_uri(self) -> str:
         """Root of the frame store; the local default is ``$CVLOOP_HOME/store``."""
         return self.storage_uri or str(self.home / "store")
+
+    @property
+    def data_repo(self) -> Path:
+        """The git + DVC repository that versions datasets (default: this checkout)."""
+        return (self.data_repo_dir or project_dir()).expanduser().resolve()
+
+    @property
+    def fleet_truth_uri(self) -> str:
+        """Ground truth of the synthetic fleet: kept apart from the frame store."""
+        return self.truth_uri or str(self.home / "fleet-truth")
 
     @property
     def dvc_remote_url(self) -> str:

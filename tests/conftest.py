@@ -173,10 +173,15 @@ class Stack:
     env: dict[str, str]
 
     def cli(
-        self, *args: str, check: bool = True, timeout: float = 600
+        self, *args: str, check: bool = True, timeout: float = 600, env: dict | None = None
     ) -> subprocess.CompletedProcess:
         proc = subprocess.run(
-            [CVLOOP, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+            [CVLOOP, *args],
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
         )
         if check and proc.returncode != 0:
             raise AssertionError(

@@ -61,15 +61,22 @@ class Scenario:
             )
         name = m["name"]
         if name not in SCENARIOS:
-            raise ConfigError(f"unknown scenario {name!r} in {text!r}",
-                              fix=f"choose one of {', '.join(SCENARIOS)}")
+            raise ConfigError(
+                f"unknown scenario {name!r} in {text!r}",
+                fix=f"choose one of {', '.join(SCENARIOS)}",
+            )
         cams = tuple(c for c in (m["cams"] or "").split(",") if c)
         if name == "new-camera" and (not cams or not all(c.startswith("new-") for c in cams)):
             raise ConfigError(
                 f"scenario {text!r}: new-camera needs the new cameras' names, each starting "
-                "with 'new-'", fix="e.g. new-camera@2026-10-20:new-01,new-02")
-        start = dt.date.fromisoformat(m["start"])
-        end = dt.date.fromisoformat(m["end"]) if m["end"] else None
+                "with 'new-'",
+                fix="e.g. new-camera@2026-10-20:new-01,new-02",
+            )
+        try:
+            start = dt.date.fromisoformat(m["start"])
+            end = dt.date.fromisoformat(m["end"]) if m["end"] else None
+        except ValueError as exc:
+            raise ConfigError(f"bad scenario {text!r}: {exc}", fix="dates are YYYY-MM-DD") from None
         if end and end < start:
             raise ConfigError(f"scenario {text!r} ends before it starts")
         return cls(name, start, end, cams)
@@ -100,8 +107,9 @@ class FleetConfig:
         return not starts or day >= min(starts)
 
     def scenarios_at(self, camera: str, day: dt.date) -> frozenset[str]:
-        return frozenset(s.name for s in self.scenarios if s.name != "new-camera"
-                         and s.active(camera, day))
+        return frozenset(
+            s.name for s in self.scenarios if s.name != "new-camera" and s.active(camera, day)
+        )
 
 
 def cameras_named(n: int) -> tuple[str, ...]:
@@ -150,17 +158,24 @@ def frame_refs(cfg: FleetConfig, camera: str, day: dt.date) -> list[FrameRef]:
 
 def render_ref(cfg: FleetConfig, ref: FrameRef):
     cam = camera_spec(ref.camera, cfg.seed, cfg.groups.get(ref.camera, "default"))
-    return render(cam, ref.event, ref.frame_in_event, cfg.image_size,
-                  frozenset(ref.scenarios), cfg.classes)
+    return render(
+        cam, ref.event, ref.frame_in_event, cfg.image_size, frozenset(ref.scenarios), cfg.classes
+    )
 
 
 def _truth_line(ref: FrameRef, boxes) -> str:
-    return json.dumps({
-        "frame_key": ref.key, "camera": ref.camera, "ts_ms": ref.ts_ms,
-        "scenarios": list(ref.scenarios),
-        "boxes": [[b.label, round(b.cx, 6), round(b.cy, 6), round(b.w, 6), round(b.h, 6)]
-                  for b in boxes],
-    })
+    return json.dumps(
+        {
+            "frame_key": ref.key,
+            "camera": ref.camera,
+            "ts_ms": ref.ts_ms,
+            "scenarios": list(ref.scenarios),
+            "boxes": [
+                [b.label, round(b.cx, 6), round(b.cy, 6), round(b.w, 6), round(b.h, 6)]
+                for b in boxes
+            ],
+        }
+    )
 
 
 @dataclass
@@ -199,8 +214,9 @@ def _generate_camera_day(args: tuple) -> GenerateReport:
     return rep
 
 
-def _write_video(cfg: FleetConfig, camera: str, day: dt.date, store, truth,
-                 seconds: float, fps: float = 30.0) -> int:
+def _write_video(
+    cfg: FleetConfig, camera: str, day: dt.date, store, truth, seconds: float, fps: float = 30.0
+) -> int:
     """One clip per camera and day at noon: smooth motion, 30 fps, mp4 (OpenCV)."""
     import tempfile
     from pathlib import Path
@@ -218,17 +234,27 @@ def _write_video(cfg: FleetConfig, camera: str, day: dt.date, store, truth,
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "clip.mp4"
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                 (cfg.image_size, cfg.image_size))
+        writer = cv2.VideoWriter(
+            str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (cfg.image_size, cfg.image_size)
+        )
         for i in range(n):
-            pixels, boxes = render(cam, event, i, cfg.image_size, scen, cfg.classes,
-                                   motion_px=0.4)
+            pixels, boxes = render(cam, event, i, cfg.image_size, scen, cfg.classes, motion_px=0.4)
             writer.write(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
             ts = start_ms + int(round(i * 1000 / fps))
-            lines.append(json.dumps({
-                "video_key": key, "frame_index": i, "ts_ms": ts, "camera": camera,
-                "boxes": [[b.label, round(b.cx, 6), round(b.cy, 6), round(b.w, 6),
-                           round(b.h, 6)] for b in boxes]}))
+            lines.append(
+                json.dumps(
+                    {
+                        "video_key": key,
+                        "frame_index": i,
+                        "ts_ms": ts,
+                        "camera": camera,
+                        "boxes": [
+                            [b.label, round(b.cx, 6), round(b.cy, 6), round(b.w, 6), round(b.h, 6)]
+                            for b in boxes
+                        ],
+                    }
+                )
+            )
         writer.release()
         store.put_file(key, path)
     truth.put_text(f"videos/{camera}/{day.isoformat()}/{start_ms}.jsonl", "\n".join(lines) + "\n")
@@ -240,9 +266,18 @@ def days_between(start: dt.date, days: int) -> Iterator[dt.date]:
         yield start + dt.timedelta(days=i)
 
 
-def generate_fleet(cfg: FleetConfig, start: dt.date, days: int, store_uri: str, truth_uri: str,
-                   *, video_seconds: float = 0.0, workers: int = 1,
-                   endpoint_url: str | None = None, progress=None) -> GenerateReport:
+def generate_fleet(
+    cfg: FleetConfig,
+    start: dt.date,
+    days: int,
+    store_uri: str,
+    truth_uri: str,
+    *,
+    video_seconds: float = 0.0,
+    workers: int = 1,
+    endpoint_url: str | None = None,
+    progress=None,
+) -> GenerateReport:
     """Render and write ``days`` days of the fleet from ``start``; idempotent.
 
     Frames that already exist are not rewritten (the same seed gives the same bytes), so a
@@ -256,11 +291,22 @@ def generate_fleet(cfg: FleetConfig, start: dt.date, days: int, store_uri: str, 
     existing = {}
     if store.exists(CAMERAS_KEY):
         existing = json.loads(store.get_text(CAMERAS_KEY)).get("cameras", {})
-    store.put_text(CAMERAS_KEY, json.dumps({"cameras": {**existing, **registry},
-                                            "image_size": cfg.image_size,
-                                            "classes": list(cfg.classes)}, indent=2))
-    jobs = [(cfg, cam, day, store_uri, truth_uri, video_seconds, endpoint_url)
-            for day in days_between(start, days) for cam in cfg.all_cameras()]
+    store.put_text(
+        CAMERAS_KEY,
+        json.dumps(
+            {
+                "cameras": {**existing, **registry},
+                "image_size": cfg.image_size,
+                "classes": list(cfg.classes),
+            },
+            indent=2,
+        ),
+    )
+    jobs = [
+        (cfg, cam, day, store_uri, truth_uri, video_seconds, endpoint_url)
+        for day in days_between(start, days)
+        for cam in cfg.all_cameras()
+    ]
     total = GenerateReport(cameras=cfg.all_cameras(), days=days)
     done = 0
 

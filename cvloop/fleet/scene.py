@@ -86,8 +86,16 @@ def camera_spec(name: str, seed: int, group: str = "default") -> CameraSpec:
         horizon = float(rng.uniform(0.03, 0.08))
         near, far = float(rng.uniform(0.07, 0.09)), float(rng.uniform(0.045, 0.055))
     else:
-        sky = (int(rng.integers(120, 190)), int(rng.integers(160, 215)), int(rng.integers(200, 250)))
-        ground = (int(rng.integers(70, 130)), int(rng.integers(90, 150)), int(rng.integers(50, 100)))
+        sky = (
+            int(rng.integers(120, 190)),
+            int(rng.integers(160, 215)),
+            int(rng.integers(200, 250)),
+        )
+        ground = (
+            int(rng.integers(70, 130)),
+            int(rng.integers(90, 150)),
+            int(rng.integers(50, 100)),
+        )
         horizon = float(rng.uniform(0.25, 0.45))
         near, far = float(rng.uniform(0.20, 0.28)), float(rng.uniform(0.08, 0.11))
     blocks = []
@@ -99,10 +107,17 @@ def camera_spec(name: str, seed: int, group: str = "default") -> CameraSpec:
         blocks.append((x0, w, h, float(rng.uniform(0, 1)), color))
     mix = rng.dirichlet(np.full(len(CLASSES), 4.0))
     return CameraSpec(
-        name=name, group=group, sky=sky, ground=ground, horizon=horizon, near_size=near,
-        far_size=far, blocks=tuple(blocks),
+        name=name,
+        group=group,
+        sky=sky,
+        ground=ground,
+        horizon=horizon,
+        near_size=near,
+        far_size=far,
+        blocks=tuple(blocks),
         lane_color=tuple(int(v) for v in rng.integers(170, 240, size=3)),
-        class_mix=tuple(float(m) for m in mix), seed=seed,
+        class_mix=tuple(float(m) for m in mix),
+        seed=seed,
     )
 
 
@@ -115,13 +130,19 @@ def _background(cam: CameraSpec, size: int) -> Image.Image:
     for x0, w, h, _, color in cam.blocks:  # buildings on the horizon
         d.rectangle([int(x0 * size), hy - int(h * size), int((x0 + w) * size), hy], fill=color)
         for wy in range(hy - int(h * size) + 4, hy - 3, 8):  # windows
-            d.line([int(x0 * size) + 3, wy, int((x0 + w) * size) - 3, wy],
-                   fill=tuple(max(0, c - 40) for c in color), width=2)
+            d.line(
+                [int(x0 * size) + 3, wy, int((x0 + w) * size) - 3, wy],
+                fill=tuple(max(0, c - 40) for c in color),
+                width=2,
+            )
     # lanes converging to the horizon
     cx = size // 2
     for off in (-0.35, 0.0, 0.35):
-        d.line([cx + int(off * size * 0.2), hy, cx + int(off * size * 1.4), size],
-               fill=cam.lane_color, width=2)
+        d.line(
+            [cx + int(off * size * 0.2), hy, cx + int(off * size * 1.4), size],
+            fill=cam.lane_color,
+            width=2,
+        )
     return img
 
 
@@ -176,8 +197,10 @@ def _draw_cone(d: ImageDraw.ImageDraw, x0, y0, x1, y1, rng) -> None:
     half_a = (w * 0.38) * (ya - y0) / (y1 - bh - y0 + 1e-6)
     half_b = (w * 0.38) * (yb - y0) / (y1 - bh - y0 + 1e-6)
     cx = x0 + w / 2
-    d.polygon([(cx - half_a, ya), (cx + half_a, ya), (cx + half_b, yb), (cx - half_b, yb)],
-              fill=(245, 245, 245))
+    d.polygon(
+        [(cx - half_a, ya), (cx + half_a, ya), (cx + half_b, yb), (cx - half_b, yb)],
+        fill=(245, 245, 245),
+    )
 
 
 def _draw_distractor(d: ImageDraw.ImageDraw, x0, y0, x1, y1, rng) -> None:
@@ -208,8 +231,12 @@ class _Placed:
     seed: int
 
 
-def layout(cam: CameraSpec, event: int, size: int, classes: tuple[str, ...] = CLASSES,
-           ) -> list[_Placed]:
+def layout(
+    cam: CameraSpec,
+    event: int,
+    size: int,
+    classes: tuple[str, ...] = CLASSES,
+) -> list[_Placed]:
     """The objects of one capture event (a burst of frames), far to near."""
     rng = _rng("event", cam.seed, cam.name, event)
     n_obj = int(min(8, rng.poisson(3.0)))
@@ -232,15 +259,29 @@ def layout(cam: CameraSpec, event: int, size: int, classes: tuple[str, ...] = CL
         h = s * np.sqrt(aspect)
         cx = float(rng.uniform(w / 2, 1 - w / 2))
         y1 = min(y_bottom, 1.0)
-        placed.append(_Placed(label, (cx - w / 2) * size, (y1 - h) * size, (cx + w / 2) * size,
-                              y1 * size, int(rng.integers(0, 2**31))))
+        placed.append(
+            _Placed(
+                label,
+                (cx - w / 2) * size,
+                (y1 - h) * size,
+                (cx + w / 2) * size,
+                y1 * size,
+                int(rng.integers(0, 2**31)),
+            )
+        )
     placed.sort(key=lambda p: p.y1)  # far first: nearer objects occlude
     return placed
 
 
-def render(cam: CameraSpec, event: int, frame_in_event: int, size: int,
-           scenarios: frozenset[str] = frozenset(), classes: tuple[str, ...] = CLASSES,
-           motion_px: float = 3.0) -> tuple[np.ndarray, list[Box]]:
+def render(
+    cam: CameraSpec,
+    event: int,
+    frame_in_event: int,
+    size: int,
+    scenarios: frozenset[str] = frozenset(),
+    classes: tuple[str, ...] = CLASSES,
+    motion_px: float = 3.0,
+) -> tuple[np.ndarray, list[Box]]:
     """Pixels (``size x size x 3`` uint8 RGB) and ground-truth boxes of one frame.
 
     Frames of the same ``event`` share their objects, which drift by ``motion_px`` per
@@ -283,8 +324,15 @@ def render(cam: CameraSpec, event: int, frame_in_event: int, size: int,
         y1 = min(float(size), p.y1 + dy)
         if x1 - x0 < 3 or y1 - y0 < 3:
             continue
-        boxes.append(Box(p.label, (x0 + x1) / 2 / size, (y0 + y1) / 2 / size,
-                         (x1 - x0) / size, (y1 - y0) / size))
+        boxes.append(
+            Box(
+                p.label,
+                (x0 + x1) / 2 / size,
+                (y0 + y1) / 2 / size,
+                (x1 - x0) / size,
+                (y1 - y0) / size,
+            )
+        )
 
     pixels = np.asarray(img, dtype=np.float32) + _texture(cam, size)
     frame_rng = _rng("frame", cam.seed, cam.name, event, frame_in_event)
@@ -293,8 +341,9 @@ def render(cam: CameraSpec, event: int, frame_in_event: int, size: int,
     return np.clip(pixels, 0, 255).astype(np.uint8), boxes
 
 
-def _apply_scenarios(px: np.ndarray, scenarios: frozenset[str], rng: np.random.Generator,
-                     size: int) -> np.ndarray:
+def _apply_scenarios(
+    px: np.ndarray, scenarios: frozenset[str], rng: np.random.Generator, size: int
+) -> np.ndarray:
     if "weather" in scenarios:
         img = Image.fromarray(np.clip(px, 0, 255).astype(np.uint8))
         d = ImageDraw.Draw(img, "RGBA")

@@ -1,0 +1,207 @@
+"""``cvloop fleet ...``: the synthetic camera fleet and the simulated serving fleet."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Annotated
+
+import typer
+
+fleet_app = typer.Typer(
+    help="The synthetic camera fleet: generate frames, serve models, read the inference log.",
+    no_args_is_help=True,
+)
+
+
+def _date(value: str | None, default: dt.date) -> dt.date:
+    return dt.date.fromisoformat(value) if value else default
+
+
+def _kv(items: list[str] | None, cast=float) -> dict[str, float]:
+    out = {}
+    for item in items or []:
+        key, _, val = item.partition("=")
+        out[key] = cast(val)
+    return out
+
+
+@fleet_app.command("generate")
+def generate(
+    start: Annotated[
+        str | None, typer.Option(help="first day (YYYY-MM-DD); default: --days before today")
+    ] = None,
+    days: Annotated[int, typer.Option(help="days to simulate")] = 28,
+    cameras: Annotated[
+        int | None, typer.Option(help="number of cameras (params: fleet.cameras)")
+    ] = None,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            "-s",
+            help="drift: name@YYYY-MM-DD[..YYYY-MM-DD][:cam-01,cam-02]; names: night, weather, "
+            "new-class-look, new-camera (cameras named new-*)",
+        ),
+    ] = None,
+    bursts_per_day: Annotated[int, typer.Option(help="capture events per camera and day")] = 12,
+    frames_per_burst: Annotated[int, typer.Option(help="frames per capture event")] = 4,
+    burst_fps: Annotated[float, typer.Option(help="frame rate within an event")] = 2.0,
+    videos: Annotated[
+        float, typer.Option(help="also write a clip of N seconds per camera and day")
+    ] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="params: fleet.seed")] = None,
+    workers: Annotated[int, typer.Option(help="processes")] = 2,
+    store: Annotated[
+        str | None, typer.Option(help="frame store URI (default CVLOOP_STORAGE_URI)")
+    ] = None,
+) -> None:
+    """Render the fleet's frames (deterministic from the seed) into the frame store."""
+    from cvloop.cli import _settings
+    from cvloop.fleet.generate import FleetConfig, Scenario, cameras_named, generate_fleet
+    from cvloop.params import load_params
+
+    s = _settings()
+    p = load_params()
+    first = _date(start, dt.date.today() - dt.timedelta(days=days))
+    cfg = FleetConfig(
+        seed=p.fleet.seed if seed is None else seed,
+        cameras=cameras_named(cameras or p.fleet.cameras),
+        image_size=p.fleet.image_size,
+        bursts_per_day=bursts_per_day,
+        frames_per_burst=frames_per_burst,
+        burst_fps=burst_fps,
+        scenarios=tuple(Scenario.parse(x) for x in scenario or []),
+        classes=tuple(p.classes),
+    )
+    store_uri = store or s.frame_store_uri
+    print(f"fleet: {len(cfg.all_cameras())} cameras, {first} + {days} days -> {store_uri}")
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 10) == 0:
+            print(f"  {done}/{total} camera-days")
+
+    rep = generate_fleet(
+        cfg,
+        first,
+        days,
+        store_uri,
+        s.fleet_truth_uri,
+        video_seconds=videos,
+        workers=workers,
+        endpoint_url=s.s3_endpoint_url,
+        progress=progress,
+    )
+    print(
+        json.dumps(
+            {
+                "frames_written": rep.frames_written,
+                "frames_skipped": rep.frames_skipped,
+                "videos_written": rep.videos_written,
+                "cameras": rep.cameras,
+                "scenario_frames": rep.scenario_frames,
+                "truth": s.fleet_truth_uri,
+            },
+            indent=2,
+        )
+    )
+
+
+@fleet_app.command("serve")
+def serve(
+    start: Annotated[
+        str | None, typer.Option(help="first day; default: --days before today")
+    ] = None,
+    days: Annotated[int, typer.Option(help="days to serve")] = 7,
+    camera: Annotated[list[str] | None, typer.Option("--camera", help="only these cameras")] = None,
+    conf: Annotated[float, typer.Option(help="serving confidence threshold")] = 0.25,
+    slow: Annotated[
+        list[str] | None, typer.Option(help="VERSION=MS extra latency (simulation)")
+    ] = None,
+    errors: Annotated[
+        list[str] | None, typer.Option(help="VERSION=RATE serving errors (simulation)")
+    ] = None,
+) -> None:
+    """Serve the registered models over the frames of a window; append to the inference log.
+
+    Each frame goes to the model version the rollout manifest routes it to (no manifest:
+    the champion takes 100 %).
+    """
+    from cvloop.cli import _settings
+    from cvloop.fleet.serve import DetectorCache, serve_window
+    from cvloop.storage import open_storage
+    from registry.manifest import read_manifest, route, single
+    from registry.models import CHAMPION, ModelRegistry
+
+    _settings()
+    store = open_storage()
+    registry = ModelRegistry.from_settings()
+    manifest = read_manifest(store)
+    if manifest is None:
+        manifest = single(str(registry.version_by_alias(CHAMPION).version))
+        print(
+            f"no rollout manifest: champion (version {manifest.allocations[0].version}) "
+            "serves 100 %"
+        )
+    else:
+        print(
+            "rollout manifest: "
+            + ", ".join(f"v{a.version} {a.share:g}%" for a in manifest.allocations)
+        )
+    first = _date(start, dt.date.today() - dt.timedelta(days=days))
+    rep = serve_window(
+        store,
+        first,
+        days,
+        DetectorCache(registry),
+        lambda k: route(k, manifest),
+        cameras=camera,
+        conf=conf,
+        slow_ms=_kv(slow),
+        error_rate=_kv(errors),
+        progress=print,
+    )
+    print(
+        json.dumps(
+            {
+                "frames": rep.frames,
+                "errors": rep.errors,
+                "seconds": round(rep.seconds, 1),
+                "frames_per_second": round(rep.fps, 1),
+                "by_version": rep.by_version,
+            },
+            indent=2,
+        )
+    )
+
+
+@fleet_app.command("log")
+def log(
+    start: Annotated[
+        str | None, typer.Option(help="first day; default: --days before today")
+    ] = None,
+    days: Annotated[int, typer.Option(help="days to read")] = 7,
+) -> None:
+    """Read the inference log back: schema, frames, detections per version and camera."""
+    import pyarrow.compute as pc
+
+    from cvloop.cli import _settings
+    from cvloop.inference_log import detections_per_frame, read_log
+    from cvloop.storage import open_storage
+
+    _settings()
+    first = _date(start, dt.date.today() - dt.timedelta(days=days))
+    table = read_log(open_storage(), first, first + dt.timedelta(days=days))
+    print(table.schema.to_string(show_schema_metadata=True))
+    print(
+        f"\nframes: {table.num_rows}, detections: {int(pc.sum(detections_per_frame(table)).as_py() or 0)}"
+    )
+    if table.num_rows:
+        by = table.group_by(["model_version", "camera"]).aggregate(
+            [("frame_key", "count"), ("latency_ms", "mean")]
+        )
+        for row in sorted(by.to_pylist(), key=lambda r: (r["model_version"], r["camera"])):
+            print(
+                f"  v{row['model_version']:<4} {row['camera']:<10} {row['frame_key_count']:>7} "
+                f"frames  mean latency {row['latency_ms_mean']:.1f} ms"
+            )

@@ -1,0 +1,149 @@
+"""Rollout state: the traffic split the serving fleet reads, written atomically.
+
+The manifest lives in the store at ``rollout/manifest.json``::
+
+    {"allocations": [{"version": "3", "share": 90.0}, {"version": "4", "share": 10.0}],
+     "stage": "canary-10", "updated_at": "...", "updated_by": "...", "reason": "..."}
+
+Every change is also appended to ``rollout/history/`` (one JSON object per change: who,
+why, when, the split), so "did the deployment change, and why?" has an answer.
+
+Routing is deterministic per frame: a frame key hashes to a bucket in [0, 100) and the
+cumulative shares pick the version, so the same frame always goes to the same model and
+the shares hold in expectation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from cvloop.errors import CvloopError
+from cvloop.storage import Storage
+
+MANIFEST_KEY = "rollout/manifest.json"
+HISTORY_PREFIX = "rollout/history/"
+
+
+@dataclass(frozen=True)
+class Allocation:
+    version: str
+    share: float  # percent of traffic
+
+
+@dataclass
+class RolloutManifest:
+    allocations: list[Allocation]
+    stage: str = "stable"
+    updated_at: str = ""
+    updated_by: str = ""
+    reason: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> RolloutManifest:
+        if not self.allocations:
+            raise CvloopError("rollout manifest has no allocation")
+        versions = [a.version for a in self.allocations]
+        if len(set(versions)) != len(versions):
+            raise CvloopError(f"rollout manifest lists a version twice: {versions}")
+        if any(a.share < 0 for a in self.allocations):
+            raise CvloopError(f"rollout manifest has a negative share: {self.allocations}")
+        total = sum(a.share for a in self.allocations)
+        if abs(total - 100.0) > 1e-6:
+            raise CvloopError(
+                f"rollout shares must add up to 100, got {total:g}",
+                fix="fix rollout/manifest.json or write it with cvloop",
+            )
+        return self
+
+    def share_of(self, version: str) -> float:
+        return sum(a.share for a in self.allocations if a.version == version)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> RolloutManifest:
+        raw = json.loads(text)
+        allocs = [Allocation(str(a["version"]), float(a["share"])) for a in raw["allocations"]]
+        return cls(
+            allocs,
+            raw.get("stage", "stable"),
+            raw.get("updated_at", ""),
+            raw.get("updated_by", ""),
+            raw.get("reason", ""),
+            raw.get("extra", {}),
+        )
+
+
+def single(version: str, reason: str = "", stage: str = "stable") -> RolloutManifest:
+    """All traffic to one version."""
+    return RolloutManifest([Allocation(str(version), 100.0)], stage=stage, reason=reason)
+
+
+def read_manifest(store: Storage) -> RolloutManifest | None:
+    """The current manifest, or None when none was written (the champion takes 100 %)."""
+    if not store.exists(MANIFEST_KEY):
+        return None
+    try:
+        return RolloutManifest.from_json(store.get_text(MANIFEST_KEY)).validate()
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CvloopError(
+            f"rollout manifest {store.url(MANIFEST_KEY)} is malformed: {exc}",
+            fix="restore it with `cvloop rollback` or rewrite it with cvloop",
+        ) from None
+
+
+def write_manifest(
+    store: Storage, manifest: RolloutManifest, *, who: str | None = None, reason: str | None = None
+) -> RolloutManifest:
+    """Validate, stamp (who/when/why) and write the manifest atomically, plus a history entry."""
+    manifest.validate()
+    now = dt.datetime.now(dt.UTC)
+    manifest.updated_at = now.isoformat(timespec="seconds")
+    manifest.updated_by = who or manifest.updated_by or _whoami()
+    if reason is not None:
+        manifest.reason = reason
+    text = manifest.to_json()
+    stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    store.put_text(f"{HISTORY_PREFIX}{stamp}-{digest}.json", text)
+    store.put_text(MANIFEST_KEY, text)  # atomic: readers see the old or the new split
+    return manifest
+
+
+def history(store: Storage, since: dt.datetime | None = None) -> list[RolloutManifest]:
+    """Past manifests, oldest first."""
+    out = []
+    for key in store.keys(HISTORY_PREFIX):
+        m = RolloutManifest.from_json(store.get_text(key))
+        if since is None or dt.datetime.fromisoformat(m.updated_at) >= since:
+            out.append(m)
+    return out
+
+
+def bucket(frame_key: str) -> float:
+    """A frame's position in [0, 100), stable across runs and machines."""
+    h = int.from_bytes(hashlib.sha256(frame_key.encode()).digest()[:8], "big")
+    return (h % 1_000_000) / 10_000.0
+
+
+def route(frame_key: str, manifest: RolloutManifest) -> str:
+    """The model version that serves ``frame_key`` under ``manifest``."""
+    b = bucket(frame_key)
+    edge = 0.0
+    for alloc in manifest.allocations:
+        edge += alloc.share
+        if b < edge:
+            return alloc.version
+    return manifest.allocations[-1].version
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"

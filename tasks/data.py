@@ -1,0 +1,104 @@
+"""Data stage: baseline frames, dataset and holdout versions (plain functions + @task wrappers)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from prefect import task
+
+from cvloop.baseline import build_baseline
+from cvloop.fleet.generate import FleetConfig, cameras_named
+from cvloop.versioning import DataRepo, VersionRecord
+
+DATASET_POINTER = "datasets.dvc"
+HOLDOUT_POINTER = "holdout/data.dvc"
+DATASET_DIR = "datasets"
+HOLDOUT_DIR = "holdout/data"
+
+
+@dataclass(frozen=True)
+class BaselineData:
+    dataset_yaml: str
+    holdout_yaml: str
+    train_frames: int
+    val_frames: int
+    holdout_frames: int
+
+
+def data_repo() -> DataRepo:
+    from cvloop.settings import load_settings
+
+    s = load_settings()
+    return DataRepo(s.data_repo, s.dvc_remote_url, s.s3_endpoint_url)
+
+
+def build_baseline_data(
+    seed: int,
+    cameras: int,
+    image_size: int,
+    days_ago: int,
+    days: int,
+    train_frames: int,
+    holdout_frames: int,
+    classes: list[str],
+    label_policy_version: int,
+    val_share: float,
+    near_dup_bits: int,
+) -> BaselineData:
+    """Render the clean baseline period into ``datasets/`` (v1) and ``holdout/data/`` (v1)."""
+    from cvloop.settings import load_settings
+    from cvloop.storage import open_storage
+
+    repo = data_repo()
+    start = dt.date.today() - dt.timedelta(days=days_ago)
+    cfg = FleetConfig(
+        seed=seed, cameras=cameras_named(cameras), image_size=image_size, classes=tuple(classes)
+    )
+    paths = build_baseline(
+        cfg,
+        start,
+        days,
+        train_frames,
+        holdout_frames,
+        repo.root / DATASET_DIR,
+        repo.root / HOLDOUT_DIR,
+        classes,
+        label_policy_version,
+        val_share,
+        near_dup_bits,
+        store=open_storage(load_settings().frame_store_uri, create_bucket=True),
+    )
+    return BaselineData(
+        str(paths.dataset_dir / "data.yaml"),
+        str(paths.holdout_dir / "data.yaml"),
+        paths.train_frames,
+        paths.val_frames,
+        paths.holdout_frames,
+    )
+
+
+def version_data(folder: str, pointer: str, name: str, message: str) -> VersionRecord:
+    """``dvc add`` the folder, commit its pointer, tag ``name``, push to the DVC remote."""
+    repo = data_repo()
+    repo.ensure()
+    repo.add(folder)
+    return repo.commit_version(name, [pointer], message)
+
+
+def existing_version(name: str, pointer: str) -> VersionRecord | None:
+    """The record of an already tagged version (so a re-run does not rebuild it)."""
+    repo = data_repo()
+    if not (repo.root / ".git").exists() or name not in repo.tags(name):
+        return None
+    rev = repo.git("rev-list", "-n", "1", name)
+    import yaml
+
+    outs = yaml.safe_load(repo.git("show", f"{rev}:{pointer}"))["outs"][0]
+    return VersionRecord(
+        name, rev, outs["md5"], pointer, int(outs.get("nfiles", 0)), int(outs.get("size", 0))
+    )
+
+
+build_baseline_data_task = task(build_baseline_data, name="build_baseline_data")
+version_data_task = task(version_data, name="version_data")
