@@ -97,11 +97,13 @@ def services_status(
 
 
 @app.command("demo")
-def demo() -> None:
+def demo(
+    fast: Annotated[bool, typer.Option("--fast", help="tiny sizes, for tests")] = False,
+) -> None:
     """Run the demo on the embedded defaults and print the URLs to look at."""
-    from cvloop.demo import run_demo
+    from cvloop.demo import FAST, FULL, run_demo
 
-    run_demo(_settings())
+    run_demo(_settings(), FAST if fast else FULL)
 
 
 @app.command("bootstrap")

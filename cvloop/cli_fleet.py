@@ -205,3 +205,65 @@ def log(
                 f"  v{row['model_version']:<4} {row['camera']:<10} {row['frame_key_count']:>7} "
                 f"frames  mean latency {row['latency_ms_mean']:.1f} ms"
             )
+
+
+@fleet_app.command("evaluate")
+def evaluate_scenarios(
+    version: Annotated[str, typer.Option(help="model version or alias")] = "champion",
+    frames: Annotated[int, typer.Option(help="labelled frames per scenario")] = 150,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            "-s",
+            help="clean, night, weather, new-class-look, new-camera (all if none)",
+        ),
+    ] = None,
+    start: Annotated[
+        str, typer.Option(help="day the scenario frames are drawn from")
+    ] = "2026-07-01",
+) -> None:
+    """Score a registered model on labelled frames of each drift scenario (ground truth from
+    the synthetic fleet): how much each drift hurts it."""
+    import tempfile
+    from pathlib import Path
+
+    from cvloop.cli import _settings
+    from cvloop.fleet.evaluate import SCENARIO_SETS, build_scenario_set
+    from cvloop.fleet.generate import FleetConfig, cameras_named
+    from cvloop.params import load_params
+    from cvloop.training import evaluate
+    from registry.models import ModelRegistry
+
+    _settings()
+    p = load_params()
+    reg = ModelRegistry.from_settings()
+    v = version if version.isdigit() else str(reg.version_by_alias(version).version)
+    model = reg.fetch(v)
+    base = FleetConfig(
+        seed=p.fleet.seed + 1000,
+        cameras=cameras_named(p.fleet.cameras),
+        image_size=p.fleet.image_size,
+        bursts_per_day=12,
+        classes=tuple(model.classes),
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in scenario or SCENARIO_SETS:
+            data = build_scenario_set(
+                base, name, frames, dt.date.fromisoformat(start), Path(tmp) / name
+            )
+            r = evaluate(model.pt, data, imgsz=model.imgsz, device=p.train.device)
+            rows.append(
+                {
+                    "scenario": name,
+                    "frames": r.images,
+                    "map50": round(r.map50, 4),
+                    "map50_95": round(r.map50_95, 4),
+                    "per_class_ap50": {k: round(x, 3) for k, x in r.per_class_ap50.items()},
+                }
+            )
+            print(
+                f"  {name:<15} mAP50 {r.map50:.3f}  mAP50-95 {r.map50_95:.3f}  ({r.images} frames)"
+            )
+    print(json.dumps({"version": v, "scenarios": rows}, indent=2))

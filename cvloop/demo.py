@@ -1,11 +1,25 @@
-"""``cvloop demo``: the local stack up, the flows deployed, and a real run through the worker.
+"""``cvloop demo``: the local stack, the baseline champion, and simulated production weeks.
 
-Later stages of the project extend this to the whole loop (drift -> retrain -> rollout).
+Phases (each prints progress and its wall time):
+
+1. start the local services and check their health;
+2. deploy the flows of ``prefect.yaml`` and run the stack check through the worker;
+3. bootstrap the baseline champion v1 unless one exists (dataset v1 + holdout v1 with DVC,
+   trained from a model YAML, registered in MLflow as ``champion``);
+4. simulate production: the synthetic fleet captures the last weeks, with a ``night`` drift
+   at two cameras from the middle of the period;
+5. serve those frames with the champion (``fleet serve``), writing the inference log.
+
+The data repository is this checkout by default: the bootstrap commits ``datasets.dvc``
+and ``holdout/data.dvc`` and tags ``dataset-v1`` / ``holdout-v1`` here, as a DVC project
+does. Set ``CVLOOP_DATA_REPO`` to version data in another git repository.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
+from dataclasses import dataclass
 
 from cvloop.deploy import deploy_all, run_and_wait
 from cvloop.errors import CvloopError
@@ -13,11 +27,35 @@ from cvloop.services import ServiceManager, format_status
 from cvloop.settings import Settings
 
 
-def run_demo(settings: Settings, out=print) -> dict[str, float]:
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the simulation is; ``fast`` is for tests."""
+
+    weeks: int = 4
+    bursts_per_day: int = 8
+    frames_per_burst: int = 3
+    drift_cameras: tuple[str, ...] = ("cam-01", "cam-02")
+    bootstrap_epochs: int | None = None
+    bootstrap_train_frames: int | None = None
+    bootstrap_holdout_frames: int | None = None
+
+
+FULL = DemoSize()
+FAST = DemoSize(
+    weeks=2,
+    bursts_per_day=3,
+    frames_per_burst=2,
+    bootstrap_epochs=2,
+    bootstrap_train_frames=60,
+    bootstrap_holdout_frames=200,
+)
+
+
+def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, float]:
     """Run the demo; returns the wall time of each phase in seconds."""
     phases: dict[str, float] = {}
 
-    def phase(name: str):
+    def phase(name: str) -> float:
         out(f"\n==> {name}")
         return time.perf_counter()
 
@@ -25,34 +63,114 @@ def run_demo(settings: Settings, out=print) -> dict[str, float]:
     rows = ServiceManager(settings, out=out).up()
     phases["services"] = time.perf_counter() - t
 
-    t = phase("deploying the flows in prefect.yaml to the local Prefect server")
-    names = deploy_all(settings)
-    out(f"  deployed: {', '.join(names)}")
-    phases["deploy"] = time.perf_counter() - t
-
-    t = phase("running the stack-check flow through the Prefect worker")
+    t = phase("deploying the flows in prefect.yaml and checking the stack through the worker")
+    out(f"  deployed: {', '.join(deploy_all(settings))}")
     run_id, state = run_and_wait("stack-check/stack-check", timeout_s=600, out=out)
-    phases["stack-check"] = time.perf_counter() - t
     if state != "Completed":
         raise CvloopError(
             f"stack-check flow run {run_id} ended {state}",
             fix=f"open {settings.prefect_ui_url}/runs/flow-run/{run_id}",
         )
+    phases["deploy+check"] = time.perf_counter() - t
+
+    t = phase("baseline champion (bootstrap: dataset v1, holdout v1, train, register)")
+    from flows.bootstrap import bootstrap
+
+    version = bootstrap(
+        epochs=size.bootstrap_epochs,
+        train_frames=size.bootstrap_train_frames,
+        holdout_frames=size.bootstrap_holdout_frames,
+    )
+    out(f"  champion: version {version}")
+    phases["bootstrap"] = time.perf_counter() - t
+
+    t = phase(
+        f"simulating {size.weeks} weeks of production ({', '.join(size.drift_cameras)} "
+        "turn to night from the middle of the period)"
+    )
+    start, days = _simulate(settings, size, out)
+    phases["simulate"] = time.perf_counter() - t
+
+    t = phase("serving the simulated weeks with the champion (inference log)")
+    served = _serve(start, days, out)
+    phases["serve"] = time.perf_counter() - t
+    out(f"  {served['frames']} frames at {served['fps']:.0f} frames/s")
 
     out("\n==> the local stack")
     out(format_status(rows))
     out("\nOpen:")
+    out(f"  Prefect UI      {settings.prefect_ui_url}  (flow runs and their artifacts)")
     out(
-        f"  Prefect UI      {settings.prefect_ui_url}  (flow run: "
-        f"{settings.prefect_ui_url}/runs/flow-run/{run_id})"
+        f"  MLflow UI       {settings.mlflow_tracking_uri}/#/models/cvloop-detector  "
+        f"(champion v{version} with lineage tags)"
     )
-    out(f"  MLflow UI       {settings.mlflow_tracking_uri}")
     out(
-        f"  Label Studio    {settings.label_studio_url}  (user {settings.label_studio_username}, "
-        f"password in {settings.secrets_path})"
+        f"  Label Studio    {settings.label_studio_url}  (user {settings.label_studio_username},"
+        f" password in {settings.secrets_path})"
     )
-    out(f"  S3 (loopback)   {settings.local_s3_endpoint}")
-    out(f"  frame store     {settings.frame_store_uri}")
+    out(f"  frame store     {settings.frame_store_uri}  (frames/, inference-log/, rollout/)")
+    out(f"  inference log   cvloop fleet log --start {start} --days {days}")
     out("\nStop everything with `cvloop services down` (or `make down`).")
     out("phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
     return phases
+
+
+def _simulate(settings: Settings, size: DemoSize, out) -> tuple[dt.date, int]:
+    from cvloop.fleet.generate import FleetConfig, Scenario, cameras_named, generate_fleet
+    from cvloop.params import load_params
+
+    p = load_params()
+    days = size.weeks * 7
+    start = dt.date.today() - dt.timedelta(days=days)
+    drift = Scenario("night", start + dt.timedelta(days=days // 2), None, size.drift_cameras)
+    cfg = FleetConfig(
+        seed=p.fleet.seed,
+        cameras=cameras_named(p.fleet.cameras),
+        image_size=p.fleet.image_size,
+        bursts_per_day=size.bursts_per_day,
+        frames_per_burst=size.frames_per_burst,
+        scenarios=(drift,),
+        classes=tuple(p.classes),
+    )
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 5) == 0:
+            out(f"  {done}/{total} camera-days rendered")
+
+    rep = generate_fleet(
+        cfg,
+        start,
+        days,
+        settings.frame_store_uri,
+        settings.fleet_truth_uri,
+        workers=2,
+        endpoint_url=settings.s3_endpoint_url,
+        progress=progress,
+    )
+    out(
+        f"  {rep.frames_written} new frames ({rep.frames_skipped} already there), "
+        f"night frames: {rep.scenario_frames.get('night', 0)}"
+    )
+    return start, days
+
+
+def _serve(start: dt.date, days: int, out) -> dict[str, float]:
+    from cvloop.fleet.serve import DetectorCache, serve_window
+    from cvloop.storage import open_storage
+    from registry.manifest import read_manifest, route, single
+    from registry.models import CHAMPION, ModelRegistry
+
+    store = open_storage()
+    registry = ModelRegistry.from_settings()
+    manifest = read_manifest(store) or single(str(registry.version_by_alias(CHAMPION).version))
+    last = [0.0]
+
+    def progress(msg: str) -> None:
+        if time.perf_counter() - last[0] > 10:
+            out(msg)
+            last[0] = time.perf_counter()
+
+    rep = serve_window(
+        store, start, days, DetectorCache(registry), lambda k: route(k, manifest), progress=progress
+    )
+    return {"frames": rep.frames, "fps": rep.fps}

@@ -206,7 +206,6 @@ def evaluate(
     per50 = {names[int(c)]: float(box.ap50[i]) for i, c in enumerate(idx)}
     nt = getattr(m, "nt_per_class", None)
     instances = int(nt.sum()) if nt is not None else 0
-    seen = int(getattr(m, "seen", 0) or 0)
     return EvalResult(
         float(box.map),
         float(box.map50),
@@ -214,9 +213,22 @@ def evaluate(
         float(box.mr),
         per95,
         per50,
-        seen,
+        _count_images(Path(data_yaml), split),
         instances,
     )
+
+
+def _count_images(data_yaml: Path, split: str) -> int:
+    """Images of a split (a folder or a list file) of a data.yaml."""
+    import yaml
+
+    spec = yaml.safe_load(data_yaml.read_text())
+    target = data_yaml.parent / str(spec.get(split, ""))
+    if target.is_dir():
+        return sum(1 for p in target.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if target.is_file():
+        return sum(1 for line in target.read_text().splitlines() if line.strip())
+    return 0
 
 
 def export_onnx(weights: Path, imgsz: int, dest: Path) -> Path:

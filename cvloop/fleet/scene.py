@@ -347,17 +347,23 @@ def _apply_scenarios(
     if "weather" in scenarios:
         img = Image.fromarray(np.clip(px, 0, 255).astype(np.uint8))
         d = ImageDraw.Draw(img, "RGBA")
-        for _ in range(int(size * 0.9)):
+        for _ in range(int(size * 1.8)):
             x, y = float(rng.uniform(0, size)), float(rng.uniform(0, size))
-            length = float(rng.uniform(8, 22))
-            d.line([x, y, x + length * 0.35, y + length], fill=(220, 220, 235, 150), width=1)
-        img = img.filter(ImageFilter.GaussianBlur(radius=1.6))
+            length = float(rng.uniform(10, 28))
+            d.line(
+                [x, y, x + length * 0.35, y + length],
+                fill=(225, 225, 240, 170),
+                width=int(rng.integers(1, 3)),
+            )
+        img = img.filter(ImageFilter.GaussianBlur(radius=3.0))
         px = np.asarray(img, dtype=np.float32)
-        px = px * 0.6 + 150 * 0.4  # fog
+        grey = px.mean(axis=2, keepdims=True)
+        px = px * 0.4 + grey * 0.6  # wet, washed-out colours
+        px = px * 0.38 + 165 * 0.62  # fog: most of the contrast gone
     if "night" in scenarios:
-        px = (np.clip(px, 0, 255) / 255.0) ** 1.6 * 255.0 * 0.3  # dark and low contrast
-        px = px * np.array([0.75, 0.85, 1.25], dtype=np.float32)  # blue cast
-        px = px + rng.normal(0, 10, size=px.shape).astype(np.float32)  # sensor noise
+        px = (np.clip(px, 0, 255) / 255.0) ** 1.8 * 255.0 * 0.2  # dark, low contrast
+        px = px * np.array([0.7, 0.8, 1.3], dtype=np.float32)  # blue cast of night lighting
+        px = px + rng.normal(0, 14, size=px.shape).astype(np.float32)  # sensor noise
     return px
 
 
