@@ -158,13 +158,25 @@ def signal_bins(
     }
 
 
+def coarsen(counts: np.ndarray, groups: int) -> np.ndarray:
+    """Merge adjacent bins into ``groups`` bins (PSI is unstable over many sparse bins)."""
+    size = int(math.ceil(len(counts) / groups))
+    pad = size * groups - len(counts)
+    return np.pad(counts, (0, pad)).reshape(groups, size).sum(axis=1)
+
+
 def binned_stats(
     ref_counts: np.ndarray,
     cur_counts: np.ndarray,
     bins: Bins,
     min_samples: int = DEFAULT_MIN_SAMPLES,
+    psi_groups: int = 10,
 ) -> DriftStats:
-    """KS, PSI and normed Wasserstein from two histograms over the same bins."""
+    """KS, PSI and normed Wasserstein from two histograms over the same bins.
+
+    PSI is computed over ``psi_groups`` merged bins (about the ~10 Sturges bins of the exact
+    path at these sample sizes); KS and Wasserstein use the full resolution.
+    """
     from scipy.stats import distributions
 
     ref_counts = np.asarray(ref_counts, dtype=np.float64)
@@ -183,6 +195,6 @@ def binned_stats(
     mean = np.sum(ref_counts * x) / n1
     std = math.sqrt(max(float(np.sum(ref_counts * (x - mean) ** 2) / n1), 0.0))
     w /= max(std, 0.001)
-    ref_p = _fill_zeros(ref_counts / n1)
-    cur_p = _fill_zeros(cur_counts / n2)
+    ref_p = _fill_zeros(coarsen(ref_counts, psi_groups) / n1)
+    cur_p = _fill_zeros(coarsen(cur_counts, psi_groups) / n2)
     return DriftStats(d, p, _psi(ref_p, cur_p), w, n1, n2)

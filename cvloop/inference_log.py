@@ -214,7 +214,7 @@ def read_log(
     """
     t0, t1 = _utc(start), _utc(end)
     cols = list(columns) if columns else SCHEMA.names
-    need = list(dict.fromkeys([*cols, "ts", "camera", "model_version"]))
+    need = list(dict.fromkeys([*cols, "ts", "camera", "model_version", "frame_key"]))
     parts = []
     for day in _dates(t0, t1):
         for key in store.keys(f"{prefix}/date={day.isoformat()}/"):
