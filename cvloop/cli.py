@@ -128,6 +128,19 @@ def bootstrap(
     print(f"champion: version {version}")
 
 
+@app.command("bench")
+def bench(
+    name: Annotated[str, typer.Argument(help="drift | serve")],
+    quick: Annotated[bool, typer.Option(help="smaller sizes")] = False,
+) -> None:
+    """Run a benchmark: one JSON object per case (name, value, unit, baseline, ratio)."""
+    from cvloop.bench import run as run_bench
+    from cvloop.offline import apply_offline
+
+    apply_offline()
+    run_bench(name, quick=quick)
+
+
 @app.command("deploy")
 def deploy(
     names: Annotated[list[str] | None, typer.Argument(help="deployments; all if none")] = None,

@@ -81,3 +81,22 @@ def test_volume_bins_are_exact_for_counts():
     exact = exact_stats(ref, cur)
     binned = binned_stats(bins.counts(ref), bins.counts(cur), bins)
     assert binned.ks_stat == pytest.approx(exact.ks_stat, abs=1e-12)  # integer data, unit bins
+
+
+@pytest.mark.parametrize("signal", ["confidence", "size", "volume"])
+def test_fast_bin_index_agrees_with_the_edges(signal):
+    from cvloop.drift import Bins
+
+    bins = signal_bins()[signal]
+    rng = np.random.default_rng(5)
+    values = {
+        "confidence": rng.random(200_000),
+        "size": 10 ** rng.uniform(-6, 0, 200_000),
+        "volume": rng.integers(0, 150, 200_000).astype(float),
+    }[signal]
+    slow = Bins(signal, bins.edges, "search").index(values)
+    fast = bins.index(values)
+    mismatch = fast != slow
+    # only values sitting on a bin edge (float rounding) may land one bin apart
+    near_edge = np.min(np.abs(values[:, None] - bins.edges[None, :]), axis=1) < 1e-9 * (1 + values)
+    assert np.all(near_edge[mismatch]) and np.all(np.abs(fast - slow) <= 1)
