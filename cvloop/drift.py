@@ -76,8 +76,13 @@ def ks_from_cdfs(
     diff = c1[last] - c2[last]
     d = float(max(np.clip(-diff.min(), 0, 1), diff.max()))
     m, n = sorted([float(n1), float(n2)], reverse=True)
-    p = float(np.clip(distributions.kstwo.sf(d, np.round(m * n / (m + n))), 0, 1))
-    return d, p
+    en = np.round(m * n / (m + n))
+    # Far in the tail scipy's finite-n kstwo costs ~0.5 s per call at 10^6 values; there
+    # Kolmogorov's limiting distribution gives the same answer to well under 1e-12.
+    p_lim = float(distributions.kstwobign.sf(d * np.sqrt(en)))
+    if p_lim < 1e-13:
+        return d, p_lim
+    return d, float(np.clip(distributions.kstwo.sf(d, en), 0, 1))
 
 
 def wasserstein_from_cdfs(vals: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> float:
