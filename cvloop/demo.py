@@ -32,7 +32,7 @@ class DemoSize:
     """How big the simulation is; ``fast`` is for tests."""
 
     weeks: int = 4
-    bursts_per_day: int = 8
+    bursts_per_day: int = 12
     frames_per_burst: int = 3
     drift_cameras: tuple[str, ...] = ("cam-01", "cam-02")
     bootstrap_epochs: int | None = None

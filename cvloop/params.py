@@ -87,6 +87,9 @@ class TriggerParams(_Section):
     class_ap_regression_points: Points = 2.0
     new_labels_min: PosInt = 1000
     max_days_since_training: PosInt = 90
+    severe_drift: bool = True
+    severe_drift_psi: Annotated[float, Field(gt=0)] = 0.25
+    severe_drift_wasserstein: Annotated[float, Field(gt=0)] = 0.25
 
 
 class CollectParams(_Section):

@@ -1,0 +1,358 @@
+"""Monitor stage: drift signals, holdout trend, triggers, reports, the drift event.
+
+Plain functions (testable without Prefect) with thin ``@task`` wrappers at the bottom.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import task
+
+from cvloop.monitor import SliceDrift, Window, compute_drift, most_drifted, windows
+from cvloop.params import Params
+from cvloop.triggers import (
+    TriggerResult,
+    days_since_training,
+    drift_slices,
+    holdout_map_drop,
+    ks_with_ap_regression,
+    new_labels,
+    severe_drift,
+)
+
+MONITOR_EXPERIMENT = "cvloop-monitor"
+DRIFT_EVENT = "cvloop.drift.detected"
+
+
+@dataclass(frozen=True)
+class Windows:
+    ref_start: str
+    ref_end: str
+    cur_start: str
+    cur_end: str
+
+    def as_windows(self) -> tuple[Window, Window]:
+        f = dt.datetime.fromisoformat
+        return (
+            Window(f(self.ref_start), f(self.ref_end)),
+            Window(f(self.cur_start), f(self.cur_end)),
+        )
+
+    @property
+    def iso_week(self) -> int:
+        """The check's week: ISO year * 100 + ISO week of the current window's last day."""
+        last = (dt.datetime.fromisoformat(self.cur_end) - dt.timedelta(milliseconds=1)).date()
+        y, w, _ = last.isocalendar()
+        return y * 100 + w
+
+
+@dataclass
+class HoldoutCheck:
+    champion: str | None
+    holdout_version: str | None
+    map50_95: float | None
+    map50: float | None
+    per_class_ap50_95: dict[str, float]
+    reference_map50_95: float | None
+    reference_per_class: dict[str, float]
+    history: list[tuple[int, float]]
+    days_since_training: float | None
+    note: str = ""
+
+
+def first_served_day(version: str, before: dt.date) -> dt.date | None:
+    """The first day in the inference log on which ``version`` served frames."""
+    import pyarrow.compute as pc
+
+    from cvloop.inference_log import LOG_PREFIX, read_log
+    from cvloop.storage import open_storage
+
+    store = open_storage()
+    days = sorted({k.split("/")[1].removeprefix("date=") for k in store.keys(f"{LOG_PREFIX}/")})
+    for d in days:
+        day = dt.date.fromisoformat(d)
+        if day >= before:
+            break
+        t = read_log(store, day, day + dt.timedelta(days=1), columns=["model_version"])
+        if t.num_rows and pc.any(pc.equal(t["model_version"], version)).as_py():
+            return day
+    return None
+
+
+def resolve_windows(
+    current_end: str | None, current_days: int, reference_days: int, reference_start: str | None
+) -> Windows:
+    """The current window ends at ``current_end`` (default today). The reference starts at
+    ``reference_start``; by default it is the champion's first ``reference_days`` in
+    production (its validation baseline), else the period just before the current window."""
+    end = dt.date.fromisoformat(current_end) if current_end else dt.date.today()
+    ref_start = dt.date.fromisoformat(reference_start) if reference_start else None
+    if ref_start is None:
+        from registry.models import CHAMPION, ModelRegistry
+
+        champion = ModelRegistry.from_settings().alias_version(CHAMPION)
+        cur_start = end - dt.timedelta(days=current_days)
+        first = first_served_day(champion, cur_start) if champion else None
+        if first and first + dt.timedelta(days=reference_days) <= cur_start:
+            ref_start = first
+    ref, cur = windows(end, current_days, reference_days, ref_start)
+    return Windows(
+        ref.start.isoformat(), ref.end.isoformat(), cur.start.isoformat(), cur.end.isoformat()
+    )
+
+
+def compute_drift_signals(
+    w: Windows, classes: list[str], min_samples: int, exact_max: int
+) -> list[dict]:
+    """Every signal on every slice (rows of plain values: small, serializable)."""
+    from cvloop.storage import open_storage
+
+    ref, cur = w.as_windows()
+    rows = compute_drift(open_storage(), ref, cur, classes, min_samples, exact_max)
+    return [r.row() for r in rows]
+
+
+def _slices_from_rows(rows: list[dict]) -> list[SliceDrift]:
+    from cvloop.drift import DriftStats
+
+    out = []
+    for r in rows:
+        stats = DriftStats(
+            r["ks_stat"],
+            r["ks_p"],
+            r["psi"],
+            r["wasserstein"],
+            r["n_ref"],
+            r["n_cur"],
+            r["enough_data"],
+        )
+        out.append(SliceDrift(r["signal"], r["kind"], r["slice"], stats, r["path"]))
+    return out
+
+
+def check_holdout(w: Windows, imgsz_default: int, device: str) -> HoldoutCheck:
+    """Score the champion on the holdout and read the weekly history of this champion."""
+    from cvloop.settings import load_settings
+    from cvloop.training import evaluate
+    from registry.models import CHAMPION, ModelRegistry
+
+    reg = ModelRegistry.from_settings()
+    version = reg.alias_version(CHAMPION)
+    if version is None:
+        return HoldoutCheck(None, None, None, None, {}, None, {}, [], None, "no champion")
+    model = reg.fetch(version)
+    tags = model.tags
+    ref_map = float(tags["cvloop.holdout.map50_95"]) if "cvloop.holdout.map50_95" in tags else None
+    ref_cls = json.loads(tags.get("cvloop.holdout.per_class_ap50_95", "{}"))
+    mv = reg.get_version(version)
+    trained_ms = reg.client.get_run(mv.run_id).info.start_time
+    days = (dt.datetime.now(dt.UTC).timestamp() * 1000 - trained_ms) / 86_400_000
+    holdout_yaml = load_settings().data_repo / "holdout" / "data" / "data.yaml"
+    if not holdout_yaml.exists():
+        return HoldoutCheck(
+            version,
+            tags.get("cvloop.holdout.version"),
+            None,
+            None,
+            {},
+            ref_map,
+            ref_cls,
+            _history(version),
+            days,
+            f"holdout not found at {holdout_yaml} (dvc pull holdout/data.dvc)",
+        )
+    r = evaluate(model.pt, holdout_yaml, imgsz=model.imgsz or imgsz_default, device=device)
+    history = [h for h in _history(version) if h[0] != w.iso_week] + [(w.iso_week, r.map50_95)]
+    return HoldoutCheck(
+        version,
+        tags.get("cvloop.holdout.version"),
+        r.map50_95,
+        r.map50,
+        r.per_class_ap50_95,
+        ref_map,
+        ref_cls,
+        sorted(history),
+        days,
+    )
+
+
+def _history(version: str) -> list[tuple[int, float]]:
+    """Weekly holdout mAP50-95 of ``version`` logged by earlier monitor runs."""
+    from mlflow import MlflowClient
+
+    from cvloop.settings import load_settings
+
+    client = MlflowClient(load_settings().mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(MONITOR_EXPERIMENT)
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.`cvloop.champion` = '{version}'", max_results=500
+    )
+    out = {}
+    for run in runs:
+        for m in client.get_metric_history(run.info.run_id, "holdout.map50_95"):
+            out[int(m.step)] = float(m.value)
+    return sorted(out.items())
+
+
+def count_new_labels(since_days: float | None) -> int | None:
+    """Annotations in cvloop's Label Studio projects since the champion was trained."""
+    if since_days is None:
+        return None
+    try:
+        from label_studio_sdk import LabelStudio
+
+        from cvloop.settings import load_settings
+
+        s = load_settings()
+        client = LabelStudio(
+            base_url=s.label_studio_url, api_key=s.label_studio_token(), timeout=10
+        )
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(days=since_days)
+        total = 0
+        for proj in client.projects.list():
+            created = getattr(proj, "created_at", None)
+            if (proj.title or "").startswith("cvloop") and (created is None or created >= since):
+                total += int(getattr(proj, "num_tasks_with_annotations", 0) or 0)
+        return total
+    except Exception:
+        return None
+
+
+def evaluate_triggers(
+    rows: list[dict], holdout: HoldoutCheck, labels: int | None, p: Params
+) -> list[TriggerResult]:
+    drift = _slices_from_rows(rows)
+    t = p.trigger
+    return [
+        holdout_map_drop(holdout.history, holdout.reference_map50_95, t),
+        ks_with_ap_regression(drift, holdout.per_class_ap50_95, holdout.reference_per_class, t),
+        new_labels(labels, t),
+        days_since_training(holdout.days_since_training, t),
+        severe_drift(drift, t),
+    ]
+
+
+def trigger_table(results: list[TriggerResult]) -> str:
+    lines = ["| rule | fired | value | threshold | why |", "|---|---|---|---|---|"]
+    for r in results:
+        mark = "🔴 FIRED" if r.fired else "🟢 no"
+        lines.append(f"| {r.rule} | {mark} | {r.value} | {r.threshold} | {r.explanation} |")
+    return "\n".join(lines)
+
+
+def drifted_table(rows: list[dict], k: int = 10) -> str:
+    top = most_drifted(_slices_from_rows(rows), k)
+    lines = [
+        "| signal | slice | KS | KS p | PSI | Wasserstein | n ref / cur | path |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in top:
+        s = r.stats
+        lines.append(
+            f"| {r.signal} | {r.kind} {r.name} | {s.ks_stat:.3f} | {s.ks_p:.2e} | "
+            f"{s.psi:.3f} | {s.wasserstein:.3f} | {s.n_ref} / {s.n_cur} | {r.path} |"
+        )
+    small = sum(1 for r in rows if not r["enough_data"])
+    return "\n".join(lines) + f"\n\n{small} slice-signals had not enough data (never an alarm)."
+
+
+def log_monitor_run(
+    w: Windows,
+    rows: list[dict],
+    holdout: HoldoutCheck,
+    results: list[TriggerResult],
+    report_dir: str,
+) -> dict[str, str]:
+    """One MLflow run per check: holdout metrics at the ISO week, drift figures, reports."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from cvloop.settings import load_settings
+
+    client = MlflowClient(load_settings().mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(MONITOR_EXPERIMENT)
+    exp_id = exp.experiment_id if exp else client.create_experiment(MONITOR_EXPERIMENT)
+    run = client.create_run(
+        exp_id,
+        run_name=f"monitor-{w.iso_week}",
+        tags={
+            "cvloop.champion": str(holdout.champion),
+            "cvloop.window.current": f"{w.cur_start}..{w.cur_end}",
+            "cvloop.window.reference": f"{w.ref_start}..{w.ref_end}",
+            "cvloop.triggers.fired": ",".join(r.rule for r in results if r.fired) or "none",
+        },
+    )
+    now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    metrics = []
+    if holdout.map50_95 is not None:
+        metrics.append(Metric("holdout.map50_95", holdout.map50_95, now, w.iso_week))
+        metrics.append(Metric("holdout.map50", holdout.map50 or 0.0, now, w.iso_week))
+        for c, v in holdout.per_class_ap50_95.items():
+            metrics.append(Metric(f"holdout.ap50_95.{c}", v, now, w.iso_week))
+    for r in rows:
+        if r["enough_data"] and r["kind"] in ("overall", "camera", "class", "group"):
+            base = f"drift.{r['signal']}.{r['kind']}.{r['slice'].replace('*', 'all')}"
+            for stat in ("ks_p", "psi", "wasserstein"):
+                metrics.append(Metric(f"{base}.{stat}", float(r[stat]), now, w.iso_week))
+    for i in range(0, len(metrics), 900):
+        client.log_batch(run.info.run_id, metrics=metrics[i : i + 900])
+    client.log_artifacts(run.info.run_id, report_dir, "drift-report")
+    client.set_terminated(run.info.run_id)
+    base = load_settings().mlflow_tracking_uri
+    return {
+        "run_id": run.info.run_id,
+        "run_url": f"{base}/#/experiments/{exp_id}/runs/{run.info.run_id}",
+        "artifact_url": f"{base}/get-artifact?path=drift-report/{{name}}"
+        f"&run_uuid={run.info.run_id}",
+    }
+
+
+def emit_drift_event(
+    w: Windows, results: list[TriggerResult], model_name: str, champion: str | None
+) -> str | None:
+    """Emit ``cvloop.drift.detected`` when a rule fired; returns the event id."""
+    fired = [r.rule for r in results if r.fired]
+    if not fired:
+        return None
+    from prefect.events import emit_event
+
+    slices = drift_slices(results)
+    payload = {
+        "triggers": fired,
+        "drift_slices": slices,
+        "cameras": sorted({s["name"] for s in slices if s["kind"] == "camera"}),
+        "classes": sorted({s["name"] for s in slices if s["kind"] == "class"}),
+        "window": {"start": w.cur_start, "end": w.cur_end},
+        "champion": champion,
+    }
+    event = emit_event(
+        event=DRIFT_EVENT,
+        resource={
+            "prefect.resource.id": f"cvloop.model.{model_name}",
+            "prefect.resource.name": model_name,
+        },
+        payload=payload,
+    )
+    return str(event.id) if event else None
+
+
+def report_dir(w: Windows) -> Path:
+    from cvloop.settings import load_settings
+
+    d = load_settings().home / "reports" / "monitor" / str(w.iso_week)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+resolve_windows_task = task(resolve_windows, name="resolve_windows")
+compute_drift_signals_task = task(compute_drift_signals, name="compute_drift_signals")
+check_holdout_task = task(check_holdout, name="check_holdout")
+count_new_labels_task = task(count_new_labels, name="count_new_labels")
+evaluate_triggers_task = task(evaluate_triggers, name="evaluate_triggers")
+emit_drift_event_task = task(emit_drift_event, name="emit_drift_event")

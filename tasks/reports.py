@@ -1,0 +1,173 @@
+"""What operators see: the drift dashboard (Evidently HTML), histogram plots, and the
+markdown artifact of each monitor run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+
+from tasks.monitor import (
+    HoldoutCheck,
+    Windows,
+    drifted_table,
+    log_monitor_run,
+    report_dir,
+    trigger_table,
+)
+
+SAMPLE_ROWS = 50_000  # frames per window fed to the dashboard (bounded cost at fleet scale)
+
+
+def _sample(
+    store, start: dt.datetime, end: dt.datetime, cameras: list[str] | None, max_frames: int
+):
+    """A bounded sample of a window's log: day partitions in order until ``max_frames``."""
+    import pyarrow as pa
+
+    from cvloop.inference_log import flatten_detections, read_log
+
+    parts, total, day = [], 0, start
+    while day < end and total < max_frames:
+        nxt = min(end, day + dt.timedelta(days=1))
+        t = read_log(
+            store, day, nxt, cameras=cameras, columns=["camera", "camera_group", "detections"]
+        )
+        parts.append(t)
+        total += t.num_rows
+        day = nxt
+    table = pa.concat_tables(parts) if parts else None
+    if table is None or table.num_rows == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    import pyarrow.compute as pc
+
+    flat = flatten_detections(table)
+    conf = flat["conf"].to_numpy()
+    size = pc.multiply(flat["w"], flat["h"]).to_numpy()
+    vol = pc.list_value_length(table["detections"]).fill_null(0).to_numpy()
+    return conf, size, vol
+
+
+def build_drift_dashboard(w: Windows, rows: list[dict], out_dir: Path) -> list[str]:
+    """Evidently HTML report + PNG histograms (reference vs current) into ``out_dir``."""
+    import pandas as pd
+
+    from cvloop.storage import open_storage
+    from tasks.monitor import _slices_from_rows
+
+    store = open_storage()
+    ref, cur = w.as_windows()
+    files = []
+    ref_v = _sample(store, ref.start, ref.end, None, SAMPLE_ROWS)
+    cur_v = _sample(store, cur.start, cur.end, None, SAMPLE_ROWS)
+    if len(ref_v[0]) and len(cur_v[0]):
+        from evidently import DataDefinition, Dataset, Report
+        from evidently.metrics import ValueDrift
+
+        dd = DataDefinition(numerical_columns=["confidence", "box_area"])
+        rdf = pd.DataFrame({"confidence": ref_v[0], "box_area": ref_v[1]})
+        cdf = pd.DataFrame({"confidence": cur_v[0], "box_area": cur_v[1]})
+        report = Report(
+            [
+                ValueDrift(column=c, method=m)
+                for c in ("confidence", "box_area")
+                for m in ("ks", "psi", "wasserstein")
+            ]
+        )
+        snap = report.run(
+            current_data=Dataset.from_pandas(cdf, data_definition=dd),
+            reference_data=Dataset.from_pandas(rdf, data_definition=dd),
+        )
+        snap.save_html(str(out_dir / "drift-report.html"))
+        files.append("drift-report.html")
+    top = [r for r in _slices_from_rows(rows) if r.signal == "confidence" and r.stats.enough_data]
+    top = sorted(top, key=lambda r: -r.stats.ks_stat)[:4]
+    files.append(_plot_confidence(store, w, top, out_dir))
+    return files
+
+
+def _plot_confidence(store, w: Windows, slices, out_dir: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref, cur = w.as_windows()
+    panels = [("overall", "*"), *[(s.kind, s.name) for s in slices if s.kind != "overall"][:3]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    bins = np.linspace(0, 1, 41)
+    for ax, (kind, name) in zip(axes[0], panels, strict=False):
+        cams = [name] if kind == "camera" else None
+        r = _sample(store, ref.start, ref.end, cams, SAMPLE_ROWS)[0]
+        c = _sample(store, cur.start, cur.end, cams, SAMPLE_ROWS)[0]
+        ax.hist(r, bins=bins, density=True, alpha=0.55, label=f"reference {ref.label()}")
+        ax.hist(c, bins=bins, density=True, alpha=0.55, label=f"current {cur.label()}")
+        ax.set_title(f"confidence: {kind} {name}" if kind != "overall" else "confidence: overall")
+        ax.set_xlabel("detection confidence")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    name = "confidence-histograms.png"
+    fig.savefig(out_dir / name, dpi=90)
+    plt.close(fig)
+    return name
+
+
+def publish_monitor_report(
+    w: Windows, rows: list[dict], holdout: HoldoutCheck, results, event_id: str | None
+) -> str:
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+    out = report_dir(w)
+    build_drift_dashboard(w, rows, out)
+    run = log_monitor_run(w, rows, holdout, results, str(out))
+    dashboard = run["artifact_url"].format(name="drift-report.html")
+    plot = run["artifact_url"].format(name="confidence-histograms.png")
+    fired = [r.rule for r in results if r.fired]
+    status = (
+        f"🔴 **retrain triggered** by {', '.join(fired)} (event `{event_id}`)"
+        if fired
+        else "🟢 no trigger fired"
+    )
+    holdout_line = (
+        f"holdout {holdout.holdout_version}: mAP50-95 {holdout.map50_95:.4f} "
+        f"(reference {holdout.reference_map50_95:.4f})"
+        if holdout.map50_95 is not None and holdout.reference_map50_95 is not None
+        else f"holdout: {holdout.note or 'not evaluated'}"
+    )
+    md = "\n".join(
+        [
+            f"# Monitor, week {w.iso_week}: champion v{holdout.champion}",
+            "",
+            f"current {w.cur_start[:10]} .. {w.cur_end[:10]} vs reference {w.ref_start[:10]} .. "
+            f"{w.ref_end[:10]}",
+            "",
+            status,
+            "",
+            f"- {holdout_line}",
+            f"- drift dashboard (Evidently): [{dashboard}]({dashboard})",
+            f"- MLflow run: [{run['run_url']}]({run['run_url']})",
+            "",
+            "## Triggers",
+            trigger_table(results),
+            "",
+            "## Most drifted slices",
+            drifted_table(rows),
+            "",
+            f"![confidence histograms]({plot})",
+        ]
+    )
+    create_markdown_artifact(
+        markdown=md, key="monitor-report", description=f"drift check, week {w.iso_week}"
+    )
+    create_link_artifact(
+        link=dashboard,
+        link_text="Evidently drift report",
+        key="drift-dashboard",
+        description="drift dashboard",
+    )
+    return md
+
+
+publish_monitor_report_task = task(publish_monitor_report, name="publish_monitor_report")
