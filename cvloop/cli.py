@@ -128,6 +128,39 @@ def bootstrap(
     print(f"champion: version {version}")
 
 
+@app.command("monitor")
+def monitor(
+    current_end: Annotated[
+        str | None, typer.Option(help="end of the current window (exclusive); default today")
+    ] = None,
+    current_days: Annotated[int | None, typer.Option(help="params: monitor.current_days")] = None,
+    reference_start: Annotated[
+        str | None, typer.Option(help="default: the champion's first week in production")
+    ] = None,
+    reference_days: Annotated[
+        int | None, typer.Option(help="params: monitor.reference_days")
+    ] = None,
+    no_event: Annotated[
+        bool, typer.Option("--no-event", help="do not emit the drift event")
+    ] = False,
+) -> None:
+    """Run the weekly drift check now (the monitor flow, reported to Prefect)."""
+    from cvloop.services import require_healthy
+
+    settings = _settings()
+    require_healthy(settings, ["mlflow", "prefect"])
+    from flows.monitor import monitor as monitor_flow
+
+    fired = monitor_flow(
+        current_end=current_end,
+        current_days=current_days,
+        reference_days=reference_days,
+        reference_start=reference_start,
+        emit=not no_event,
+    )
+    print(f"triggers fired: {', '.join(fired) if fired else 'none'}")
+
+
 @app.command("bench")
 def bench(
     name: Annotated[str, typer.Argument(help="drift | serve")],

@@ -5,51 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
 
 import httpx
-import pytest
 import yaml
 
 from cvloop.datasets import read_manifest
-from cvloop.params import load_params, with_overrides
 from tests.conftest import REPO
-
-TINY = {
-    "fleet": {"cameras": 2, "image_size": 160},
-    "bootstrap": {"days": 4, "train_frames": 48, "holdout_frames": 24},
-    "holdout": {"min_frames": 10},
-    "train": {"imgsz": 128, "bootstrap_epochs": 2, "batch": 8},
-}
-
-
-@pytest.fixture(scope="module")
-def booted(stack, tmp_path_factory):
-    work = tmp_path_factory.mktemp("bootstrap")
-    repo = work / "data-repo"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
-    params = work / "params.yaml"
-    tiny = with_overrides(load_params(REPO / "params.yaml"), TINY)
-    params.write_text(yaml.safe_dump(tiny.model_dump(by_alias=True, mode="json")))
-    env = {
-        **stack.env,
-        "CVLOOP_DATA_REPO": str(repo),
-        "CVLOOP_PARAMS": str(params),
-        "CVLOOP_DVC_REMOTE": str(work / "dvc-remote"),
-        "CVLOOP_STORAGE_URI": str(work / "store"),
-    }
-    first = stack.cli("bootstrap", env=env, timeout=900)
-    return Booted(stack, env, repo, work, first.stdout)
-
-
-@dataclass
-class Booted:
-    stack: object
-    env: dict
-    repo: object
-    work: object
-    stdout: str
 
 
 def _mlflow(stack):

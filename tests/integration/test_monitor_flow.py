@@ -1,0 +1,89 @@
+"""The monitor flow against the real stack: a log where two cameras drift, the weekly check
+run as a user would (`cvloop monitor`), and what it leaves in Prefect and MLflow."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from cvloop.storage import LocalStorage
+from tests.unit.test_monitor import DRIFTED, _fill
+
+
+@pytest.fixture(scope="module")
+def checked(booted):
+    _fill(LocalStorage(booted.work / "store"))  # champion v1 served a drifting fortnight
+    out = booted.stack.cli("monitor", "--current-end", "2026-11-16", env=booted.env, timeout=600)
+    return booted, out.stdout + out.stderr
+
+
+def test_the_drifted_cameras_fire_the_trigger(checked):
+    _, out = checked
+    assert "triggers fired: severe_drift" in out
+
+
+def test_drift_event_names_the_drifted_cameras_only(checked):
+    b, _ = checked
+    events = httpx.post(
+        f"{b.stack.prefect_api}/events/filter",
+        json={
+            "filter": {
+                "event": {"name": ["cvloop.drift.detected"]},
+                "occurred": {"since": "2020-01-01T00:00:00Z"},
+            },
+            "limit": 10,
+        },
+    ).json()
+    found = events.get("events", [])
+    assert found, "no cvloop.drift.detected event on the Prefect server"
+    payload = found[0]["payload"]
+    assert set(payload["cameras"]) == DRIFTED
+    assert payload["triggers"] == ["severe_drift"]
+    assert payload["window"]["start"].startswith("2026-11-09")
+    assert found[0]["resource"]["prefect.resource.id"] == "cvloop.model.cvloop-detector"
+
+
+def test_report_artifact_has_the_trigger_table_and_dashboard_link(checked):
+    b, _ = checked
+    arts = httpx.post(
+        f"{b.stack.prefect_api}/artifacts/filter",
+        json={
+            "artifacts": {"key": {"any_": ["monitor-report"]}},
+            "sort": "CREATED_DESC",
+            "limit": 1,
+        },
+    ).json()
+    md = arts[0]["data"]
+    for rule in (
+        "holdout_map_drop",
+        "confidence_ks_with_ap_regression",
+        "new_labels",
+        "days_since_training",
+        "severe_drift",
+    ):
+        assert f"| {rule} |" in md
+    assert "🔴 FIRED" in md and "drift-report.html" in md and "confidence-histograms.png" in md
+    link = httpx.post(
+        f"{b.stack.prefect_api}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": ["drift-dashboard"]}}},
+    ).json()
+    assert link and "drift-report.html" in link[0]["data"]
+    url = link[0]["data"].split("](")[1].rstrip(")")  # [text](url)
+    html = httpx.get(url)
+    assert html.status_code == 200
+    assert "box_area" in html.text and "confidence" in html.text
+
+
+def test_mlflow_has_the_holdout_trend_and_drift_figures(checked):
+    from mlflow import MlflowClient
+
+    b, _ = checked
+    client = MlflowClient(b.stack.mlflow_uri)
+    exp = client.get_experiment_by_name("cvloop-monitor")
+    run = client.search_runs([exp.experiment_id], "tags.`cvloop.champion` = '1'")[0]
+    hist = client.get_metric_history(run.info.run_id, "holdout.map50_95")
+    assert [m.step for m in hist] == [202646]  # ISO week of 2026-11-15
+    assert "drift.volume.camera.cam-01.psi" in run.data.metrics
+    arts = [a.path for a in client.list_artifacts(run.info.run_id, "drift-report")]
+    assert "drift-report/drift-report.html" in arts
+    assert "drift-report/confidence-histograms.png" in arts
