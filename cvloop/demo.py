@@ -8,7 +8,9 @@ Phases (each prints progress and its wall time):
    trained from a model YAML, registered in MLflow as ``champion``);
 4. simulate production: the synthetic fleet captures the last weeks, with a ``night`` drift
    at two cameras from the middle of the period;
-5. serve those frames with the champion (``fleet serve``), writing the inference log.
+5. serve those frames with the champion (``fleet serve``), writing the inference log;
+6. run the weekly drift check through the worker: it flags the night cameras, fires the
+   retrain trigger and emits ``cvloop.drift.detected``.
 
 The data repository is this checkout by default: the bootstrap commits ``datasets.dvc``
 and ``holdout/data.dvc`` and tags ``dataset-v1`` / ``holdout-v1`` here, as a DVC project
@@ -96,6 +98,18 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
     phases["serve"] = time.perf_counter() - t
     out(f"  {served['frames']} frames at {served['fps']:.0f} frames/s")
 
+    t = phase("the weekly drift check (deployment monitor/weekly, run by the worker)")
+    monitor_run, state = run_and_wait("monitor/weekly", timeout_s=900, out=out)
+    if state != "Completed":
+        raise CvloopError(
+            f"monitor flow run {monitor_run} ended {state}",
+            fix=f"open {settings.prefect_ui_url}/runs/flow-run/{monitor_run}",
+        )
+    for line in _report_lines(settings, monitor_run):
+        out(f"  {line}")
+    out(f"  report: {settings.prefect_ui_url}/runs/flow-run/{monitor_run} (artifacts tab)")
+    phases["monitor"] = time.perf_counter() - t
+
     out("\n==> the local stack")
     out(format_status(rows))
     out("\nOpen:")
@@ -113,6 +127,28 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
     out("\nStop everything with `cvloop services down` (or `make down`).")
     out("phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
     return phases
+
+
+def _report_lines(settings: Settings, flow_run_id: str) -> list[str]:
+    """The status line and trigger table of a monitor run's report artifact."""
+    import httpx
+
+    arts = httpx.post(
+        f"{settings.prefect_api_url}/artifacts/filter",
+        timeout=10,
+        json={
+            "artifacts": {
+                "key": {"any_": ["monitor-report"]},
+                "flow_run_id": {"any_": [flow_run_id]},
+            }
+        },
+    ).json()
+    if not arts:
+        return ["(no monitor report found)"]
+    md = arts[0]["data"].splitlines()
+    status = [x for x in md if "trigger" in x.lower() and x.startswith(("🔴", "🟢"))]
+    table = [x for x in md if x.startswith("| ") and ("FIRED" in x or "🟢 no" in x)]
+    return status + [x.split(" | ")[0].lstrip("| ") + ": " + x.split(" | ")[1] for x in table]
 
 
 def _simulate(settings: Settings, size: DemoSize, out) -> tuple[dt.date, int]:

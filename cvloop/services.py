@@ -131,6 +131,9 @@ def _venv_bin(venv: str, name: str) -> str:
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """True if something already listens on ``host:port`` (a bind attempt fails)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do: a port whose old connections linger in TIME_WAIT is free to listen
+        # on; only a live listener makes the bind fail.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
