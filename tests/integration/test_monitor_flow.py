@@ -13,6 +13,7 @@ from tests.unit.test_monitor import DRIFTED, _fill
 @pytest.fixture(scope="module")
 def checked(booted):
     _fill(LocalStorage(booted.work / "store"))  # champion v1 served a drifting fortnight
+    booted.stack.cli("deploy", env=booted.env)  # the retrain automation listens from now on
     out = booted.stack.cli("monitor", "--current-end", "2026-11-16", env=booted.env, timeout=600)
     return booted, out.stdout + out.stderr
 
@@ -87,3 +88,28 @@ def test_mlflow_has_the_holdout_trend_and_drift_figures(checked):
     arts = [a.path for a in client.list_artifacts(run.info.run_id, "drift-report")]
     assert "drift-report/drift-report.html" in arts
     assert "drift-report/confidence-histograms.png" in arts
+
+
+def test_the_event_starts_the_retrain_deployment_with_the_drift_slices(checked):
+    import time
+
+    b, _ = checked
+    deadline = time.time() + 120
+    runs = []
+    while time.time() < deadline:
+        runs = httpx.post(
+            f"{b.stack.prefect_api}/flow_runs/filter",
+            json={"flows": {"name": {"any_": ["retrain"]}}},
+        ).json()
+        if runs and runs[0]["state_type"] in ("COMPLETED", "FAILED", "CRASHED"):
+            break
+        time.sleep(2)
+    assert runs, "the drift event did not start a retrain run"
+    params = runs[0]["parameters"]
+    assert set(params["cameras"]) == DRIFTED
+    assert params["triggers"] == ["severe_drift"]
+    assert {s["name"] for s in params["drift_slices"] if s["kind"] == "camera"} == DRIFTED
+    assert params["window_end"].startswith("2026-11-16")
+    deployment = httpx.get(f"{b.stack.prefect_api}/deployments/{runs[0]['deployment_id']}").json()
+    assert deployment["name"] == "on-drift"
+    assert runs[0]["state_type"] == "COMPLETED"  # the worker ran it
