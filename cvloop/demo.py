@@ -110,6 +110,19 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
     out(f"  report: {settings.prefect_ui_url}/runs/flow-run/{monitor_run} (artifacts tab)")
     phases["monitor"] = time.perf_counter() - t
 
+    t = phase("the drift event starts the retrain deployment (automation in prefect.yaml)")
+    retrain_run = _wait_for_event_run(settings, "retrain", after_s=time.time() - phases["monitor"])
+    if retrain_run is None:
+        out("  no retrain run was started: no trigger fired this week")
+    else:
+        out(
+            f"  retrain run {retrain_run['name']} started by the event with "
+            f"cameras={retrain_run['parameters'].get('cameras')}"
+        )
+        _, state = _follow(settings, retrain_run["id"], out)
+        out(f"  retrain (steps implemented so far: collect): {state}")
+    phases["retrain"] = time.perf_counter() - t
+
     out("\n==> the local stack")
     out(format_status(rows))
     out("\nOpen:")
@@ -127,6 +140,48 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
     out("\nStop everything with `cvloop services down` (or `make down`).")
     out("phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
     return phases
+
+
+def _wait_for_event_run(
+    settings: Settings, flow: str, after_s: float, timeout_s: float = 120
+) -> dict | None:
+    """The first run of ``flow`` created after ``after_s`` (epoch seconds), if one appears."""
+    import httpx
+
+    since = dt.datetime.fromtimestamp(after_s, dt.UTC).isoformat()
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        runs = httpx.post(
+            f"{settings.prefect_api_url}/flow_runs/filter",
+            timeout=10,
+            json={
+                "flows": {"name": {"any_": [flow]}},
+                "flow_runs": {"expected_start_time": {"after_": since}},
+                "sort": "EXPECTED_START_TIME_DESC",
+                "limit": 1,
+            },
+        ).json()
+        if runs:
+            return runs[0]
+        time.sleep(2)
+    return None
+
+
+def _follow(settings: Settings, flow_run_id: str, out, timeout_s: float = 1800):
+    import httpx
+
+    deadline = time.time() + timeout_s
+    last = None
+    while time.time() < deadline:
+        fr = httpx.get(f"{settings.prefect_api_url}/flow_runs/{flow_run_id}", timeout=10).json()
+        state = fr["state"]["name"] if fr.get("state") else "Unknown"
+        if state != last:
+            out(f"  retrain: {state}")
+            last = state
+        if fr.get("state", {}).get("type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return flow_run_id, state
+        time.sleep(2)
+    return flow_run_id, "still running"
 
 
 def _report_lines(settings: Settings, flow_run_id: str) -> list[str]:

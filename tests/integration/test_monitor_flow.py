@@ -14,7 +14,15 @@ from tests.unit.test_monitor import DRIFTED, _fill
 def checked(booted):
     _fill(LocalStorage(booted.work / "store"))  # champion v1 served a drifting fortnight
     booted.stack.cli("deploy", env=booted.env)  # the retrain automation listens from now on
-    out = booted.stack.cli("monitor", "--current-end", "2026-11-16", env=booted.env, timeout=600)
+    out = booted.stack.cli(
+        "monitor",
+        "--current-end",
+        "2026-11-16",
+        "--reference-start",
+        "2026-11-02",
+        env=booted.env,
+        timeout=600,
+    )
     return booted, out.stdout + out.stderr
 
 

@@ -139,3 +139,12 @@ def test_operational_rules_explain_missing_inputs():
     assert new_labels(None, p).explanation == "Label Studio not reachable"
     assert new_labels(1500, p).fired
     assert days_since_training(91, p).fired and not days_since_training(3, p).fired
+
+
+def test_windows_default_and_fixed_reference():
+    ref, cur = windows(dt.date(2026, 11, 16), 7, 7)
+    assert (cur.start.date(), cur.end.date()) == (dt.date(2026, 11, 9), dt.date(2026, 11, 16))
+    assert (ref.start.date(), ref.end.date()) == (dt.date(2026, 11, 2), dt.date(2026, 11, 9))
+    ref, _ = windows(dt.date(2026, 11, 16), 7, 14, dt.date(2026, 10, 1))
+    assert (ref.start.date(), ref.end.date()) == (dt.date(2026, 10, 1), dt.date(2026, 10, 15))
+    assert len(cur.days) == 7 and cur.label() == "2026-11-09..2026-11-15"
