@@ -128,39 +128,22 @@ def serve(
     the champion takes 100 %).
     """
     from cvloop.cli import _settings
-    from cvloop.fleet.serve import DetectorCache, serve_window
+    from cvloop.fleet.serve import serve_current_manifest
     from cvloop.storage import open_storage
-    from registry.manifest import read_manifest, route, single
-    from registry.models import CHAMPION, ModelRegistry
 
     _settings()
-    store = open_storage()
-    registry = ModelRegistry.from_settings()
-    manifest = read_manifest(store)
-    if manifest is None:
-        manifest = single(str(registry.version_by_alias(CHAMPION).version))
-        print(
-            f"no rollout manifest: champion (version {manifest.allocations[0].version}) "
-            "serves 100 %"
-        )
-    else:
-        print(
-            "rollout manifest: "
-            + ", ".join(f"v{a.version} {a.share:g}%" for a in manifest.allocations)
-        )
     first = _date(start, dt.date.today() - dt.timedelta(days=days))
-    rep = serve_window(
-        store,
+    rep, split = serve_current_manifest(
+        open_storage(),
         first,
         days,
-        DetectorCache(registry),
-        lambda k: route(k, manifest),
         cameras=camera,
         conf=conf,
         slow_ms=_kv(slow),
         error_rate=_kv(errors),
         progress=print,
     )
+    print(split)
     print(
         json.dumps(
             {

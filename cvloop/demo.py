@@ -246,14 +246,9 @@ def _simulate(settings: Settings, size: DemoSize, out) -> tuple[dt.date, int]:
 
 
 def _serve(start: dt.date, days: int, out) -> dict[str, float]:
-    from cvloop.fleet.serve import DetectorCache, serve_window
+    from cvloop.fleet.serve import serve_current_manifest
     from cvloop.storage import open_storage
-    from registry.manifest import read_manifest, route, single
-    from registry.models import CHAMPION, ModelRegistry
 
-    store = open_storage()
-    registry = ModelRegistry.from_settings()
-    manifest = read_manifest(store) or single(str(registry.version_by_alias(CHAMPION).version))
     last = [0.0]
 
     def progress(msg: str) -> None:
@@ -261,7 +256,6 @@ def _serve(start: dt.date, days: int, out) -> dict[str, float]:
             out(msg)
             last[0] = time.perf_counter()
 
-    rep = serve_window(
-        store, start, days, DetectorCache(registry), lambda k: route(k, manifest), progress=progress
-    )
+    rep, split = serve_current_manifest(open_storage(), start, days, progress=progress)
+    out(f"  {split}")
     return {"frames": rep.frames, "fps": rep.fps}

@@ -75,8 +75,6 @@ def serve_window(
         slow_ms: extra latency per version (simulates a slower challenger in tests/demo).
         error_rate: fraction of frames a version fails on (simulated serving errors).
     """
-    import hashlib
-
     rep = ServeReport()
     groups = camera_groups(store)
     cams = cameras or list_cameras(store)
@@ -91,55 +89,24 @@ def serve_window(
             ]
             if not keys:
                 continue
-            records = []
-            for key in keys:
-                version = route(key)
-                ts = _frame_ts(key)
-                err_p = (error_rate or {}).get(version, 0.0)
-                h = int.from_bytes(hashlib.sha256(f"err|{key}".encode()).digest()[:4], "big")
-                if err_p and (h % 10_000) / 10_000 < err_p:
-                    records.append(
-                        FrameRecord(
-                            ts,
-                            cam,
-                            key,
-                            version,
-                            0.0,
-                            [],
-                            groups.get(cam, "default"),
-                            "simulated error",
-                        )
-                    )
-                    rep.errors += 1
-                    continue
-                try:
-                    det_model = detectors(version)
-                    pixels = decode_jpeg(store.get_bytes(key))
-                    det, ms = det_model.predict_timed(pixels, conf=conf)
-                    ms += (slow_ms or {}).get(version, 0.0)
-                    boxes = det.cxcywh()
-                    dets = [
-                        Detection(det_model.class_names[int(c)], float(s), *map(float, b))
-                        for c, s, b in zip(det.classes, det.scores, boxes, strict=True)
-                    ]
-                    records.append(
-                        FrameRecord(ts, cam, key, version, ms, dets, groups.get(cam, "default"))
-                    )
-                except CvloopError as exc:
-                    records.append(
-                        FrameRecord(
-                            ts,
-                            cam,
-                            key,
-                            version,
-                            0.0,
-                            [],
-                            groups.get(cam, "default"),
-                            str(exc)[:200],
-                        )
-                    )
-                    rep.errors += 1
-                rep.by_version[version] = rep.by_version.get(version, 0) + 1
+            group = groups.get(cam, "default")
+            records = [
+                _serve_frame(
+                    store,
+                    key,
+                    cam,
+                    group,
+                    route(key),
+                    detectors,
+                    conf,
+                    (slow_ms or {}),
+                    (error_rate or {}),
+                )
+                for key in keys
+            ]
+            for r in records:
+                rep.by_version[r.model_version] = rep.by_version.get(r.model_version, 0) + 1
+                rep.errors += r.error is not None
             rep.frames += len(records)
             rep.parts += len(write_log(store, records, part=f"serve-{cam}"))
             if progress:
@@ -149,6 +116,77 @@ def serve_window(
                 )
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+def _serve_frame(
+    store: Storage,
+    key: str,
+    cam: str,
+    group: str,
+    version: str,
+    detectors: Callable[[str], OnnxDetector],
+    conf: float,
+    slow_ms: dict[str, float],
+    error_rate: dict[str, float],
+) -> FrameRecord:
+    """One frame through one model version; a failure is a logged error, not a crash."""
+    import hashlib
+
+    ts = _frame_ts(key)
+    err_p = error_rate.get(version, 0.0)
+    h = int.from_bytes(hashlib.sha256(f"err|{key}".encode()).digest()[:4], "big")
+    if err_p and (h % 10_000) / 10_000 < err_p:
+        return FrameRecord(ts, cam, key, version, 0.0, [], group, "simulated error")
+    try:
+        model = detectors(version)
+        det, ms = model.predict_timed(decode_jpeg(store.get_bytes(key)), conf=conf)
+    except CvloopError as exc:
+        return FrameRecord(ts, cam, key, version, 0.0, [], group, str(exc)[:200])
+    dets = [
+        Detection(model.class_names[int(c)], float(s), *map(float, b))
+        for c, s, b in zip(det.classes, det.scores, det.cxcywh(), strict=True)
+    ]
+    return FrameRecord(ts, cam, key, version, ms + slow_ms.get(version, 0.0), dets, group)
+
+
+def serve_current_manifest(
+    store: Storage,
+    start: dt.date,
+    days: int,
+    *,
+    cameras: list[str] | None = None,
+    conf: float = 0.25,
+    slow_ms: dict[str, float] | None = None,
+    error_rate: dict[str, float] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[ServeReport, str]:
+    """Serve a window as the fleet would now: routed by the rollout manifest, or by the
+    ``champion`` alias at 100 % when none was written. Returns the report and the split."""
+    from registry.manifest import read_manifest, route, single
+    from registry.models import CHAMPION, ModelRegistry
+
+    registry = ModelRegistry.from_settings()
+    manifest = read_manifest(store)
+    if manifest is None:
+        manifest = single(str(registry.version_by_alias(CHAMPION).version))
+        split = f"no rollout manifest: champion v{manifest.allocations[0].version} serves 100 %"
+    else:
+        split = "rollout manifest: " + ", ".join(
+            f"v{a.version} {a.share:g}%" for a in manifest.allocations
+        )
+    rep = serve_window(
+        store,
+        start,
+        days,
+        DetectorCache(registry),
+        lambda k: route(k, manifest),
+        cameras=cameras,
+        conf=conf,
+        slow_ms=slow_ms,
+        error_rate=error_rate,
+        progress=progress,
+    )
+    return rep, split
 
 
 class DetectorCache:
