@@ -119,8 +119,13 @@ def publish_monitor_report(
 ) -> str:
     from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+    from cvloop.storage import open_storage
+
     out = report_dir(w)
-    build_drift_dashboard(w, rows, out)
+    files = build_drift_dashboard(w, rows, out)
+    store = open_storage()
+    for name in files:  # the dashboard also lives in the store, next to the log it describes
+        store.put_file(f"reports/monitor/{w.iso_week}/{name}", out / name)
     run = log_monitor_run(w, rows, holdout, results, str(out))
     dashboard = run["artifact_url"].format(name="drift-report.html")
     plot = run["artifact_url"].format(name="confidence-histograms.png")

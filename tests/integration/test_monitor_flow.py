@@ -81,6 +81,10 @@ def test_report_artifact_has_the_trigger_table_and_dashboard_link(checked):
     html = httpx.get(url)
     assert html.status_code == 200
     assert "box_area" in html.text and "confidence" in html.text
+    stored = b.work / "store" / "reports" / "monitor" / "202646"
+    assert (stored / "drift-report.html").exists() and (
+        stored / "confidence-histograms.png"
+    ).exists()
 
 
 def test_mlflow_has_the_holdout_trend_and_drift_figures(checked):
