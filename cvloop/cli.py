@@ -161,6 +161,30 @@ def monitor(
     print(f"triggers fired: {', '.join(fired) if fired else 'none'}")
 
 
+@app.command("retrain")
+def retrain(
+    camera: Annotated[
+        list[str] | None, typer.Option("--camera", help="drift-flagged camera")
+    ] = None,
+    cls: Annotated[list[str] | None, typer.Option("--class", help="drift-flagged class")] = None,
+    window_end: Annotated[
+        str | None, typer.Option(help="collect up to this day (default today)")
+    ] = None,
+    days: Annotated[int | None, typer.Option(help="params: collect.days")] = None,
+) -> None:
+    """Run the retrain flow now, here (the drift event runs it on the worker on its own)."""
+    from cvloop.services import require_healthy
+
+    settings = _settings()
+    require_healthy(settings, ["mlflow", "prefect"])
+    from flows.retrain import retrain as retrain_flow
+
+    out = retrain_flow(
+        cameras=camera, classes=cls, window_end=window_end, days=days, triggers=["manual"]
+    )
+    print(json.dumps(out, indent=2))
+
+
 @app.command("bench")
 def bench(
     name: Annotated[str, typer.Argument(help="drift | serve")],

@@ -120,7 +120,7 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
             f"cameras={retrain_run['parameters'].get('cameras')}"
         )
         _, state = _follow(settings, retrain_run["id"], out)
-        out(f"  retrain (steps implemented so far: collect): {state}")
+        out(f"  retrain (steps implemented so far: collect, prefilter, select): {state}")
     phases["retrain"] = time.perf_counter() - t
 
     out("\n==> the local stack")

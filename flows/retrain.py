@@ -1,8 +1,10 @@
 """Retrain: the runbook's steps, started by the drift event, a schedule, or by hand.
 
 Implemented so far: step 1 (collect the last N days of production frames, quarantine
-unreadable ones, drop near-duplicates). Prefilter, selection, Label Studio review,
-validation, versioning, fine-tuning, gates, export and registration follow.
+unreadable ones, drop near-duplicates) and step 2 (prefilter with the champion, keep
+events and edge cases at <= 1 fps per camera, select within the labeling budget). Label
+Studio pre-annotation and review, validation, versioning, fine-tuning, gates, export and
+registration follow.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from prefect.runtime import flow_run
 
 from cvloop.params import load_params
 from tasks.collect import collect_frames_task, publish_collect_report
+from tasks.prefilter import prefilter_and_select_task, publish_selection_report
 
 
 @flow(name="retrain", log_prints=True)
@@ -40,7 +43,29 @@ def retrain(
         p.collect.near_duplicate_hamming,
     )
     publish_collect_report(batch, drift_slices or [])
-    return batch.summary
+    # 2. prefilter with the champion, then select within the labeling budget
+    f, sel = p.prefilter, p.select
+    selection = prefilter_and_select_task(
+        flow_run.get_id() or "local",
+        batch.frames_key,
+        cameras or [],
+        classes or [],
+        conf=f.conf,
+        low=f.low_confidence,
+        high=f.high_confidence,
+        many=f.many_detections,
+        keep_empty=f.keep_empty,
+        fps=f.fps_per_camera,
+        batch_size=f.batch_size,
+        budget=sel.budget,
+        drift_weight=sel.drift_slice_weight,
+        per_class_cap=sel.per_class_cap,
+        per_camera_cap=sel.per_camera_cap,
+        exploration_share=sel.exploration_share,
+        seed=sel.seed,
+    )
+    publish_selection_report(selection)
+    return {**batch.summary, **selection.summary}
 
 
 if __name__ == "__main__":
