@@ -39,7 +39,7 @@ class Scored:
     uncertainty: float
     labels: list[str]
     reasons: list[str]
-    detections: list[list] = field(default_factory=list)  # [label, conf, cx, cy, w, h]
+    detections: list[dict] = field(default_factory=list)  # label, conf, cx, cy, w, h
 
 
 def uncertainty_of(confs: np.ndarray) -> float:
@@ -92,7 +92,14 @@ def score_frames(
                 sorted(set(labels)),
                 reasons,
                 [
-                    [lab, round(float(c), 4), *[round(float(v), 5) for v in b]]
+                    {
+                        "label": lab,
+                        "conf": round(float(c), 4),
+                        "cx": round(float(b[0]), 5),
+                        "cy": round(float(b[1]), 5),
+                        "w": round(float(b[2]), 5),
+                        "h": round(float(b[3]), 5),
+                    }
                     for lab, c, b in zip(labels, confs, boxes, strict=True)
                 ],
             )
@@ -145,7 +152,7 @@ class Selected:
     score: float
     why: list[str]
     labels: list[str]
-    detections: list[list]
+    detections: list[dict]
 
 
 def select(

@@ -90,7 +90,8 @@ def test_scoring_streams_in_batches_and_skips_unreadable_frames():
     assert [s.key for s in out] == ["k0", "k1", "k2", "k3", "k4"] and errors == ["bad"]
     assert out[1].reasons == ["edge:empty"]
     assert out[2].labels == ["barrel", "cone"] and "edge:low_confidence" in out[2].reasons
-    assert out[0].detections[0][:2] == ["crate", 0.9]
+    assert out[0].detections[0]["label"] == "crate"
+    assert out[0].detections[0]["conf"] == pytest.approx(0.9)
     kept = list(keep_events(out, keep_empty=False))
     assert [s.key for s in kept] == ["k0", "k2", "k3", "k4"]
 
@@ -196,3 +197,32 @@ def test_small_pools_select_everything():
         seed=0,
     )
     assert len(sel) == 20 and len({s.key for s in sel}) == 20
+
+
+def test_selection_table_roundtrips_through_parquet():
+    import io
+
+    import pyarrow.parquet as pq
+
+    from cvloop.prefilter import to_parquet
+
+    frames = _scored(10)
+    for f in frames:
+        f.detections = [
+            {"label": f.labels[0], "conf": 0.9, "cx": 0.5, "cy": 0.5, "w": 0.1, "h": 0.2}
+        ]
+    sel = select(
+        frames,
+        budget=5,
+        drift_cameras={"cam-01"},
+        drift_classes=set(),
+        drift_weight=2,
+        per_class_cap=10,
+        per_camera_cap=10,
+        exploration_share=0.2,
+        seed=0,
+    )
+    rows = pq.read_table(io.BytesIO(to_parquet(sel))).to_pylist()
+    assert [r["key"] for r in rows] == [s.key for s in sel]
+    assert all(r["detections"][0]["conf"] == 0.9 for r in rows)
+    assert all(r["why"] for r in rows)
