@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from cvloop.drift import DriftStats, binned_stats_many, exact_stats, signal_bins
 from cvloop.inference_log import flatten_detections, read_log
-from cvloop.rollups import ALL, build_rollup, load_rollups
+from cvloop.rollups import ALL, build_rollup, histogram, load_rollups
 from cvloop.storage import Storage
 
 SIGNALS = ("confidence", "size", "volume")
@@ -152,32 +152,30 @@ def drift_exact(
 
 
 # ---- rollup path ----------------------------------------------------------------------------
-def _window_rollups(store: Storage, w: Window, labels: list[str]) -> pa.Table:
+def window_rollups(store: Storage, w: Window, labels: list[str]) -> pa.Table:
+    """The rollups of a window's days, built first where missing or stale."""
     for day in w.days:
         build_rollup(store, day, labels=labels)
-    r = load_rollups(store, w.days[0], w.days[-1] + dt.timedelta(days=1))
-    return r
-
-
-def _hist(r: pa.Table, signal: str, nbins: int, **where: str) -> np.ndarray:
-    mask = pc.equal(r.column("signal"), signal)
-    for col, val in where.items():
-        mask = pc.and_(mask, pc.equal(r.column(col), val))
-    sel = r.filter(mask).column("counts")
-    if len(sel) == 0:
-        return np.zeros(nbins, dtype=np.int64)
-    return pc.list_flatten(sel).to_numpy().reshape(len(sel), nbins).sum(axis=0)
+    return load_rollups(store, w.days[0], w.days[-1] + dt.timedelta(days=1))
 
 
 def drift_rollups(
-    store: Storage, ref: Window, cur: Window, classes: list[str], min_samples: int
+    store: Storage,
+    ref: Window,
+    cur: Window,
+    classes: list[str],
+    min_samples: int,
+    rollups: tuple[pa.Table, pa.Table] | None = None,
 ) -> list[SliceDrift]:
+    """Every signal on every slice from the rollups (``rollups``: already loaded
+    reference and current tables)."""
     bins = signal_bins()
-    r_ref = _window_rollups(store, ref, classes)
-    r_cur = _window_rollups(store, cur, classes)
-    tables = [r_ref, r_cur]
+    r_ref, r_cur = rollups or (
+        window_rollups(store, ref, classes),
+        window_rollups(store, cur, classes),
+    )
     out = []
-    slices = _slices(tables, classes)
+    slices = _slices([r_ref, r_cur], classes)
     for signal in SIGNALS:
         nb = bins[signal].n
         rows_ref, rows_cur = [], []
@@ -189,8 +187,8 @@ def drift_rollups(
                 where["camera"] = name
             elif kind == "group":
                 where["camera_group"] = name
-            rows_ref.append(_hist(r_ref, signal, nb, **where))
-            rows_cur.append(_hist(r_cur, signal, nb, **where))
+            rows_ref.append(histogram(r_ref, signal, nb, **where))
+            rows_cur.append(histogram(r_cur, signal, nb, **where))
         stats = binned_stats_many(np.stack(rows_ref), np.stack(rows_cur), bins[signal], min_samples)
         out += [
             SliceDrift(signal, kind, name, s, "rollup")
@@ -199,9 +197,9 @@ def drift_rollups(
     return out
 
 
-def count_detections(store: Storage, w: Window, labels: list[str]) -> int:
-    """Detections in a window, from its rollups (cheap)."""
-    r = _window_rollups(store, w, labels)
+def count_detections(rollups: pa.Table) -> int:
+    """Detections counted in a rollup table (cheap: one number per row)."""
+    r = rollups
     mask = pc.and_(pc.equal(r.column("signal"), "confidence"), pc.equal(r.column("label"), ALL))
     return int(pc.sum(r.filter(mask).column("n")).as_py() or 0)
 
@@ -210,11 +208,12 @@ def compute_drift(
     store: Storage, ref: Window, cur: Window, classes: list[str], min_samples: int, exact_max: int
 ) -> list[SliceDrift]:
     """Every signal on every slice; exact when both windows hold at most ``exact_max``
-    detections, else from the rollups."""
-    n = count_detections(store, ref, classes) + count_detections(store, cur, classes)
-    if n <= exact_max:
+    detections, else from the rollups (loaded once, for the count and the statistics)."""
+    r_ref = window_rollups(store, ref, classes)
+    r_cur = window_rollups(store, cur, classes)
+    if count_detections(r_ref) + count_detections(r_cur) <= exact_max:
         return drift_exact(store, ref, cur, classes, min_samples)
-    return drift_rollups(store, ref, cur, classes, min_samples)
+    return drift_rollups(store, ref, cur, classes, min_samples, rollups=(r_ref, r_cur))
 
 
 def most_drifted(rows: list[SliceDrift], k: int = 10) -> list[SliceDrift]:
