@@ -90,21 +90,21 @@ def wasserstein_from_cdfs(vals: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> f
     return float(np.sum(np.multiply(np.abs(c1[:-1] - c2[:-1]), np.diff(vals))))
 
 
-def ks_2samp(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> tuple[float, float]:
+def ks_2samp(
+    ref_sorted: np.ndarray,
+    cur_sorted: np.ndarray,
+    cdfs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[float, float]:
     """Two-sided two-sample KS on *sorted* arrays, ``scipy.stats.ks_2samp(method="auto")``:
-    the exact distribution up to 10,000 values per side, Smirnov's asymptotic one above."""
+    the exact distribution up to 10,000 values per side, Smirnov's asymptotic one above
+    (from ``cdfs``, the :func:`_merged_cdfs` of the two samples, when already computed)."""
     n1, n2 = len(ref_sorted), len(cur_sorted)
     if max(n1, n2) <= 10_000:
         from scipy.stats import ks_2samp as _scipy_ks
 
         res = _scipy_ks(ref_sorted, cur_sorted)
         return float(res.statistic), float(res.pvalue)
-    return ks_from_cdfs(*_merged_cdfs(ref_sorted, cur_sorted), n1, n2)
-
-
-def wasserstein_sorted(u: np.ndarray, v: np.ndarray) -> float:
-    """First Wasserstein distance of two *sorted* samples."""
-    return wasserstein_from_cdfs(*_merged_cdfs(u, v))
+    return ks_from_cdfs(*(cdfs or _merged_cdfs(ref_sorted, cur_sorted)), n1, n2)
 
 
 def _sturges_edges(lo: float, hi: float, n: int) -> np.ndarray:
@@ -167,13 +167,9 @@ def exact_stats(
     if len(ref) < min_samples or len(cur) < min_samples:
         return DriftStats.not_enough(len(ref), len(cur))
     rs, cs = np.sort(ref), np.sort(cur)
-    if max(len(rs), len(cs)) <= 10_000:
-        d, p = ks_2samp(rs, cs)
-        w = wasserstein_sorted(rs, cs)
-    else:
-        vals, c1, c2 = _merged_cdfs(rs, cs)
-        d, p = ks_from_cdfs(vals, c1, c2, len(rs), len(cs))
-        w = wasserstein_from_cdfs(vals, c1, c2)
+    cdfs = _merged_cdfs(rs, cs)
+    d, p = ks_2samp(rs, cs, cdfs)
+    w = wasserstein_from_cdfs(*cdfs)
     norm = max(float(np.std(ref)), 0.001)
     return DriftStats(d, p, psi_evidently(rs, cs), w / norm, len(ref), len(cur))
 
