@@ -86,19 +86,5 @@ def version_data(folder: str, pointer: str, name: str, message: str) -> VersionR
     return repo.commit_version(name, [pointer], message)
 
 
-def existing_version(name: str, pointer: str) -> VersionRecord | None:
-    """The record of an already tagged version (so a re-run does not rebuild it)."""
-    repo = data_repo()
-    if not (repo.root / ".git").exists() or name not in repo.tags(name):
-        return None
-    rev = repo.git("rev-list", "-n", "1", name)
-    import yaml
-
-    outs = yaml.safe_load(repo.git("show", f"{rev}:{pointer}"))["outs"][0]
-    return VersionRecord(
-        name, rev, outs["md5"], pointer, int(outs.get("nfiles", 0)), int(outs.get("size", 0))
-    )
-
-
 build_baseline_data_task = task(build_baseline_data, name="build_baseline_data")
 version_data_task = task(version_data, name="version_data")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
@@ -190,10 +190,6 @@ def _existing_version(reg: ModelRegistry, run_id: str) -> str | None:
     for mv in reg.client.search_model_versions(f"name='{reg.name}' and run_id='{run_id}'"):
         return str(mv.version)
     return None
-
-
-def eval_dict(result: EvalResult) -> dict:
-    return asdict(result)
 
 
 find_champion_task = task(find_champion, name="find_champion", retries=2, retry_delay_seconds=3)

@@ -11,7 +11,6 @@ Performance is measured here, never by timed assertions in tests.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -39,10 +38,6 @@ def timed(fn: Callable, repeat: int = 1) -> tuple[float, object]:
         out = fn()
         best = min(best, time.perf_counter() - t)
     return best, out
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 BENCHES: dict[str, str] = {

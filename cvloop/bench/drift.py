@@ -9,7 +9,7 @@ Cases:
   between cvloop's values and theirs (baseline: the 1e-9 tolerance).
 * ``drift.rollup_build.detections_per_s``: building a day's rollup from its Parquet log
   (baseline: reading that log and computing the exact statistics of one slice).
-* ``drift.fleet.binning_detections_per_s``, ``drift.fleet.peak_rss_mb``,
+* ``drift.fleet.binning_detections_per_s``, ``drift.fleet.rss_mb_after_7_days``,
   ``drift.fleet.week_check_seconds``: a 1,000-camera week of 10^8 detections rolled up
   in daily chunks (bounded memory), then the weekly check of every slice (overall, per
   class, per camera x 3 signals) from the rollups (baseline: the exact path on the raw

@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from cvloop.errors import ConfigError
 from cvloop.fleet.scene import CLASSES, SCENARIOS, camera_spec, encode_jpeg, render
@@ -329,7 +329,3 @@ def generate_fleet(
         for job in jobs:
             merge(_generate_camera_day(job))
     return total
-
-
-def report_dict(rep: GenerateReport) -> dict:
-    return asdict(rep)

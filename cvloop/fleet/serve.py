@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -204,10 +203,3 @@ class DetectorCache:
                 model.onnx, model.classes, model.imgsz, threads=self.threads
             )
         return self._cache[version]
-
-
-def group_by_version(keys: list[str], route: Callable[[str], str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = defaultdict(list)
-    for k in keys:
-        out[route(k)].append(k)
-    return dict(out)
