@@ -33,16 +33,20 @@ def _timed(service: str, fn) -> CheckResult:
         )
 
 
+def _round_trip(store, key: str) -> None:
+    """Write, read back and delete one object."""
+    store.put_text(key, "ok")
+    assert store.get_text(key) == "ok"
+    store.delete(key)
+
+
 def check_frame_store() -> CheckResult:
     """Write, read back and delete an object in the configured frame store."""
     from cvloop.storage import open_storage
 
     def run() -> str:
         store = open_storage()
-        key = f"_cvloop/stack-check/{uuid.uuid4().hex}.txt"
-        store.put_text(key, "ok")
-        assert store.get_text(key) == "ok"
-        store.delete(key)
+        _round_trip(store, f"_cvloop/stack-check/{uuid.uuid4().hex}.txt")
         return f"read/write ok at {store.uri}"
 
     return _timed("frame-store", run)
@@ -57,10 +61,7 @@ def check_s3() -> CheckResult:
         settings = load_settings()
         endpoint = settings.s3_endpoint_url or settings.local_s3_endpoint
         store = open_storage("s3://cvloop-stack-check", endpoint_url=endpoint, create_bucket=True)
-        key = f"{uuid.uuid4().hex}.txt"
-        store.put_text(key, "ok")
-        assert store.get_text(key) == "ok"
-        store.delete(key)
+        _round_trip(store, f"{uuid.uuid4().hex}.txt")
         return f"read/write ok at {endpoint}"
 
     return _timed("s3", run)
