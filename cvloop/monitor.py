@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cvloop.drift import DriftStats, binned_stats_many, exact_stats, signal_bins
+from cvloop.drift import Bins, DriftStats, binned_stats_many, exact_stats, signal_bins
 from cvloop.inference_log import flatten_detections, read_log
 from cvloop.rollups import ALL, build_rollup, histogram, load_rollups
 from cvloop.storage import Storage
@@ -80,13 +80,6 @@ class SliceDrift:
     name: str
     stats: DriftStats
     path: str  # exact | rollup
-
-    def flagged(self, ks_p: float, psi_alert: float, wasserstein_alert: float) -> bool:
-        s = self.stats
-        return bool(
-            s.enough_data
-            and (s.ks_p < ks_p or s.psi >= psi_alert or s.wasserstein >= wasserstein_alert)
-        )
 
     def row(self) -> dict:
         return {
@@ -152,10 +145,13 @@ def drift_exact(
 
 
 # ---- rollup path ----------------------------------------------------------------------------
-def window_rollups(store: Storage, w: Window, labels: list[str]) -> pa.Table:
-    """The rollups of a window's days, built first where missing or stale."""
+def window_rollups(
+    store: Storage, w: Window, labels: list[str], bins: dict[str, Bins] | None = None
+) -> pa.Table:
+    """The rollups of a window's days, built first where missing or stale (a rollup made
+    with other bins is stale)."""
     for day in w.days:
-        build_rollup(store, day, labels=labels)
+        build_rollup(store, day, bins=bins, labels=labels)
     return load_rollups(store, w.days[0], w.days[-1] + dt.timedelta(days=1))
 
 
@@ -166,13 +162,14 @@ def drift_rollups(
     classes: list[str],
     min_samples: int,
     rollups: tuple[pa.Table, pa.Table] | None = None,
+    bins: dict[str, Bins] | None = None,
 ) -> list[SliceDrift]:
     """Every signal on every slice from the rollups (``rollups``: already loaded
-    reference and current tables)."""
-    bins = signal_bins()
+    reference and current tables, made with ``bins``)."""
+    bins = bins or signal_bins()
     r_ref, r_cur = rollups or (
-        window_rollups(store, ref, classes),
-        window_rollups(store, cur, classes),
+        window_rollups(store, ref, classes, bins),
+        window_rollups(store, cur, classes, bins),
     )
     out = []
     slices = _slices([r_ref, r_cur], classes)
@@ -205,15 +202,22 @@ def count_detections(rollups: pa.Table) -> int:
 
 
 def compute_drift(
-    store: Storage, ref: Window, cur: Window, classes: list[str], min_samples: int, exact_max: int
+    store: Storage,
+    ref: Window,
+    cur: Window,
+    classes: list[str],
+    min_samples: int,
+    exact_max: int,
+    bins: dict[str, Bins] | None = None,
 ) -> list[SliceDrift]:
     """Every signal on every slice; exact when both windows hold at most ``exact_max``
     detections, else from the rollups (loaded once, for the count and the statistics)."""
-    r_ref = window_rollups(store, ref, classes)
-    r_cur = window_rollups(store, cur, classes)
+    bins = bins or signal_bins()
+    r_ref = window_rollups(store, ref, classes, bins)
+    r_cur = window_rollups(store, cur, classes, bins)
     if count_detections(r_ref) + count_detections(r_cur) <= exact_max:
         return drift_exact(store, ref, cur, classes, min_samples)
-    return drift_rollups(store, ref, cur, classes, min_samples, rollups=(r_ref, r_cur))
+    return drift_rollups(store, ref, cur, classes, min_samples, (r_ref, r_cur), bins)
 
 
 def most_drifted(rows: list[SliceDrift], k: int = 10) -> list[SliceDrift]:

@@ -72,11 +72,9 @@ class MonitorParams(_Section):
     reference_days: PosInt = 7
     reference_start: dt.date | None = None
     min_slice_detections: PosInt = 200
-    confidence_bins: Annotated[int, Field(ge=5, le=1000)] = 50
-    size_bins: Annotated[int, Field(ge=5, le=1000)] = 50
+    confidence_bins: Annotated[int, Field(ge=10, le=1000)] = 200
+    size_bins: Annotated[int, Field(ge=10, le=1000)] = 200
     volume_max_per_frame: PosInt = 100
-    psi_alert: Annotated[float, Field(gt=0)] = 0.2
-    wasserstein_alert: Annotated[float, Field(gt=0)] = 0.05
     exact_max_detections: PosInt = 5_000_000
 
 

@@ -41,7 +41,7 @@ def monitor(
         reference_start or (str(m.reference_start) if m.reference_start else None),
     )
     # 2. drift signals per slice (exact when small, daily rollups when large)
-    rows = compute_drift_signals_task(w, p.classes, m.min_slice_detections, m.exact_max_detections)
+    rows = compute_drift_signals_task(w, p.classes, m)
     # 3. the champion on the holdout, and its weekly trend
     holdout = check_holdout_task(w, p.train.imgsz, p.train.device)
     labels = count_new_labels_task(holdout.days_since_training)

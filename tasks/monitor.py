@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import task
 
 from cvloop.monitor import SliceDrift, Window, compute_drift, most_drifted, windows
-from cvloop.params import Params
+from cvloop.params import MonitorParams, Params
 from cvloop.triggers import (
     TriggerResult,
     days_since_training,
@@ -105,14 +105,16 @@ def resolve_windows(
     )
 
 
-def compute_drift_signals(
-    w: Windows, classes: list[str], min_samples: int, exact_max: int
-) -> list[dict]:
+def compute_drift_signals(w: Windows, classes: list[str], m: MonitorParams) -> list[dict]:
     """Every signal on every slice (rows of plain values: small, serializable)."""
+    from cvloop.drift import signal_bins
     from cvloop.storage import open_storage
 
     ref, cur = w.as_windows()
-    rows = compute_drift(open_storage(), ref, cur, classes, min_samples, exact_max)
+    bins = signal_bins(m.confidence_bins, m.size_bins, m.volume_max_per_frame)
+    rows = compute_drift(
+        open_storage(), ref, cur, classes, m.min_slice_detections, m.exact_max_detections, bins
+    )
     return [r.row() for r in rows]
 
 

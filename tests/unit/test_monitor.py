@@ -148,3 +148,28 @@ def test_windows_default_and_fixed_reference():
     ref, _ = windows(dt.date(2026, 11, 16), 7, 14, dt.date(2026, 10, 1))
     assert (ref.start.date(), ref.end.date()) == (dt.date(2026, 10, 1), dt.date(2026, 10, 15))
     assert len(cur.days) == 7 and cur.label() == "2026-11-09..2026-11-15"
+
+
+def test_rollup_bins_follow_the_monitor_params(tmp_path):
+    import io
+
+    import pyarrow.parquet as pq
+
+    from cvloop.drift import signal_bins
+    from cvloop.rollups import rollup_key
+
+    store = _fill(LocalStorage(tmp_path), days=4, frames_per_day=20)
+    ref, cur = windows(END, 2, 2)
+    coarse = signal_bins(20, 30, 10)
+    rows = compute_drift(store, ref, cur, CLASSES, 10, 0, coarse)
+    assert {r.path for r in rows} == {"rollup"}
+    day = cur.days[0]
+    table = pq.read_table(io.BytesIO(store.get_bytes(rollup_key(day))))
+    lengths = {
+        s: len(c)
+        for s, c in zip(table["signal"].to_pylist(), table["counts"].to_pylist(), strict=True)
+    }
+    assert lengths == {"confidence": 20, "size": 30, "volume": 11}
+    compute_drift(store, ref, cur, CLASSES, 10, 0)  # the default bins: the day is rebuilt
+    table = pq.read_table(io.BytesIO(store.get_bytes(rollup_key(day))))
+    assert len(table["counts"][0].as_py()) in (200, 101)
