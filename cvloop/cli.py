@@ -30,8 +30,10 @@ app.add_typer(params_app, name="params")
 
 def _register_subcommands() -> None:
     from cvloop.cli_fleet import fleet_app
+    from cvloop.cli_review import review_app
 
     app.add_typer(fleet_app, name="fleet")
+    app.add_typer(review_app, name="review")
 
 
 _register_subcommands()
@@ -172,11 +174,14 @@ def retrain(
     ] = None,
     days: Annotated[int | None, typer.Option(help="params: collect.days")] = None,
 ) -> None:
-    """Run the retrain flow now, here (the drift event runs it on the worker on its own)."""
+    """Run the retrain flow now, here (the drift event runs it on the worker on its own).
+
+    It waits (paused) for the reviewers; `cvloop review watch` or the Prefect UI resumes it.
+    """
     from cvloop.services import require_healthy
 
     settings = _settings()
-    require_healthy(settings, ["mlflow", "prefect"])
+    require_healthy(settings, ["mlflow", "prefect", "labelstudio"])
     from flows.retrain import retrain as retrain_flow
 
     out = retrain_flow(

@@ -233,3 +233,75 @@ def check_overlap(
             if dist[j] <= max_hamming:
                 near.append((e.id, training[j].id, int(dist[j])))
     return Overlap(exact, near)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A reviewed, valid frame that may join a dataset version."""
+
+    sha256: str
+    dhash: str
+    drift: bool  # from a drift-flagged slice (camera or class of the triggering event)
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    train: list[str]
+    val: list[str]
+    holdout: list[str]
+    held_back: list[tuple[str, str]]  # (frame, holdout frame it nearly duplicates)
+    already_present: list[str]
+
+
+def hash_share(sha256: str) -> float:
+    """A frame's place in [0, 1) from its hash: splits that never move between runs."""
+    return int(sha256[:8], 16) / 2**32
+
+
+def plan_split(
+    frames: list[Candidate],
+    *,
+    training: list[FrameEntry],
+    holdout: list[FrameEntry],
+    holdout_quota: int,
+    val_share: float,
+    near_dup_bits: int,
+    max_drift_share: float = 0.5,
+) -> SplitPlan:
+    """Where each new frame goes (deterministic: a re-run plans the same).
+
+    Up to ``holdout_quota`` drift frames, and at most ``max_drift_share`` of the new drift
+    frames (the rest must teach the model), go to the holdout (never one already used for
+    training); frames that nearly duplicate a new holdout frame are held back from training
+    (they stay in Label Studio) so the holdout never leaks; the rest split train/val by hash.
+    """
+    in_train = {e.sha256 for e in training}
+    in_holdout = {e.sha256 for e in holdout}
+    present = [f.sha256 for f in frames if f.sha256 in in_train | in_holdout]
+    new = sorted(
+        (f for f in frames if f.sha256 not in in_train | in_holdout), key=lambda f: f.sha256
+    )
+    picked: list[Candidate] = []
+    quota = min(holdout_quota, int(sum(f.drift for f in new) * max_drift_share))
+    for f in new:
+        if len(picked) >= quota:
+            break
+        if f.drift:
+            picked.append(f)
+    chosen = {f.sha256 for f in picked}
+    hold_hashes = [(f.sha256, int(f.dhash, 16)) for f in picked] + [
+        (e.sha256, int(e.dhash, 16)) for e in holdout
+    ]
+    train, val, held_back = [], [], []
+    for f in new:
+        if f.sha256 in chosen:
+            continue
+        h = int(f.dhash, 16)
+        near = next((s for s, o in hold_hashes if hamming(h, o) <= near_dup_bits), None)
+        if near is not None:
+            held_back.append((f.sha256, near))
+        elif hash_share(f.sha256) < val_share:
+            val.append(f.sha256)
+        else:
+            train.append(f.sha256)
+    return SplitPlan(train, val, [f.sha256 for f in picked], held_back, present)

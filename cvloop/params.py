@@ -135,6 +135,7 @@ class ReviewParams(_Section):
     stable_windows: Annotated[int, Field(ge=2)] = 3
     stable_tolerance: Annotated[float, Field(gt=0, le=1)] = 0.05
     iou_match: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    moved_iou: Annotated[float, Field(gt=0, le=1)] = 0.9
     poll_seconds: Annotated[float, Field(gt=0)] = 30
     deadline_hours: Annotated[float, Field(gt=0)] = 72
 
@@ -241,6 +242,7 @@ class HoldoutParams(_Section):
     min_frames: PosInt = 200
     max_frames: PosInt = 500
     add_per_retrain: Annotated[int, Field(ge=0)] = 50
+    max_drift_share: Annotated[float, Field(ge=0, le=1)] = 0.5
     refresh_days: PosInt = 90
     near_duplicate_hamming: Annotated[int, Field(ge=0, le=64)] = 4
 
@@ -288,6 +290,17 @@ class Params(_Section):
             raise ValueError(
                 f"bootstrap.holdout_frames ({n}) must be within holdout.min_frames.."
                 f"holdout.max_frames ({self.holdout.min_frames}..{self.holdout.max_frames})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _annotate_conf(self) -> Params:
+        # pre-annotations are the prefilter's detections at >= annotate.conf: the prefilter
+        # must keep every box the pre-annotation needs
+        if self.annotate.conf < self.prefilter.conf:
+            raise ValueError(
+                f"annotate.conf ({self.annotate.conf}) must not be below prefilter.conf "
+                f"({self.prefilter.conf})"
             )
         return self
 

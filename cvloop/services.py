@@ -176,7 +176,11 @@ class ServiceManager:
             base_env.pop(k, None)
 
         store = s.frame_store_uri
-        doc_root = store if "://" not in store else str(home)
+        # Label Studio serves local files below its document root, and refuses a storage
+        # path equal to it: the root is the store's parent, the storage is the store
+        doc_root = (
+            str(Path(store).expanduser().resolve().parent) if "://" not in store else str(home)
+        )
         ls_env = {
             **base_env,
             "LABEL_STUDIO_BASE_DATA_DIR": str(home / "labelstudio"),

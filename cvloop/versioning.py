@@ -131,6 +131,28 @@ class DataRepo:
             "path": outs["path"],
         }
 
+    def checkout(self, pointers: list[str]) -> None:
+        """Bring the data of committed pointers into the workspace where it is missing (a
+        fresh clone of the data repo): ``dvc pull`` from the cache or the remote."""
+        from dvc.repo import Repo
+
+        missing = [
+            p
+            for p in pointers
+            if (self.root / p).exists()
+            and not (self.root / Path(p).parent / self.pointer_info(p)["path"]).exists()
+        ]
+        if not missing:
+            return
+        try:
+            with Repo(str(self.root)) as repo:
+                repo.pull(targets=[str(self.root / p) for p in missing], remote=REMOTE_NAME)
+        except Exception as exc:
+            raise VersioningError(
+                f"dvc pull of {', '.join(missing)} from {self.remote_url} failed: {exc}",
+                fix="check CVLOOP_DVC_REMOTE and its credentials",
+            ) from None
+
     def push(self, pointers: list[str]) -> None:
         from dvc.repo import Repo
 

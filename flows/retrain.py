@@ -1,10 +1,11 @@
 """Retrain: the runbook's steps, started by the drift event, a schedule, or by hand.
 
-Implemented so far: step 1 (collect the last N days of production frames, quarantine
-unreadable ones, drop near-duplicates) and step 2 (prefilter with the champion, keep
-events and edge cases at <= 1 fps per camera, select within the labeling budget). Label
-Studio pre-annotation and review, validation, versioning, fine-tuning, gates, export and
-registration follow.
+Implemented so far (data half): 1. collect the last N days of production frames,
+quarantine unreadable ones, drop near-duplicates; 2. prefilter with the champion and select
+within the labeling budget; 3. pre-annotate at conf 0.5 into Label Studio; 4. wait for the
+reviewers (suspended, not holding a worker) until the edit rate is stable or an operator
+says go; 5. validate the annotations and version dataset v_n+1 (+ holdout v_k+1, step 9).
+Fine-tuning, gates, export and registration follow (the model half).
 """
 
 from __future__ import annotations
@@ -13,8 +14,27 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from cvloop.params import load_params
+from tasks.annotate import (
+    next_dataset_version_task,
+    publish_review_queue,
+    push_to_label_studio_task,
+)
 from tasks.collect import collect_frames_task, publish_collect_report
+from tasks.dataset import (
+    export_reviews_task,
+    publish_dataset_report,
+    publish_validation_report,
+    validate_reviews_task,
+    version_reviewed_data_task,
+)
+from tasks.model import log_retrain_step_task, start_retrain_run_task
 from tasks.prefilter import prefilter_and_select_task, publish_selection_report
+from tasks.review import (
+    check_review_task,
+    ensure_reviewed_task,
+    record_review_task,
+    wait_for_review,
+)
 
 
 @flow(name="retrain", log_prints=True)
@@ -29,13 +49,20 @@ def retrain(
     """Retrain on the drift: ``drift_slices``/``cameras``/``classes`` come from the
     ``cvloop.drift.detected`` event (prefect.yaml automation)."""
     p = load_params()
+    run_id = flow_run.get_id() or "local"
     print(
         f"retrain: triggers {triggers or 'manual'}; drift cameras {cameras or 'none'}; "
         f"classes {classes or 'none'}"
     )
     # 1. collect the last N days of frames (images + videos sampled at the collect fps)
+    mlflow_run = start_retrain_run_task(
+        p.registry.experiment,
+        run_id,
+        f"retrain-{flow_run.get_name() or 'local'}",
+        {"cvloop.triggers": ",".join(triggers or ["manual"]), "cvloop.drift.cameras": cameras},
+    )
     batch = collect_frames_task(
-        flow_run.get_id() or "local",
+        run_id,
         window_end,
         days or p.collect.days,
         None,
@@ -46,7 +73,7 @@ def retrain(
     # 2. prefilter with the champion, then select within the labeling budget
     f, sel = p.prefilter, p.select
     selection = prefilter_and_select_task(
-        flow_run.get_id() or "local",
+        run_id,
         batch.frames_key,
         cameras or [],
         classes or [],
@@ -65,7 +92,81 @@ def retrain(
         seed=sel.seed,
     )
     publish_selection_report(selection)
-    return {**batch.summary, **selection.summary}
+    # 3. pre-annotate at conf 0.5 and push to Label Studio's review queue (project per version)
+    version = next_dataset_version_task()
+    queue = push_to_label_studio_task(
+        f"runs/retrain/{run_id}",
+        selection.selected_key,
+        version,
+        p.classes,
+        p.annotate.conf,
+        p.annotate.import_batch_size,
+        mlflow_run,
+    )
+    publish_review_queue(queue)
+    # 4. wait for the reviewers: until the drift classes' edit rate is stable (or go)
+    r = p.review
+    review_args = dict(
+        window_frames=r.window_frames,
+        stable_windows=r.stable_windows,
+        stable_tolerance=r.stable_tolerance,
+        frames_per_class=r.frames_per_class,
+        iou_match=r.iou_match,
+        moved_iou=r.moved_iou,
+    )
+    status = check_review_task(queue, p.classes, classes or [], **review_args)
+    go = wait_for_review(status, r.deadline_hours, r.poll_seconds)
+    status = check_review_task(queue, p.classes, classes or [], operator_go=go.go, **review_args)
+    record_review_task(queue, status, mlflow_run)
+    ensure_reviewed_task(queue, status, go.go, go.reason)
+    # 5. validate the annotations (Great Expectations); version dataset v_n+1 and holdout
+    export = export_reviews_task(queue, r.iou_match, r.moved_iou, classes or [])
+    v = p.validate_
+    validated = validate_reviews_task(
+        export, p.classes, v.min_box_area, v.max_box_area, v.duplicate_iou
+    )
+    publish_validation_report(validated)
+    versions = version_reviewed_data_task(
+        validated,
+        queue.dataset_version,
+        p.classes,
+        p.schema_.label_policy_version,
+        holdout_quota=p.holdout.add_per_retrain,
+        holdout_max_frames=p.holdout.max_frames,
+        holdout_max_drift_share=p.holdout.max_drift_share,
+        val_share=p.version.val_share,
+        near_dup_bits=p.holdout.near_duplicate_hamming,
+    )
+    publish_dataset_report(versions)
+    log_retrain_step_task(
+        mlflow_run,
+        {
+            "frames.collected": batch.summary["collected"],
+            "frames.selected": selection.summary["selected"],
+            "frames.reviewed": validated.summary["reviewed"],
+            "frames.quarantined": validated.summary["quarantined"],
+            "frames.added.train": versions.added["train"],
+            "frames.added.val": versions.added["val"],
+            "frames.added.holdout": versions.added["holdout"],
+        },
+        {
+            "cvloop.dataset.version": versions.dataset["name"],
+            "cvloop.dataset.dvc_md5": versions.dataset["dvc_md5"],
+            "cvloop.dataset.git_rev": versions.dataset["git_rev"],
+            "cvloop.holdout.version": (versions.holdout or {}).get("name", "unchanged"),
+            "cvloop.review.reason": go.reason,
+            "cvloop.labelstudio.project": queue.project_url,
+        },
+    )
+    return {
+        **batch.summary,
+        **selection.summary,
+        "review": go.reason,
+        "validation": validated.summary,
+        "dataset_version": versions.dataset["name"],
+        "holdout_version": (versions.holdout or {}).get("name"),
+        "added": versions.added,
+    }
 
 
 if __name__ == "__main__":

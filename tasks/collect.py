@@ -71,4 +71,4 @@ def publish_collect_report(batch: CollectedBatch, drift_slices: list[dict]) -> s
     return md
 
 
-collect_frames_task = task(collect_frames, name="collect_frames")
+collect_frames_task = task(collect_frames, name="collect_frames", persist_result=True)

@@ -78,6 +78,15 @@ def build_baseline_data(
     )
 
 
+def labeled_hashes() -> set[str]:
+    """Content hashes of every frame already in the dataset or the holdout (those frames
+    are never sent for labeling again)."""
+    from cvloop.datasets import read_manifest
+
+    root = data_repo().root
+    return {e.sha256 for d in (DATASET_DIR, HOLDOUT_DIR) for e in read_manifest(root / d)}
+
+
 def version_data(folder: str, pointer: str, name: str, message: str) -> VersionRecord:
     """``dvc add`` the folder, commit its pointer, tag ``name``, push to the DVC remote."""
     repo = data_repo()

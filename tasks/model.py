@@ -68,6 +68,35 @@ def start_training_run(experiment: str, run_name: str, params: dict, tags: dict)
     return run.info.run_id
 
 
+def start_retrain_run(experiment: str, flow_run_id: str, run_name: str, tags: dict) -> str:
+    """The retrain's MLflow run (collection, review edit rates, dataset version, training
+    and gates all log into it); the same flow run always gets the same MLflow run."""
+    client = _client()
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    found = client.search_runs(
+        [exp_id], filter_string=f"tags.`cvloop.flow_run_id` = '{flow_run_id}'", max_results=1
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(
+        exp_id,
+        run_name=run_name,
+        tags={"cvloop.flow": "retrain", "cvloop.flow_run_id": flow_run_id}
+        | {k: str(v) for k, v in tags.items()},
+    )
+    return run.info.run_id
+
+
+def log_retrain_step(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
+    """Numbers and tags of a finished step onto the retrain's MLflow run."""
+    client = _client()
+    for k, v in metrics.items():
+        client.log_metric(run_id, k, float(v))
+    for k, v in tags.items():
+        client.set_tag(run_id, k, str(v))
+
+
 def train_model(
     run_id: str,
     data_yaml: str,
@@ -195,6 +224,8 @@ def _existing_version(reg: ModelRegistry, run_id: str) -> str | None:
 find_champion_task = task(find_champion, name="find_champion", retries=2, retry_delay_seconds=3)
 resolve_model_source_task = task(resolve_model_source, name="resolve_model_source")
 training_dir_task = task(training_dir, name="training_dir")
+start_retrain_run_task = task(start_retrain_run, name="start_retrain_run", persist_result=True)
+log_retrain_step_task = task(log_retrain_step, name="log_retrain_step")
 start_training_run_task = task(start_training_run, name="start_training_run")
 train_model_task = task(train_model, name="train_model")
 evaluate_model_task = task(evaluate_model, name="evaluate_model")

@@ -50,7 +50,12 @@ def prefilter_and_select(
     from registry.models import CHAMPION, ModelRegistry
 
     store = open_storage()
+    from tasks.data import labeled_hashes
+
     collected = pq.read_table(io.BytesIO(store.get_bytes(collected_key))).to_pylist()
+    known = labeled_hashes()
+    already = sum(r["sha256"] in known for r in collected)
+    collected = [r for r in collected if r["sha256"] not in known]
     model = ModelRegistry.from_settings().fetch_alias(CHAMPION)
     detector = OnnxDetector(model.onnx, model.classes, model.imgsz)
     errors: list[tuple[str, str]] = []
@@ -90,7 +95,8 @@ def prefilter_and_select(
         w.split(" ")[0] if not w.startswith("drift:") else w for s in chosen for w in s.why
     )
     summary = {
-        "collected": len(collected),
+        "collected": len(collected) + already,
+        "already_labeled": already,
         "after_prefilter": len(events),
         "selected": len(chosen),
         "unreadable": len(errors),
@@ -109,10 +115,11 @@ def publish_selection_report(selection: Selection) -> str:
     lines = [
         "# Retrain: prefilter and selection",
         "",
-        "| collected | after prefilter (events, <= fps per camera) | selected | drift frames |",
-        "|---|---|---|---|",
-        f"| {s['collected']} | {s['after_prefilter']} | {s['selected']} | "
-        f"{s['drift_frames_selected']} |",
+        "| collected | already labeled | after prefilter (events, <= fps per camera) "
+        "| selected | drift frames |",
+        "|---|---|---|---|---|",
+        f"| {s['collected']} | {s['already_labeled']} | {s['after_prefilter']} | "
+        f"{s['selected']} | {s['drift_frames_selected']} |",
         "",
         "| why selected | frames |",
         "|---|---|",
@@ -123,4 +130,6 @@ def publish_selection_report(selection: Selection) -> str:
     return md
 
 
-prefilter_and_select_task = task(prefilter_and_select, name="prefilter_and_select")
+prefilter_and_select_task = task(
+    prefilter_and_select, name="prefilter_and_select", persist_result=True
+)

@@ -280,7 +280,8 @@ def booted(stack, tmp_path_factory):
         "CVLOOP_DATA_REPO": str(repo),
         "CVLOOP_PARAMS": str(params),
         "CVLOOP_DVC_REMOTE": str(work / "dvc-remote"),
-        "CVLOOP_STORAGE_URI": str(work / "store"),
+        # the stack's frame store: Label Studio serves images from there
+        "CVLOOP_STORAGE_URI": str(stack.home / "store"),
     }
     first = stack.cli("bootstrap", env=env, timeout=900)
     return Booted(stack, env, repo, work, first.stdout)
@@ -293,3 +294,7 @@ class Booted:
     repo: object
     work: object
     stdout: str
+
+    @property
+    def store(self) -> Path:
+        return Path(self.env["CVLOOP_STORAGE_URI"])

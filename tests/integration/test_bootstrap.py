@@ -114,7 +114,7 @@ def test_fleet_serve_writes_a_log_that_reads_back(booted):
     )
     out = b.stack.cli("fleet", "serve", "--start", "2026-10-05", "--days", "2", env=b.env).stdout
     assert '"frames": 24' in out and '"1": 24' in out
-    manifest = json.loads((b.work / "store" / "rollout" / "manifest.json").read_text())
+    manifest = json.loads((b.store / "rollout" / "manifest.json").read_text())
     assert manifest["allocations"] == [{"version": "1", "share": 100.0}]
     log = b.stack.cli("fleet", "log", "--start", "2026-10-05", "--days", "2", env=b.env).stdout
     assert "cvloop.schema: 'inference-log/v1'" in log

@@ -12,7 +12,7 @@ from tests.unit.test_monitor import DRIFTED, _fill
 
 @pytest.fixture(scope="module")
 def checked(booted):
-    _fill(LocalStorage(booted.work / "store"))  # champion v1 served a drifting fortnight
+    _fill(LocalStorage(booted.store))  # champion v1 served a drifting fortnight
     booted.stack.cli("deploy", env=booted.env)  # the retrain automation listens from now on
     out = booted.stack.cli(
         "monitor",
@@ -81,7 +81,7 @@ def test_report_artifact_has_the_trigger_table_and_dashboard_link(checked):
     html = httpx.get(url)
     assert html.status_code == 200
     assert "box_area" in html.text and "confidence" in html.text
-    stored = b.work / "store" / "reports" / "monitor" / "202646"
+    stored = b.store / "reports" / "monitor" / "202646"
     assert (stored / "drift-report.html").exists() and (
         stored / "confidence-histograms.png"
     ).exists()
@@ -124,4 +124,11 @@ def test_the_event_starts_the_retrain_deployment_with_the_drift_slices(checked):
     assert params["window_end"].startswith("2026-11-16")
     deployment = httpx.get(f"{b.stack.prefect_api}/deployments/{runs[0]['deployment_id']}").json()
     assert deployment["name"] == "on-drift"
-    assert runs[0]["state_type"] == "COMPLETED"  # the worker ran it
+    # the worker ran it: this store holds the inference log but no frames, so the retrain
+    # stops at the review queue with a message that names the store
+    assert runs[0]["state_type"] == "FAILED", runs[0]["state_name"]
+    logs = httpx.post(
+        f"{b.stack.prefect_api}/logs/filter",
+        json={"logs": {"flow_run_id": {"any_": [runs[0]["id"]]}}, "limit": 200},
+    ).json()
+    assert any("no frame was selected for review" in log["message"] for log in logs)

@@ -1,58 +1,245 @@
-"""The retrain flow's first steps against the real stack: collect the window's frames,
-prefilter them with the registered champion (ONNX Runtime), select within the budget."""
+"""The retrain flow's data half against the real stack, as a user runs it: `cvloop retrain`
+collects a drifted window, prefilters it with the registered champion, pre-annotates into
+Label Studio and waits; reviewers submit through the Label Studio API (two planted bad
+boxes among them); `cvloop review watch` resumes the run; the valid reviews become dataset
+v2 (DVC tag, manifest with provenance) and holdout v2, the bad frames land in quarantine."""
 
 from __future__ import annotations
 
 import io
 import json
+import subprocess
+import time
 
+import httpx
 import pyarrow.parquet as pq
+import pytest
+import yaml
 
 from cvloop.storage import LocalStorage
+from tests.conftest import CVLOOP, REPO
+
+WINDOW = ("--window-end", "2026-09-03", "--days", "2", "--camera", "cam-02")
 
 
-def test_collect_prefilter_select(booted):
+def _paused_retrain(api: str, proc: subprocess.Popen, timeout: float = 600) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(
+                f"cvloop retrain exited ({proc.returncode}):\n{out}\n{err[-4000:]}"
+            )
+        runs = httpx.post(
+            f"{api}/flow_runs/filter",
+            json={
+                "flows": {"name": {"any_": ["retrain"]}},
+                "flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}},
+            },
+        ).json()
+        if runs:
+            return runs[0]
+        time.sleep(2)
+    raise AssertionError("the retrain never paused for review")
+
+
+@pytest.fixture(scope="module")
+def retrain_run(booted):
+    """Start `cvloop retrain` (in-process flow, pauses for review) on a drifted window."""
     b = booted
     b.stack.cli(
-        "fleet",
-        "generate",
-        "--start",
-        "2026-09-01",
-        "--days",
-        "2",
-        "--cameras",
-        "2",
-        "--bursts-per-day",
-        "6",
-        "--frames-per-burst",
-        "3",
-        "-s",
-        "night@2026-09-02:cam-02",
+        "fleet", "generate", "--start", "2026-09-01", "--days", "2", "--cameras", "2",
+        "--bursts-per-day", "6", "--frames-per-burst", "3", "-s", "night@2026-09-02:cam-02",
         env=b.env,
-    )
-    store = LocalStorage(b.work / "store")
+    )  # fmt: skip
+    store = LocalStorage(b.store)
     store.put_bytes("frames/cam-01/2026-09-01/1756684800123.jpg", b"\xff\xd8broken")
-    out = b.stack.cli(
-        "retrain",
-        "--window-end",
-        "2026-09-03",
-        "--days",
-        "2",
-        "--camera",
-        "cam-02",
-        env=b.env,
-        timeout=600,
-    ).stdout
+    env = {**b.env, "PREFECT_LOGGING_LEVEL": "WARNING"}
+    proc = subprocess.Popen(
+        [CVLOOP, "retrain", *WINDOW],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        paused = _paused_retrain(b.stack.prefect_api, proc)
+        yield b, proc, paused, store
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _token(b) -> str:
+    secrets = (b.stack.home / "secrets.env").read_text()
+    return next(
+        line.split("=", 1)[1].strip()
+        for line in secrets.splitlines()
+        if line.startswith("LABEL_STUDIO_API_KEY=")
+    )
+
+
+def _queue(b):
+    from cvloop.labelstudio import LabelStudioQueue
+
+    return LabelStudioQueue(b.stack.label_studio_url, _token(b))
+
+
+def test_selected_frames_wait_in_label_studio_with_pre_annotations(retrain_run):
+    b, _proc, paused, store = retrain_run
+    run_base = f"runs/retrain/{paused['id']}"
+    selected = pq.read_table(io.BytesIO(store.get_bytes(f"{run_base}/selected.parquet")))
+    info = json.loads(store.get_text(f"{run_base}/review-queue.json"))
+    assert info["title"] == "cvloop dataset-v2"
+    assert info["imported"] == selected.num_rows > 0
+    assert info["model_version"] == "cvloop-detector/1"
+    q = _queue(b)
+    tasks = q.tasks(info["project_id"])
+    assert len(tasks) == selected.num_rows
+    assert len({d["sha256"] for _, d, _ in tasks}) == len(tasks)
+    assert any("drift:camera cam-02" in d["why"] for _, d, _ in tasks)
+    # the images load from the frame store through Label Studio
+    _, data, _ = tasks[0]
+    img = httpx.get(
+        f"{b.stack.label_studio_url}{data['image']}",
+        headers={"Authorization": f"Token {_token(b)}"},
+    )
+    assert img.status_code == 200 and img.content[:2] == b"\xff\xd8"
+    # every task carries the champion's prediction (boxes or none) with its model version
+    t = q.client.tasks.get(id=tasks[0][0])
+    assert [p.model_version for p in t.predictions] == ["cvloop-detector/1"]
+
+
+def _client_env(b, mp):
+    for k, v in b.env.items():
+        if k.startswith(("CVLOOP_", "LABEL_STUDIO")):
+            mp.setenv(k, v)
+    mp.setenv("MLFLOW_TRACKING_URI", b.stack.mlflow_uri)
+    mp.setenv("LABEL_STUDIO_URL", b.stack.label_studio_url)
+
+
+def test_pre_annotations_are_the_boxes_at_conf_0_5_with_scores(retrain_run):
+    import pyarrow as pa
+
+    from tasks.annotate import push_to_label_studio
+
+    b, _proc, paused, store = retrain_run
+    rows = pq.read_table(
+        io.BytesIO(store.get_bytes(f"runs/retrain/{paused['id']}/selected.parquet"))
+    ).to_pylist()[:2]
+    dets = [
+        {"label": "cone", "conf": 0.91, "cx": 0.5, "cy": 0.4, "w": 0.2, "h": 0.3},
+        {"label": "crate", "conf": 0.5, "cx": 0.2, "cy": 0.2, "w": 0.1, "h": 0.1},
+        {"label": "barrel", "conf": 0.49, "cx": 0.7, "cy": 0.7, "w": 0.1, "h": 0.1},
+    ]
+    for r in rows:
+        r["detections"] = dets
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buf)
+    store.put_bytes("runs/retrain/preannotated/selected.parquet", buf.getvalue())
+    with pytest.MonkeyPatch.context() as mp:
+        _client_env(b, mp)
+        queue = push_to_label_studio(
+            "runs/retrain/preannotated",
+            "runs/retrain/preannotated/selected.parquet",
+            "dataset-v99",
+            ["crate", "barrel", "cone"],
+            0.5,
+            500,
+        )
+    q = _queue(b)
+    try:
+        assert queue.imported == 2
+        for tid, _, _ in q.tasks(queue.project_id):
+            pred = q.client.tasks.get(id=tid).predictions[0]
+            assert pred.model_version == "cvloop-detector/1"
+            got = sorted((r["value"]["rectanglelabels"][0], r["score"]) for r in pred.result)
+            assert got == [("cone", 0.91), ("crate", 0.5)]
+            cone = next(r for r in pred.result if r["value"]["rectanglelabels"] == ["cone"])
+            assert cone["value"]["x"] == pytest.approx(40.0)
+            assert cone["value"]["height"] == pytest.approx(30.0)
+    finally:
+        q.client.projects.delete(id=queue.project_id)
+
+
+def test_pushing_again_adds_no_duplicate(retrain_run):
+    from tasks.annotate import push_to_label_studio
+
+    b, _proc, paused, store = retrain_run
+    run_base = f"runs/retrain/{paused['id']}"
+    before = json.loads(store.get_text(f"{run_base}/review-queue.json"))
+    with pytest.MonkeyPatch.context() as mp:
+        _client_env(b, mp)
+        again = push_to_label_studio(
+            f"runs/retrain/{paused['id']}-again",
+            f"{run_base}/selected.parquet",
+            "dataset-v2",
+            ["crate", "barrel", "cone"],
+            0.5,
+            7,
+        )
+    assert again.project_id == before["project_id"]
+    assert again.imported == 0 and again.skipped == before["tasks"]
+    assert len(_queue(b).tasks(before["project_id"])) == before["tasks"]
+
+
+def test_reviews_become_dataset_v2_and_bad_boxes_are_quarantined(retrain_run):
+    b, proc, paused, store = retrain_run
+    sim = b.stack.cli("review", "simulate", "dataset-v2", "--plant-bad", "4", env=b.env)
+    planted = json.loads(sim.stdout)["planted"]
+    assert len(planted) == 4
+    watch = b.stack.cli("review", "watch", env=b.env).stdout
+    assert "resumed" in watch and "tasks reviewed" in watch
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
     summary = json.loads(out[out.index("{") :])
-    assert summary["quarantined"] == 1
-    assert summary["collected"] + summary["near_duplicates_dropped"] == 2 * 2 * 6 * 3
-    assert 0 < summary["selected"] <= summary["after_prefilter"] <= summary["collected"]
-    runs = [k for k in store.keys("runs/retrain/") if k.endswith("selected.parquet")]
-    assert runs
-    selected = pq.read_table(io.BytesIO(store.get_bytes(runs[-1]))).to_pylist()
-    assert len(selected) == summary["selected"]
-    assert all(row["why"] for row in selected)
-    assert any("drift:camera cam-02" in row["why"] for row in selected)
-    assert all(row["key"].startswith("frames/cam-0") for row in selected)
-    quarantine = json.loads(store.get_text(runs[-1].replace("selected.parquet", "quarantine.json")))
-    assert quarantine[0]["reason"] == "truncated JPEG (no end-of-image marker)"
+    assert summary["dataset_version"] == "dataset-v2"
+    v = summary["validation"]
+    assert v["quarantined"] == 4 and v["valid"] == v["reviewed"] - 4
+    assert (
+        set(v["rule_failures"])
+        == set(planted.values())
+        == {"box_inside_image", "min_box_area", "class_in_schema", "max_box_area"}
+    )
+    # the dataset: git tag, DVC pointer, manifest with provenance; no quarantined frame
+    tags = subprocess.run(["git", "tag"], cwd=b.repo, capture_output=True, text=True).stdout
+    assert "dataset-v2" in tags.split()
+    manifest = [
+        json.loads(line)
+        for line in (b.repo / "datasets" / "manifest.jsonl").read_text().splitlines()
+    ]
+    new = [m for m in manifest if m["added_in"] == "dataset-v2"]
+    assert len(new) == summary["added"]["train"] + summary["added"]["val"] > 0
+    assert all(m["label_source"] == "reviewed" and m["why_selected"] for m in new)
+    assert any("drift:camera cam-02" in m["slice_tags"] for m in new)
+    assert all(set(m["edits"]) >= {"kept", "moved", "deleted", "added"} for m in new)
+    assert any(m["label_source"] == "synthetic-truth" for m in manifest)  # v1 kept
+    quarantine = json.loads(
+        store.get_text(f"runs/retrain/{paused['id']}/annotation-quarantine.json")
+    )
+    bad_keys = {q["key"] for q in quarantine}
+    assert len(bad_keys) == 4
+    assert not bad_keys & {m["source_key"] for m in manifest}
+    # holdout v2: new drift frames, no leakage into training
+    assert summary["holdout_version"] == "holdout-v2"
+    holdout = [
+        json.loads(line)
+        for line in (b.repo / "holdout" / "data" / "manifest.jsonl").read_text().splitlines()
+    ]
+    added = [h for h in holdout if h["added_in"] == "holdout-v2"]
+    assert len(added) == summary["added"]["holdout"] > 0
+    assert all(any(t.startswith("drift:") for t in h["slice_tags"]) for h in added)
+    assert not {h["sha256"] for h in holdout} & {m["sha256"] for m in manifest}
+    data_yaml = yaml.safe_load((b.repo / "datasets" / "data.yaml").read_text())
+    assert data_yaml["train"] == "images/train"
+    # MLflow: edit rates on the retrain run
+    from mlflow import MlflowClient
+
+    client = MlflowClient(b.stack.mlflow_uri)
+    exp = client.get_experiment_by_name("cvloop")
+    run = client.search_runs([exp.experiment_id], f"tags.`cvloop.flow_run_id` = '{paused['id']}'")[
+        0
+    ]
+    assert any(k.startswith("review.edit_rate.") for k in run.data.metrics)
+    assert run.data.tags["cvloop.dataset.version"] == "dataset-v2"

@@ -1,0 +1,97 @@
+"""A simulated reviewer for the synthetic fleet (demo and tests only).
+
+It does through the Label Studio API what a person does in the UI: opens the next
+unreviewed task and submits the correct boxes — here the fleet's ground truth, which
+production never has. ``plant_bad`` tasks get a bad box instead (out of the image, a
+sliver, an unknown class, a duplicate), so the validation step has something to catch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from cvloop.collect import VIDEO_KEY_SEP
+from cvloop.datasets import LabelBox
+from cvloop.labelstudio import LabelStudioQueue
+
+BAD_BOXES = (
+    ("box_inside_image", LabelBox("crate", 0.95, 0.5, 0.3, 0.2)),
+    ("min_box_area", LabelBox("cone", 0.5, 0.5, 0.008, 0.008)),  # >= 1 px, < min area
+    ("class_in_schema", LabelBox("forklift", 0.4, 0.4, 0.2, 0.2)),
+    ("max_box_area", LabelBox("barrel", 0.5, 0.5, 0.99, 0.99)),
+)
+
+
+@dataclass
+class ReviewReport:
+    submitted: int = 0
+    planted: dict[int, str] = field(default_factory=dict)  # task id -> rule it breaks
+    no_truth: int = 0
+
+
+class TruthIndex:
+    """Ground truth of fleet frames, read lazily per camera-day (or per video)."""
+
+    def __init__(self, truth_store) -> None:
+        self.store = truth_store
+        self._cache: dict[str, dict] = {}
+
+    def _load(self, name: str, key_of) -> dict:
+        if name not in self._cache:
+            rows = {}
+            if self.store.exists(name):
+                for line in self.store.get_text(name).splitlines():
+                    if line:
+                        row = json.loads(line)
+                        rows[key_of(row)] = row
+            self._cache[name] = rows
+        return self._cache[name]
+
+    def boxes(self, frame_key: str, camera: str) -> list[LabelBox] | None:
+        if VIDEO_KEY_SEP in frame_key:
+            video, offset = frame_key.split(VIDEO_KEY_SEP)
+            _, cam, day, name = video.split("/")
+            rows = self._load(
+                f"videos/{cam}/{day}/{name.removesuffix('.mp4')}.jsonl", lambda r: r["ts_ms"]
+            )
+            if not rows:
+                return None
+            start = int(name.removesuffix(".mp4"))
+            ts = min(rows, key=lambda t: abs(t - (start + int(offset))))
+            row = rows[ts]
+        else:
+            day = frame_key.split("/")[2]
+            row = self._load(f"{camera}/{day}.jsonl", lambda r: r["frame_key"]).get(frame_key)
+            if row is None:
+                return None
+        return [LabelBox(b[0], b[1], b[2], b[3], b[4]) for b in row["boxes"]]
+
+
+def simulate_review(
+    queue: LabelStudioQueue,
+    project_id: int,
+    truth_store,
+    *,
+    frames: int | None = None,
+    plant_bad: int = 0,
+    width: int = 256,
+    height: int = 256,
+) -> ReviewReport:
+    """Submit ground truth for up to ``frames`` unreviewed tasks (all by default), the first
+    ``plant_bad`` of them with a planted bad box."""
+    index = TruthIndex(truth_store)
+    report = ReviewReport()
+    todo = [(tid, data) for tid, data, n in sorted(queue.tasks(project_id)) if n == 0]
+    for tid, data in todo[:frames] if frames is not None else todo:
+        boxes = index.boxes(str(data.get("key")), str(data.get("camera")))
+        if boxes is None:
+            report.no_truth += 1
+            continue
+        if len(report.planted) < plant_bad:
+            rule, bad = BAD_BOXES[len(report.planted) % len(BAD_BOXES)]
+            boxes = [*boxes, bad]
+            report.planted[tid] = rule
+        queue.submit(tid, boxes, width, height)
+        report.submitted += 1
+    return report

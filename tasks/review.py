@@ -1,0 +1,270 @@
+"""Review stage (runbook step 4): progress and edit rates from Label Studio, the wait for
+reviewers, and the watcher that resumes a waiting retrain when the edit rate is stable.
+
+The retrain flow does not hold a worker while people review: run from a deployment it
+*suspends* (the process exits; Prefect reschedules the run when it is resumed, and the
+finished steps come back from their persisted results); run in-process it *pauses*. Either
+way it waits for a :class:`ReviewGo` input, given
+
+* by the ``review/watch`` deployment (every few minutes: reads Label Studio, publishes the
+  progress artifact and edit rates, resumes the run when the drift classes' edit rate is
+  stable, every task is reviewed, or the deadline has come), or
+* by an operator: *Resume* on the paused run in the Prefect UI (the form asks go/reason),
+  or ``cvloop review go``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass
+
+from prefect import task
+from prefect.input import RunInput
+
+from cvloop.errors import CvloopError
+from cvloop.labelstudio import LabelStudioQueue
+from cvloop.review import decide, review_progress
+from tasks.annotate import ReviewQueue
+
+REVIEW_PAUSE_KEY = "review"
+
+
+class ReviewGo(RunInput):
+    """What resumes a retrain waiting for review (the Prefect UI shows this as a form)."""
+
+    go: bool = True
+    reason: str = "an operator said go"
+
+
+@dataclass(frozen=True)
+class ReviewStatus:
+    go: bool
+    reason: str
+    progress: dict  # ReviewProgress.as_dict()
+    checked_at: str
+
+
+def check_review(
+    queue: ReviewQueue,
+    classes: list[str],
+    watch: list[str],
+    *,
+    window_frames: int,
+    stable_windows: int,
+    stable_tolerance: float,
+    frames_per_class: int,
+    iou_match: float,
+    moved_iou: float,
+    operator_go: bool = False,
+    deadline_passed: bool = False,
+) -> ReviewStatus:
+    """Read the reviews from Label Studio, compute edit rates, decide whether to go on."""
+    total, reviewed = LabelStudioQueue.from_settings().reviewed(queue.project_id)
+    progress = review_progress(
+        ((r.predicted, r.final) for r in reviewed),
+        total,
+        classes,
+        watch,
+        window_frames=window_frames,
+        stable_windows=stable_windows,
+        stable_tolerance=stable_tolerance,
+        frames_per_class=frames_per_class,
+        iou_match=iou_match,
+        moved_iou=moved_iou,
+    )
+    go, reason = decide(progress, operator_go=operator_go, deadline_passed=deadline_passed)
+    return ReviewStatus(
+        go, reason, progress.as_dict(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    )
+
+
+def review_markdown(queue: ReviewQueue, status: ReviewStatus) -> str:
+    p = status.progress
+    lines = [
+        f"# Review progress: [{queue.title}]({queue.project_url})",
+        "",
+        f"**{p['reviewed']} / {p['total_tasks']}** frames reviewed; decision: "
+        f"**{'go' if status.go else 'wait'}** ({status.reason}); checked {status.checked_at}.",
+        "",
+        f"Watched classes: {', '.join(p['watched']) or 'none'}",
+        "",
+        "| class | frames | edit rate | kept | moved | relabelled | deleted | added "
+        "| window rates | stable |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in p["classes"].items():
+        lines.append(
+            f"| {name} | {c['frames']} | {c['edit_rate']:.3f} | {c['kept']} | {c['moved']} | "
+            f"{c['relabelled']} | {c['deleted']} | {c['added']} | "
+            f"{', '.join(f'{w:.3f}' for w in c['windows'][-5:])} | "
+            f"{'yes' if c['stable'] else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def record_review(queue: ReviewQueue, status: ReviewStatus, mlflow_run_id: str | None) -> None:
+    """Progress to the store (``review-progress.json``), a Prefect artifact, and edit rates
+    to the retrain's MLflow run (step = frames reviewed)."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from cvloop.storage import open_storage
+
+    open_storage().put_text(
+        f"{queue.run_base}/review-progress.json", json.dumps(asdict(status), indent=2)
+    )
+    create_markdown_artifact(
+        markdown=review_markdown(queue, status),
+        key=f"review-progress-{queue.dataset_version}",
+        description=f"review progress of {queue.title}",
+    )
+    if mlflow_run_id:
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        from cvloop.settings import load_settings
+
+        uri = load_settings().mlflow_tracking_uri
+        step = int(status.progress["reviewed"])
+        now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+        metrics = [Metric("review.frames", step, now, step)]
+        for name, c in status.progress["classes"].items():
+            if c["frames"]:
+                metrics.append(Metric(f"review.edit_rate.{name}", c["edit_rate"], now, step))
+                metrics.append(Metric(f"review.frames.{name}", c["frames"], now, step))
+        MlflowClient(tracking_uri=uri).log_batch(mlflow_run_id, metrics=metrics)
+
+
+def wait_for_review(status: ReviewStatus, deadline_hours: float, poll_seconds: float) -> ReviewGo:
+    """Wait (suspended or paused) until someone or the watcher says go; returns their input.
+
+    Called from the flow body: Prefect suspends flows, not tasks.
+    """
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run, suspend_flow_run
+    from prefect.runtime import deployment
+
+    if status.go:
+        return ReviewGo(go=True, reason=status.reason)
+    timeout = int(deadline_hours * 3600)
+    print(f"waiting for reviewers: {status.reason}")
+    try:
+        if deployment.id:  # a worker runs it: suspend, the process exits
+            return suspend_flow_run(wait_for_input=ReviewGo, timeout=timeout, key=REVIEW_PAUSE_KEY)
+        return pause_flow_run(
+            wait_for_input=ReviewGo,
+            timeout=timeout,
+            poll_interval=max(1, int(poll_seconds)),
+            key=REVIEW_PAUSE_KEY,
+        )
+    except FlowPauseTimeout:
+        raise CvloopError(
+            f"nobody resumed the review within {deadline_hours} h",
+            fix="run the review/watch deployment (it resumes at the deadline), or resume the "
+            "run in the Prefect UI",
+        ) from None
+
+
+@dataclass(frozen=True)
+class WatchedRun:
+    flow_run_id: str
+    flow_run_name: str
+    dataset_version: str
+    reviewed: int
+    total: int
+    go: bool
+    reason: str
+
+
+def _waiting_retrains():
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["retrain"])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+            ),
+        )
+
+
+def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
+    """For every retrain waiting for review: check Label Studio, record progress and edit
+    rates, resume the run when the review may stop (stable, complete, or deadline)."""
+    from prefect.flow_runs import resume_flow_run
+
+    from cvloop.storage import open_storage
+
+    store = open_storage()
+    out = []
+    poll = poll_seconds or p.review.poll_seconds
+    for run in _waiting_retrains():
+        key = f"runs/retrain/{run.id}/review-queue.json"
+        if not store.exists(key):
+            continue  # paused for another reason (by hand)
+        info = json.loads(store.get_text(key))
+        queue = ReviewQueue(**info)
+        details = run.state.state_details if run.state else None
+        deadline = getattr(details, "pause_timeout", None)
+        passed = bool(deadline) and dt.datetime.now(dt.UTC) >= deadline - dt.timedelta(
+            seconds=2 * poll
+        )
+        r = p.review
+        status = check_review(
+            queue,
+            p.classes,
+            list((run.parameters or {}).get("classes") or []),
+            window_frames=r.window_frames,
+            stable_windows=r.stable_windows,
+            stable_tolerance=r.stable_tolerance,
+            frames_per_class=r.frames_per_class,
+            iou_match=r.iou_match,
+            moved_iou=r.moved_iou,
+            deadline_passed=passed,
+        )
+        record_review(queue, status, info.get("mlflow_run_id"))
+        if status.go:
+            resume_flow_run(run.id, run_input={"go": True, "reason": status.reason})
+            print(f"resumed {run.name}: {status.reason}")
+        else:
+            print(f"{run.name} waits: {status.reason}")
+        out.append(
+            asdict(
+                WatchedRun(
+                    str(run.id),
+                    run.name,
+                    queue.dataset_version,
+                    status.progress["reviewed"],
+                    status.progress["total_tasks"],
+                    status.go,
+                    status.reason,
+                )
+            )
+        )
+    return out
+
+
+def ensure_reviewed(queue: ReviewQueue, status: ReviewStatus, go: bool, reason: str) -> int:
+    """Stop here (clearly) if the review was called off or nothing was reviewed."""
+    if go and status.progress["reviewed"]:
+        return int(status.progress["reviewed"])
+    raise CvloopError(
+        f"review of {queue.title} ended with {status.progress['reviewed']} reviewed frames "
+        f"({reason})",
+        fix=f"review frames at {queue.project_url}, then run the retrain again: reviewed "
+        "frames are kept and no task is imported twice",
+    )
+
+
+check_review_task = task(check_review, name="check_review", persist_result=True)
+record_review_task = task(record_review, name="record_review")
+ensure_reviewed_task = task(ensure_reviewed, name="ensure_reviewed")
+watch_reviews_task = task(watch_reviews, name="watch_reviews")
