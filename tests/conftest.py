@@ -232,7 +232,22 @@ def stack_env(home: Path) -> dict[str, str]:
 def stack(tmp_path_factory) -> Stack:
     """All local services, started once through the real CLI and stopped at the end."""
     home = tmp_path_factory.mktemp("stack-home")
-    st = Stack(home=home, env=stack_env(home))
+    env = stack_env(home)
+    # the worker runs deployments with this env: a private data repo, DVC remote and tiny
+    # params, never the checkout's
+    repo = home / "data-repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    from cvloop.params import load_params, with_overrides
+
+    tiny = with_overrides(load_params(REPO / "params.yaml"), TINY)
+    (home / "params.yaml").write_text(yaml.safe_dump(tiny.model_dump(by_alias=True, mode="json")))
+    env.update(
+        CVLOOP_DATA_REPO=str(repo),
+        CVLOOP_PARAMS=str(home / "params.yaml"),
+        CVLOOP_DVC_REMOTE=str(home / "dvc-remote"),
+    )
+    st = Stack(home=home, env=env)
     try:
         st.cli("services", "up", timeout=900)
         yield st
@@ -266,25 +281,11 @@ TINY = {
 
 @pytest.fixture(scope="session")
 def booted(stack, tmp_path_factory):
+    """The stack with a tiny champion v1 bootstrapped into its data repo."""
     work = tmp_path_factory.mktemp("bootstrap")
-    repo = work / "data-repo"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
-    params = work / "params.yaml"
-    from cvloop.params import load_params, with_overrides
-
-    tiny = with_overrides(load_params(REPO / "params.yaml"), TINY)
-    params.write_text(yaml.safe_dump(tiny.model_dump(by_alias=True, mode="json")))
-    env = {
-        **stack.env,
-        "CVLOOP_DATA_REPO": str(repo),
-        "CVLOOP_PARAMS": str(params),
-        "CVLOOP_DVC_REMOTE": str(work / "dvc-remote"),
-        # the stack's frame store: Label Studio serves images from there
-        "CVLOOP_STORAGE_URI": str(stack.home / "store"),
-    }
+    env = dict(stack.env)
     first = stack.cli("bootstrap", env=env, timeout=900)
-    return Booted(stack, env, repo, work, first.stdout)
+    return Booted(stack, env, Path(env["CVLOOP_DATA_REPO"]), work, first.stdout)
 
 
 @dataclass
@@ -297,4 +298,8 @@ class Booted:
 
     @property
     def store(self) -> Path:
-        return Path(self.env["CVLOOP_STORAGE_URI"])
+        return self.stack.home / "store"
+
+    @property
+    def dvc_remote(self) -> Path:
+        return Path(self.env["CVLOOP_DVC_REMOTE"])
