@@ -134,8 +134,8 @@ def build_baseline(
             f"only {len(hold)} of {holdout_frames} holdout frames are distinct from training",
             fix="raise bootstrap.days or lower bootstrap.holdout_frames",
         )
-    add_frames(dataset_dir, train, classes, "v1", label_policy_version)
-    add_frames(holdout_dir, hold, classes, "v1", label_policy_version)
+    add_frames(dataset_dir, train, classes, "dataset-v1", label_policy_version)
+    add_frames(holdout_dir, hold, classes, "holdout-v1", label_policy_version)
 
     overlap = check_overlap(read_manifest(holdout_dir), read_manifest(dataset_dir), near_dup_bits)
     if not overlap.clean:

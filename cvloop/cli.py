@@ -192,7 +192,7 @@ def retrain(
 
 @app.command("bench")
 def bench(
-    name: Annotated[str, typer.Argument(help="drift | serve")],
+    name: Annotated[str, typer.Argument(help="drift | prefilter | video | labelstudio | dvc")],
     quick: Annotated[bool, typer.Option(help="smaller sizes")] = False,
 ) -> None:
     """Run a benchmark: one JSON object per case (name, value, unit, baseline, ratio)."""

@@ -120,8 +120,20 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
             f"cameras={retrain_run['parameters'].get('cameras')}"
         )
         _, state = _follow(settings, retrain_run["id"], out)
-        out(f"  retrain (steps implemented so far: collect, prefilter, select): {state}")
-    phases["retrain"] = time.perf_counter() - t
+        phases["retrain"] = time.perf_counter() - t
+        if state == "Suspended":
+            t = phase(
+                "reviewers in Label Studio (simulated from the fleet's ground truth, with "
+                f"{PLANTED_BAD} planted bad boxes); the review/watch check resumes the retrain"
+            )
+            _review(settings, retrain_run["id"], out)
+            _, state = _follow(settings, retrain_run["id"], out)
+            phases["review+version"] = time.perf_counter() - t
+        out(f"  retrain (implemented so far: collect ... version dataset): {state}")
+        for line in _dataset_lines(settings, retrain_run["id"]):
+            out(f"  {line}")
+    if "retrain" not in phases:
+        phases["retrain"] = time.perf_counter() - t
 
     out("\n==> the local stack")
     out(format_status(rows))
@@ -178,10 +190,69 @@ def _follow(settings: Settings, flow_run_id: str, out, timeout_s: float = 1800):
         if state != last:
             out(f"  retrain: {state}")
             last = state
-        if fr.get("state", {}).get("type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+        if fr.get("state", {}).get("type") in (
+            "COMPLETED",
+            "FAILED",
+            "CRASHED",
+            "CANCELLED",
+            "PAUSED",
+        ):
             return flow_run_id, state
         time.sleep(2)
     return flow_run_id, "still running"
+
+
+PLANTED_BAD = 3
+
+
+def _review(settings: Settings, flow_run_id: str, out) -> None:
+    """Review every task of the run's queue as a person would (through the API), then let
+    the review/watch deployment resume the run."""
+    import json
+
+    from cvloop.fleet.reviewer import simulate_review
+    from cvloop.labelstudio import LabelStudioQueue
+    from cvloop.params import load_params
+    from cvloop.storage import open_storage
+
+    info = json.loads(open_storage().get_text(f"runs/retrain/{flow_run_id}/review-queue.json"))
+    out(f"  review queue: {info['project_url']} ({info['tasks']} frames)")
+    size = load_params().fleet.image_size
+    rep = simulate_review(
+        LabelStudioQueue.from_settings(),
+        info["project_id"],
+        open_storage(settings.fleet_truth_uri),
+        plant_bad=PLANTED_BAD,
+        width=size,
+        height=size,
+    )
+    out(f"  {rep.submitted} frames reviewed; bad boxes planted: {sorted(rep.planted.values())}")
+    watch_run, state = run_and_wait("review-watch/watch", timeout_s=600, out=out)
+    out(f"  review/watch run {watch_run}: {state}")
+
+
+def _dataset_lines(settings: Settings, flow_run_id: str) -> list[str]:
+    import json
+
+    from cvloop.storage import open_storage
+
+    store = open_storage()
+    base = f"runs/retrain/{flow_run_id}"
+    if not store.exists(f"{base}/versions.json"):
+        return []
+    v = json.loads(store.get_text(f"{base}/versions.json"))
+    bad = json.loads(store.get_text(f"{base}/annotation-quarantine.json"))
+    lines = [
+        f"{v['dataset']['name']}: +{v['added']['train']} train, +{v['added']['val']} val "
+        f"(DVC md5 {v['dataset']['dvc_md5']}, git {v['dataset']['git_rev'][:10]})"
+    ]
+    if v["holdout"]:
+        lines.append(f"{v['holdout']['name']}: +{v['added']['holdout']} drift frames")
+    lines.append(
+        f"quarantined by validation: {len({b['frame'] for b in bad})} frames "
+        f"({', '.join(sorted({b['rule'] for b in bad})) or 'none'})"
+    )
+    return lines
 
 
 def _report_lines(settings: Settings, flow_run_id: str) -> list[str]:

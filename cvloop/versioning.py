@@ -11,6 +11,8 @@ user's other staged work is never swept into a dataset commit.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +47,14 @@ class DataRepo:
         self.root = Path(root).resolve()
         self.remote_url = remote_url
         self.s3_endpoint = s3_endpoint
+        self._identity: bool | None = None
 
     # ---- git ----------------------------------------------------------------------------
     def git(self, *args: str, check: bool = True) -> str:
         ident = []
-        if not self._has_identity():
+        if self._identity is None:
+            self._identity = self._has_identity()
+        if not self._identity:
             ident = ["-c", "user.name=cvloop", "-c", "user.email=cvloop@localhost"]
         proc = subprocess.run(["git", *ident, *args], cwd=self.root, capture_output=True, text=True)
         if check and proc.returncode != 0:
@@ -83,7 +88,8 @@ class DataRepo:
         from dvc.repo import Repo
 
         if not (self.root / ".dvc").exists():
-            Repo.init(str(self.root))
+            with _quiet():
+                Repo.init(str(self.root))
             self.git("add", ".dvc/config", ".dvc/.gitignore", ".dvcignore")
             self.git(
                 "commit",
@@ -110,8 +116,8 @@ class DataRepo:
         from dvc.repo import Repo
 
         try:
-            with Repo(str(self.root)) as repo:
-                repo.add(str(self.root / rel))
+            with Repo(str(self.root)) as repo, _quiet():
+                repo.add(str(self.root / rel), relink=False)
         except Exception as exc:
             raise VersioningError(f"dvc add {rel} failed in {self.root}: {exc}") from None
         return self.pointer_info(f"{rel}.dvc")["md5"]
@@ -153,7 +159,52 @@ class DataRepo:
                 fix="check CVLOOP_DVC_REMOTE and its credentials",
             ) from None
 
-    def push(self, pointers: list[str]) -> None:
+    def push(self, pointers: list[str], since: str | None = None) -> None:
+        """Push the pointers' data to the DVC remote.
+
+        With ``since`` (an earlier version's tag) each folder is pushed incrementally: only
+        the objects its previous version did not have, then the new ``.dir`` object, through
+        DVC's own transfer. That is only done when the previous ``.dir`` object is on the
+        remote (DVC uploads a ``.dir`` after its contents, so its presence proves a complete
+        push); otherwise, and on any error, this is a full ``dvc push``.
+        """
+        if since:
+            try:
+                if all(self._push_new_objects(p, since) for p in pointers):
+                    return
+            except Exception:  # any doubt: the full push below checks everything
+                pass
+        self._push_all(pointers)
+
+    def _push_new_objects(self, pointer: str, since: str) -> bool:
+        from dvc.repo import Repo
+        from dvc_data.hashfile.hash_info import HashInfo
+        from dvc_data.hashfile.transfer import transfer
+        from dvc_data.hashfile.tree import Tree
+
+        old_text = self.git("show", f"{since}:{pointer}", check=False)
+        if not old_text:
+            return False
+        old_md5 = yaml.safe_load(old_text)["outs"][0]["md5"]
+        new_md5 = self.pointer_info(pointer)["md5"]
+        if not (old_md5.endswith(".dir") and new_md5.endswith(".dir")):
+            return False
+        with Repo(str(self.root)) as repo:
+            src = repo.cache.local
+            dest = repo.cloud.get_remote_odb(REMOTE_NAME)
+            if not dest.exists(old_md5):
+                return False
+            if dest.exists(new_md5):
+                return True
+            old = {h.value for _, _, h in Tree.load(src, HashInfo("md5", old_md5))}
+            new = {h.value for _, _, h in Tree.load(src, HashInfo("md5", new_md5))}
+            result = transfer(src, dest, {HashInfo("md5", o) for o in new - old})
+            if result.failed:
+                return False
+            dest.add(src.oid_to_path(new_md5), src.fs, new_md5)
+        return True
+
+    def _push_all(self, pointers: list[str]) -> None:
         from dvc.repo import Repo
 
         try:
@@ -195,10 +246,20 @@ class DataRepo:
         if staged:
             self.git("commit", "-m", message, "--", *pointers, *gitignores)
         rev = self.head()
+        prefix = name.rsplit("-v", 1)[0]
+        earlier = [t for t in self.tags(f"{prefix}-v*") if t != name]
         self.git("tag", "-a", name, "-m", message, rev)
-        self.push(pointers)
+        self.push(pointers, since=earlier[-1] if earlier else None)
         info = self.pointer_info(pointers[0])
         return VersionRecord(name, rev, info["md5"], pointers[0], info["files"], info["size"])
+
+
+@contextlib.contextmanager
+def _quiet():
+    """DVC prints git hints ("To track the changes with git, run: ...") that do not apply:
+    cvloop commits the pointer itself."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def _version_key(tag: str) -> tuple:

@@ -42,7 +42,10 @@ def timed(fn: Callable, repeat: int = 1) -> tuple[float, object]:
 
 BENCHES: dict[str, str] = {
     "drift": "cvloop.bench.drift:run",
-    "serve": "cvloop.bench.serve:run",
+    "prefilter": "cvloop.bench.prefilter:run",
+    "video": "cvloop.bench.video:run",
+    "labelstudio": "cvloop.bench.labelstudio:run",
+    "dvc": "cvloop.bench.dvc:run",
 }
 
 

@@ -243,3 +243,15 @@ def test_reviews_become_dataset_v2_and_bad_boxes_are_quarantined(retrain_run):
     ]
     assert any(k.startswith("review.edit_rate.") for k in run.data.metrics)
     assert run.data.tags["cvloop.dataset.version"] == "dataset-v2"
+
+
+def test_label_studio_down_or_wrong_token_says_the_fix(stack):
+    from cvloop.labelstudio import LabelStudioError, LabelStudioQueue
+    from tests.conftest import free_port
+
+    with pytest.raises(LabelStudioError, match="refuses the API token") as err:
+        LabelStudioQueue(stack.label_studio_url, "not-a-token").check()
+    assert "LABEL_STUDIO_API_KEY" in str(err.value)
+    with pytest.raises(LabelStudioError, match="is not reachable") as err:
+        LabelStudioQueue(f"http://127.0.0.1:{free_port()}", "x").check()
+    assert "cvloop services up" in str(err.value)
