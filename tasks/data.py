@@ -83,7 +83,9 @@ def labeled_hashes() -> set[str]:
     are never sent for labeling again)."""
     from cvloop.datasets import read_manifest
 
-    root = data_repo().root
+    repo = data_repo()
+    repo.checkout([DATASET_POINTER, HOLDOUT_POINTER])  # a fresh clone: pull the manifests
+    root = repo.root
     return {e.sha256 for d in (DATASET_DIR, HOLDOUT_DIR) for e in read_manifest(root / d)}
 
 

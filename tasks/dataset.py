@@ -179,9 +179,11 @@ def version_reviewed_data(
         NewFrame,
         add_frames,
         check_overlap,
+        dhash,
         plan_split,
         read_manifest,
     )
+    from cvloop.detector import decode_jpeg
     from cvloop.errors import CvloopError
     from cvloop.storage import open_storage
     from cvloop.versioning import next_version
@@ -198,9 +200,6 @@ def version_reviewed_data(
     pixels = {}
     candidates = []
     for r in valid:
-        from cvloop.datasets import dhash
-        from cvloop.detector import decode_jpeg
-
         pixels[r["sha256"]] = decode_jpeg(store.get_bytes(r["image_key"]))
         drift = any(t.startswith("drift:") for t in r["slice_tags"])
         candidates.append(Candidate(r["sha256"], f"{dhash(pixels[r['sha256']]):016x}", drift))

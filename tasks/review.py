@@ -28,6 +28,7 @@ from cvloop.review import decide, review_progress
 from tasks.annotate import ReviewQueue
 
 REVIEW_PAUSE_KEY = "review"
+DEADLINE_MARGIN_S = 900  # three runs of the review/watch schedule (every 300 s)
 
 
 class ReviewGo(RunInput):
@@ -214,9 +215,9 @@ def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
         queue = ReviewQueue(**info)
         details = run.state.state_details if run.state else None
         deadline = getattr(details, "pause_timeout", None)
-        passed = bool(deadline) and dt.datetime.now(dt.UTC) >= deadline - dt.timedelta(
-            seconds=2 * poll
-        )
+        # resume a little before the pause times out: the watcher runs every few minutes
+        margin = dt.timedelta(seconds=max(2 * poll, DEADLINE_MARGIN_S))
+        passed = bool(deadline) and dt.datetime.now(dt.UTC) >= deadline - margin
         r = p.review
         status = check_review(
             queue,
