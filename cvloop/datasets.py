@@ -253,6 +253,14 @@ class SplitPlan:
     already_present: list[str]
 
 
+def _nearest(hashes: np.ndarray, h: int) -> int:
+    """Smallest Hamming distance from ``h`` to any of ``hashes`` (65 when there are none)."""
+    if not len(hashes):
+        return 65
+    x = np.bitwise_xor(hashes, np.uint64(h))
+    return int(np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).min())
+
+
 def hash_share(sha256: str) -> float:
     """A frame's place in [0, 1) from its hash: splits that never move between runs."""
     return int(sha256[:8], 16) / 2**32
@@ -283,10 +291,14 @@ def plan_split(
     )
     picked: list[Candidate] = []
     quota = min(holdout_quota, int(sum(f.drift for f in new) * max_drift_share))
-    for f in new:
+    trained = np.array([int(e.dhash, 16) for e in training], dtype=np.uint64)
+    # pick in an order unrelated to the train/val hash split (sha256[:8]), so that the
+    # holdout draws from both sides alike and val keeps its share
+    for f in sorted(new, key=lambda f: f.sha256[32:]):
         if len(picked) >= quota:
             break
-        if f.drift:
+        # a holdout frame must not nearly duplicate a frame the model already trained on
+        if f.drift and _nearest(trained, int(f.dhash, 16)) > near_dup_bits:
             picked.append(f)
     chosen = {f.sha256 for f in picked}
     hold_hashes = [(f.sha256, int(f.dhash, 16)) for f in picked] + [

@@ -161,7 +161,7 @@ class LabelStudioQueue:
                 fix="start it with `cvloop services up`, or set LABEL_STUDIO_URL",
             ) from None
         except ApiError as exc:
-            if exc.status_code in (401, 403):
+            if exc.status_code == 401:
                 raise LabelStudioError(
                     f"Label Studio at {self.url} refuses the API token ({what}: "
                     f"HTTP {exc.status_code})",

@@ -187,6 +187,9 @@ class ServiceManager:
             "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
             "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": doc_root,
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            # the local S3 server is on loopback, which Label Studio's SSRF guard blocks by
+            # default; this server itself listens on 127.0.0.1 only
+            "USE_DEFAULT_BANNED_SUBNETS": "false",
             "LABEL_STUDIO_USERNAME": s.label_studio_username,
         }
         # Secrets travel by environment, never on argv (visible in `ps`).

@@ -258,8 +258,19 @@ class DataRepo:
 def _quiet():
     """DVC prints git hints ("To track the changes with git, run: ...") that do not apply:
     cvloop commits the pointer itself."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
+    import logging
+
+    logger = logging.getLogger("dvc.repo")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _version_key(tag: str) -> tuple:

@@ -243,6 +243,24 @@ def test_reviews_become_dataset_v2_and_bad_boxes_are_quarantined(retrain_run):
     ]
     assert any(k.startswith("review.edit_rate.") for k in run.data.metrics)
     assert run.data.tags["cvloop.dataset.version"] == "dataset-v2"
+    # the queue step again, after the review: no task added, no annotation lost
+    from tasks.annotate import push_to_label_studio
+
+    info = json.loads(store.get_text(f"runs/retrain/{paused['id']}/review-queue.json"))
+    before = _queue(b).tasks(info["project_id"])
+    with pytest.MonkeyPatch.context() as mp:
+        _client_env(b, mp)
+        again = push_to_label_studio(
+            f"runs/retrain/{paused['id']}-rerun",
+            f"runs/retrain/{paused['id']}/selected.parquet",
+            "dataset-v2",
+            ["crate", "barrel", "cone"],
+            0.5,
+            500,
+        )
+    assert again.imported == 0 and again.project_id == info["project_id"]
+    after = _queue(b).tasks(info["project_id"])
+    assert after == before and sum(n for _, _, n in after) == v["reviewed"]
 
 
 def test_label_studio_down_or_wrong_token_says_the_fix(stack):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from cvloop.datasets import Candidate, FrameEntry, LabelBox, plan_split
@@ -62,8 +63,10 @@ def _entry(sha: str, dh: str) -> FrameEntry:
 
 
 def test_plan_split_holdout_quota_leakage_and_determinism():
+    rng = np.random.default_rng(0)  # perceptual hashes far apart
     frames = [
-        Candidate(f"{i:02x}" + "0" * 62, f"{(i * 2**40):016x}", i % 2 == 0) for i in range(20)
+        Candidate(f"{i:02x}" + "0" * 62, f"{int(rng.integers(0, 2**63)):016x}", i % 2 == 0)
+        for i in range(20)
     ]
     # frame 3 is a near-duplicate (1 bit) of frame 2's perceptual hash
     frames[3] = Candidate(frames[3].sha256, f"{int(frames[2].dhash, 16) ^ 1:016x}", False)
@@ -79,6 +82,17 @@ def test_plan_split_holdout_quota_leakage_and_determinism():
     # the drift share caps the holdout: 2 drift frames -> at most 1
     few = [frames[1], frames[2], frames[4], frames[5]]
     assert len(plan_split(few, **{**kw, "holdout_quota": 50}).holdout) == 1
+
+
+def test_plan_split_never_picks_a_holdout_frame_near_a_training_frame():
+    near = Candidate("01" * 32, "00000000000000f1", True)  # 1 bit from a training frame
+    far = Candidate("02" * 32, "ffffffff00000000", True)
+    other = Candidate("03" * 32, "0f0f0f0f0f0f0f0f", True)
+    training = [_entry("aa" * 32, "00000000000000f0")]
+    plan = plan_split([near, far, other], training=training, holdout=[], holdout_quota=1,
+                      val_share=0.0, near_dup_bits=4)  # fmt: skip
+    assert plan.holdout == [far.sha256]
+    assert near.sha256 in plan.train
 
 
 def test_plan_split_never_puts_a_training_frame_in_the_holdout():
