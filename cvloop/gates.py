@@ -1,0 +1,200 @@
+"""Runbook step 7: may the challenger go to production? Every gate fails closed.
+
+Champion and challenger are scored on the same frames in the same run; the gates read
+those metrics as plain mappings (``{"map50_95": 0.61, "ap50_95.cone": 0.55, ...}`` per
+evaluation set: ``holdout`` and ``slice:<name>`` for each drift slice) so that a missing
+number is visible as missing — and a missing number fails its gate.
+
+Gates (thresholds in ``params.yaml`` → ``gate``, in mAP *points*, i.e. x100):
+
+* ``holdout_map``: challenger holdout mAP50-95 not below the champion's by more than
+  ``holdout_map_tolerance_points``;
+* ``class_ap:<class>``: per class on the holdout, AP50-95 not below the champion's by more
+  than ``class_ap_tolerance_points``; a class the champion has no AP for (new) must reach
+  ``new_class_min_ap`` AP50;
+* ``drift_slice:<slice>``: each drift slice's mAP50-95 improves by at least
+  ``drift_slice_min_gain_points``;
+* ``export_parity:<format>``: an exported artifact's own holdout mAP50-95 within
+  ``export_parity_points`` of the .pt's (``int8_parity_points`` for INT8); an export that was
+  skipped (no CUDA for TensorRT) is recorded with its reason and does not gate, an export
+  that failed does.
+
+All checks run; the report lists every failing reason at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+Metrics = Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    name: str
+    passed: bool
+    detail: str
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class GateReport:
+    checks: list[GateCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{c.name}: {c.detail}" for c in self.checks if not c.passed]
+
+    def as_dict(self) -> dict:
+        return {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
+
+    def markdown(self) -> str:
+        lines = [
+            f"# Gate: {'PASSED' if self.passed else 'REJECTED'}",
+            "",
+            "| gate | result | detail |",
+            "|---|---|---|",
+        ]
+        for c in self.checks:
+            mark = "skipped" if c.skipped else ("pass" if c.passed else "**FAIL**")
+            lines.append(f"| {c.name} | {mark} | {c.detail} |")
+        return "\n".join(lines) + "\n"
+
+
+def _get(metrics: Mapping[str, Metrics] | None, dataset: str, key: str) -> float | None:
+    if not metrics or dataset not in metrics or metrics[dataset] is None:
+        return None
+    value = metrics[dataset].get(key)
+    return None if value is None or value != value else float(value)  # NaN is missing
+
+
+def _points(diff: float) -> float:
+    """A difference of fractions in mAP points, rounded so that a threshold is inclusive
+    (0.495 - 0.5 is -0.5 points, not -0.5000000000000004)."""
+    return round(diff * 100, 6)
+
+
+def _missing(name: str, what: list[str]) -> GateCheck:
+    return GateCheck(name, False, f"missing metric: {', '.join(what)} (fails closed)")
+
+
+def evaluate_gates(
+    champion: Mapping[str, Metrics] | None,
+    challenger: Mapping[str, Metrics] | None,
+    classes: Sequence[str],
+    drift_slices: Sequence[str],
+    exports: Mapping[str, Mapping[str, object]],
+    *,
+    holdout_map_tolerance_points: float,
+    class_ap_tolerance_points: float,
+    drift_slice_min_gain_points: float,
+    new_class_min_ap: float,
+    export_parity_points: float,
+    int8_parity_points: float,
+) -> GateReport:
+    """Run every gate.
+
+    Args:
+        champion, challenger: evaluation set -> metrics (``holdout``, ``slice:<name>``).
+        classes: the schema's classes (each gets a class-AP gate).
+        drift_slices: the slice names that must improve.
+        exports: format -> ``{"status": "ok"|"skipped"|"failed", "map50_95": x,
+            "reason": str}``; the .pt's own holdout mAP is the challenger's ``holdout``.
+    """
+    checks: list[GateCheck] = []
+    # 1. the holdout must not get worse (beyond the tolerance)
+    ch = _get(champion, "holdout", "map50_95")
+    cd = _get(challenger, "holdout", "map50_95")
+    if ch is None or cd is None:
+        missing = [
+            w for w, v in (("champion holdout", ch), ("challenger holdout", cd)) if v is None
+        ]
+        checks.append(_missing("holdout_map", missing))
+    else:
+        delta = _points(cd - ch)
+        checks.append(
+            GateCheck(
+                "holdout_map",
+                delta >= -holdout_map_tolerance_points,
+                f"mAP50-95 {ch:.4f} -> {cd:.4f} ({delta:+.2f} points; tolerance "
+                f"-{holdout_map_tolerance_points})",
+            )
+        )
+    # 2. no class may regress on the holdout; new classes must reach a floor
+    for cls in classes:
+        name = f"class_ap:{cls}"
+        c_ap = _get(champion, "holdout", f"ap50_95.{cls}")
+        d_ap = _get(challenger, "holdout", f"ap50_95.{cls}")
+        if d_ap is None:
+            checks.append(_missing(name, [f"challenger AP50-95 of {cls}"]))
+        elif c_ap is None:
+            d50 = _get(challenger, "holdout", f"ap50.{cls}")
+            if d50 is None:
+                checks.append(_missing(name, [f"challenger AP50 of new class {cls}"]))
+            else:
+                checks.append(
+                    GateCheck(
+                        name,
+                        d50 >= new_class_min_ap,
+                        f"new class: AP50 {d50:.4f} (minimum {new_class_min_ap})",
+                    )
+                )
+        else:
+            delta = _points(d_ap - c_ap)
+            checks.append(
+                GateCheck(
+                    name,
+                    delta >= -class_ap_tolerance_points,
+                    f"AP50-95 {c_ap:.4f} -> {d_ap:.4f} ({delta:+.2f} points; tolerance "
+                    f"-{class_ap_tolerance_points})",
+                )
+            )
+    # 3. every drift slice must improve
+    for sl in drift_slices:
+        name = f"drift_slice:{sl}"
+        c_m = _get(champion, f"slice:{sl}", "map50_95")
+        d_m = _get(challenger, f"slice:{sl}", "map50_95")
+        if c_m is None or d_m is None:
+            missing = [w for w, v in (("champion", c_m), ("challenger", d_m)) if v is None]
+            checks.append(_missing(name, [f"{w} mAP50-95 on slice {sl}" for w in missing]))
+            continue
+        gain = _points(d_m - c_m)
+        checks.append(
+            GateCheck(
+                name,
+                gain >= drift_slice_min_gain_points,
+                f"mAP50-95 {c_m:.4f} -> {d_m:.4f} ({gain:+.2f} points; minimum gain "
+                f"+{drift_slice_min_gain_points})",
+            )
+        )
+    # 4. an exported artifact must score like the .pt it came from
+    for fmt, result in exports.items():
+        name = f"export_parity:{fmt}"
+        status = result.get("status")
+        if status == "skipped":
+            checks.append(GateCheck(name, True, f"skipped: {result.get('reason')}", True))
+            continue
+        if status != "ok":
+            checks.append(GateCheck(name, False, f"export failed: {result.get('reason')}"))
+            continue
+        m = result.get("map50_95")
+        if m is None or cd is None:
+            missing = [w for w, v in ((fmt, m), ("challenger .pt", cd)) if v is None]
+            checks.append(_missing(name, [f"{w} holdout mAP50-95" for w in missing]))
+            continue
+        limit = int8_parity_points if "int8" in fmt.lower() else export_parity_points
+        delta = _points(float(m) - cd)
+        checks.append(
+            GateCheck(
+                name,
+                abs(delta) <= limit,
+                f"mAP50-95 .pt {cd:.4f} vs {fmt} {float(m):.4f} ({delta:+.2f} points; "
+                f"limit ±{limit})",
+            )
+        )
+    return GateReport(checks)

@@ -1,0 +1,33 @@
+"""Detector calibration: matching predictions to truth, and the expected calibration error."""
+
+from __future__ import annotations
+
+import pytest
+
+from cvloop.calibration import expected_calibration_error, mark_correct
+from cvloop.datasets import LabelBox
+
+T1 = LabelBox("crate", 0.3, 0.3, 0.2, 0.2)
+T2 = LabelBox("cone", 0.7, 0.7, 0.2, 0.2)
+
+
+def test_mark_correct_matches_class_and_iou_once():
+    preds = [
+        (LabelBox("crate", 0.31, 0.3, 0.2, 0.2), 0.9),  # hits T1
+        (LabelBox("crate", 0.30, 0.3, 0.2, 0.2), 0.6),  # T1 already taken: duplicate
+        (LabelBox("barrel", 0.7, 0.7, 0.2, 0.2), 0.8),  # wrong class on T2
+        (LabelBox("cone", 0.2, 0.9, 0.1, 0.1), 0.4),  # nothing there
+    ]
+    assert mark_correct(preds, [T1, T2]) == [(0.9, True), (0.8, False), (0.6, False), (0.4, False)]
+
+
+def test_ece_is_zero_when_confidence_equals_accuracy_and_grows_with_overconfidence():
+    # 10 frames: one box at conf 0.75 on each; 3 of 4 hit in every 4 frames -> accuracy 0.75
+    frames = []
+    for i in range(8):
+        box = T1 if i % 4 else LabelBox("crate", 0.8, 0.8, 0.1, 0.1)
+        frames.append(([(box, 0.75)], [T1]))
+    assert expected_calibration_error(frames) == pytest.approx(0.0)
+    over = [([(b, 0.95)], t) for ((b, _),), t in frames]
+    assert expected_calibration_error(over) == pytest.approx(0.2)
+    assert expected_calibration_error([([], [T1])]) is None

@@ -1,0 +1,115 @@
+"""Gate logic: every gate, its failure reasons listed at once, missing metrics fail closed."""
+
+from __future__ import annotations
+
+import pytest
+
+from cvloop.gates import evaluate_gates
+
+CLASSES = ["crate", "barrel", "cone"]
+KW = dict(
+    holdout_map_tolerance_points=0.5,
+    class_ap_tolerance_points=2.0,
+    drift_slice_min_gain_points=1.0,
+    new_class_min_ap=0.5,
+    export_parity_points=0.5,
+    int8_parity_points=1.5,
+)
+
+
+def _holdout(m: float, aps=(0.6, 0.5, 0.4)) -> dict:
+    out = {"map50_95": m}
+    out.update({f"ap50_95.{c}": a for c, a in zip(CLASSES, aps, strict=True)})
+    out.update({f"ap50.{c}": a + 0.3 for c, a in zip(CLASSES, aps, strict=True)})
+    return out
+
+
+CHAMP = {"holdout": _holdout(0.50), "slice:camera cam-02": {"map50_95": 0.20}}
+GOOD = {"holdout": _holdout(0.498), "slice:camera cam-02": {"map50_95": 0.35}}
+ONNX_OK = {"onnx": {"status": "ok", "map50_95": 0.497}}
+
+
+def _gate(champion=CHAMP, challenger=GOOD, slices=("camera cam-02",), exports=ONNX_OK, **kw):
+    return evaluate_gates(champion, challenger, CLASSES, list(slices), exports, **{**KW, **kw})
+
+
+def test_a_good_challenger_passes_every_gate():
+    rep = _gate()
+    assert rep.passed and rep.reasons == []
+    assert [c.name for c in rep.checks] == [
+        "holdout_map", "class_ap:crate", "class_ap:barrel", "class_ap:cone",
+        "drift_slice:camera cam-02", "export_parity:onnx",
+    ]  # fmt: skip
+
+
+def test_every_failing_reason_is_listed_at_once():
+    bad = {
+        "holdout": _holdout(0.40, aps=(0.3, 0.5, 0.4)),
+        "slice:camera cam-02": {"map50_95": 0.205},
+    }
+    rep = _gate(challenger=bad, exports={"onnx": {"status": "ok", "map50_95": 0.39}})
+    assert not rep.passed
+    failed = [r.split(": ")[0] for r in rep.reasons]
+    assert failed == [
+        "holdout_map",
+        "class_ap:crate",
+        "drift_slice:camera cam-02",
+        "export_parity:onnx",
+    ]
+    assert "-10.00 points" in rep.reasons[0]
+    assert "+0.50 points; minimum gain +1.0" in rep.reasons[2]
+    assert "REJECTED" in rep.markdown() and "**FAIL**" in rep.markdown()
+
+
+@pytest.mark.parametrize(
+    ("champion", "challenger", "failing"),
+    [
+        (None, GOOD, "holdout_map"),
+        (CHAMP, {"slice:camera cam-02": {"map50_95": 0.4}}, "holdout_map"),
+        (CHAMP, {**GOOD, "holdout": {"map50_95": 0.5}}, "class_ap:crate"),
+        (CHAMP, {"holdout": _holdout(0.5)}, "drift_slice:camera cam-02"),
+        ({"holdout": _holdout(0.5)}, GOOD, "drift_slice:camera cam-02"),
+        (CHAMP, {**GOOD, "holdout": {**_holdout(0.5), "map50_95": float("nan")}}, "holdout_map"),
+    ],
+)
+def test_a_missing_metric_fails_closed(champion, challenger, failing):
+    rep = _gate(champion=champion, challenger=challenger)
+    assert not rep.passed
+    assert any(r.startswith(failing) and "missing metric" in r for r in rep.reasons)
+
+
+def test_tolerances_are_inclusive_and_in_points():
+    edge = {
+        "holdout": _holdout(0.495, aps=(0.58, 0.5, 0.4)),
+        "slice:camera cam-02": {"map50_95": 0.21},
+    }
+    assert _gate(challenger=edge, exports={}).passed
+    worse = {**edge, "holdout": _holdout(0.4949, aps=(0.58, 0.5, 0.4))}
+    assert _gate(challenger=worse, exports={}).reasons[0].startswith("holdout_map")
+
+
+def test_new_class_needs_the_floor_and_exports_skip_or_fail():
+    champ = {"holdout": {"map50_95": 0.5, "ap50_95.crate": 0.6, "ap50_95.barrel": 0.5}}
+    chall = {"holdout": {**_holdout(0.5), "ap50.cone": 0.45}}
+    rep = _gate(champion=champ, challenger=chall, slices=(), exports={
+        "tensorrt_fp16": {"status": "skipped", "reason": "no CUDA device"},
+        "tensorrt_int8": {"status": "failed", "reason": "calibration crashed"},
+        "onnx": {"status": "ok", "map50_95": 0.51},
+    })  # fmt: skip
+    assert rep.reasons == [
+        "class_ap:cone: new class: AP50 0.4500 (minimum 0.5)",
+        "export_parity:tensorrt_int8: export failed: calibration crashed",
+        "export_parity:onnx: mAP50-95 .pt 0.5000 vs onnx 0.5100 (+1.00 points; limit ±0.5)",
+    ]
+    skipped = [c for c in rep.checks if c.skipped]
+    assert [c.detail for c in skipped] == ["skipped: no CUDA device"]
+
+
+def test_int8_has_its_own_parity_limit():
+    exports = {"tensorrt_int8": {"status": "ok", "map50_95": 0.487}}  # 1.1 points below .pt
+    assert _gate(exports=exports).passed
+    assert not _gate(exports={"tensorrt_fp16": {"status": "ok", "map50_95": 0.487}}).passed
+
+
+def test_no_check_at_all_is_not_a_pass():
+    assert not evaluate_gates(None, None, [], [], {}, **KW).passed
