@@ -10,7 +10,12 @@ Phases (each prints progress and its wall time):
    at two cameras from the middle of the period;
 5. serve those frames with the champion (``fleet serve``), writing the inference log;
 6. run the weekly drift check through the worker: it flags the night cameras, fires the
-   retrain trigger and emits ``cvloop.drift.detected``.
+   retrain trigger and emits ``cvloop.drift.detected``;
+7. the event starts the retrain deployment, which collects, prefilters, selects and
+   pre-annotates into Label Studio, then suspends for the review;
+8. simulated reviewers (the fleet's ground truth, a few planted bad boxes) submit through
+   the Label Studio API; the ``review/watch`` deployment resumes the retrain, which
+   validates the annotations and versions dataset v2 and holdout v2.
 
 The data repository is this checkout by default: the bootstrap commits ``datasets.dvc``
 and ``holdout/data.dvc`` and tags ``dataset-v1`` / ``holdout-v1`` here, as a DVC project

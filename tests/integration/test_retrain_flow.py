@@ -94,6 +94,15 @@ def test_selected_frames_wait_in_label_studio_with_pre_annotations(retrain_run):
     assert info["title"] == "cvloop dataset-v2"
     assert info["imported"] == selected.num_rows > 0
     assert info["model_version"] == "cvloop-detector/1"
+    # the planted broken frame was quarantined at collection, with its reason
+    quarantine = json.loads(store.get_text(f"{run_base}/quarantine.json"))
+    assert quarantine == [
+        {
+            "key": "frames/cam-01/2026-09-01/1756684800123.jpg",
+            "reason": "truncated JPEG (no end-of-image marker)",
+        }
+    ]
+    assert not any("1756684800123" in k for k in selected.column("key").to_pylist())
     q = _queue(b)
     tasks = q.tasks(info["project_id"])
     assert len(tasks) == selected.num_rows
