@@ -1,0 +1,47 @@
+"""Evaluation sets per slice: the holdout's frames that carry a slice tag.
+
+Champion and challenger are scored on the same frames (runbook step 7). A drift slice's
+frames come from the holdout — the drift frames step 9 added there — never from training
+data, so the challenger is not scored on frames it learned from. Each slice set is a
+small YOLO folder of hard links (copies where links are impossible) with a ``data.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from cvloop.datasets import read_manifest, write_data_yaml
+
+
+def slice_dirname(tag: str) -> str:
+    """A folder name for a slice tag (``drift:camera cam-02`` -> ``drift-camera-cam-02``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", tag).strip("-")
+
+
+def build_slice_sets(
+    holdout_root: Path, tags: list[str], out_root: Path, classes: list[str]
+) -> dict[str, tuple[Path, int]]:
+    """tag -> (data.yaml, frames) for every tag with at least one holdout frame."""
+    entries = read_manifest(holdout_root)
+    out: dict[str, tuple[Path, int]] = {}
+    for tag in tags:
+        chosen = [e for e in entries if tag in e.slice_tags]
+        if not chosen:
+            continue
+        root = out_root / slice_dirname(tag)
+        if root.exists():
+            shutil.rmtree(root)
+        for e in chosen:
+            for kind, ext in (("images", ".jpg"), ("labels", ".txt")):
+                src = holdout_root / kind / e.split / f"{e.id}{ext}"
+                dst = root / kind / "holdout" / f"{e.id}{ext}"
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copy2(src, dst)
+        out[tag] = (write_data_yaml(root, classes, ["holdout"]), len(chosen))
+    return out

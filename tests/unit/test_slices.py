@@ -1,0 +1,47 @@
+"""Slice evaluation sets are the holdout's tagged frames, as YOLO folders."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import yaml
+
+from cvloop.datasets import LabelBox, NewFrame, add_frames
+from cvloop.slices import build_slice_sets, slice_dirname
+
+CLASSES = ["crate", "barrel", "cone"]
+
+
+def _frame(i: int, tags: list[str]) -> NewFrame:
+    img = np.full((32, 32, 3), i * 20, np.uint8)
+    img[i : i + 4, :] = 255
+    jpeg = cv2.imencode(".jpg", img)[1].tobytes()
+    return NewFrame(jpeg, [LabelBox("cone", 0.5, 0.5, 0.2, 0.2)], f"k{i}", "cam-02", i, "holdout",
+                    "reviewed", slice_tags=tags)  # fmt: skip
+
+
+def test_slice_sets_hold_exactly_the_tagged_holdout_frames(tmp_path):
+    holdout = tmp_path / "holdout"
+    frames = [
+        _frame(0, []),
+        _frame(1, ["drift:camera cam-02"]),
+        _frame(2, ["drift:camera cam-02", "drift:class cone"]),
+    ]
+    add_frames(holdout, frames, CLASSES, "holdout-v2", 1)
+    sets = build_slice_sets(
+        holdout,
+        ["drift:camera cam-02", "drift:class cone", "drift:camera cam-09"],
+        tmp_path / "slices",
+        CLASSES,
+    )
+    assert {t: n for t, (_, n) in sets.items()} == {"drift:camera cam-02": 2, "drift:class cone": 1}
+    data_yaml, _ = sets["drift:camera cam-02"]
+    assert data_yaml.parent.name == slice_dirname("drift:camera cam-02") == "drift-camera-cam-02"
+    spec = yaml.safe_load(data_yaml.read_text())
+    assert spec["val"] == "images/holdout" and spec["names"] == dict(enumerate(CLASSES))
+    imgs = sorted(p.name for p in (data_yaml.parent / "images" / "holdout").iterdir())
+    lbls = sorted(p.name for p in (data_yaml.parent / "labels" / "holdout").iterdir())
+    assert len(imgs) == 2 and [i[:-4] for i in imgs] == [lb[:-4] for lb in lbls]
+    # building again replaces the set (a slice never keeps stale frames)
+    again = build_slice_sets(holdout, ["drift:class cone"], tmp_path / "slices", CLASSES)
+    assert again["drift:class cone"][1] == 1
