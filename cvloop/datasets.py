@@ -132,7 +132,7 @@ def yolo_label_lines(boxes: list[LabelBox], classes: list[str]) -> str:
         if b.label not in classes:
             raise CvloopError(
                 f"label {b.label!r} is not in the class schema {classes}",
-                fix="add it with `cvloop schema add-class` or fix the label",
+                fix="fix the label, or add the class to schema.classes in params.yaml",
             )
         lines.append(f"{classes.index(b.label)} {b.cx:.6f} {b.cy:.6f} {b.w:.6f} {b.h:.6f}")
     return "\n".join(lines) + ("\n" if lines else "")

@@ -191,7 +191,7 @@ class LabelStudioQueue:
                 raise LabelStudioError(
                     f"Label Studio project {title!r} (id {project.id}) has labels "
                     f"{_labels_of(project.label_config)}, the schema has {list(classes)}",
-                    fix="a schema change makes a new dataset version; see runbooks/schema.md",
+                    fix="the class list changed since this project was made: review the new classes in a new project (next dataset version) or restore schema.classes",
                 )
             return int(project.id)
         with self._call(f"creating project {title!r}"):

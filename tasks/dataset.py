@@ -241,7 +241,7 @@ def version_reviewed_data(
             f"and {len(overlap.near)} nearly duplicate a training frame "
             f"(first: {(overlap.exact or [n[0] for n in overlap.near])[:5]})",
             fix="nothing was versioned; inspect the frames, then refresh the holdout "
-            "(runbooks/holdout.md)",
+            "(runbooks/review.md, step 9)",
         )
     added = {"train": 0, "val": 0, "holdout": 0}
     frames = [new_frame(s, "train") for s in plan.train] + [new_frame(s, "val") for s in plan.val]
