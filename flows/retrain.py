@@ -59,7 +59,10 @@ def retrain(
         p.registry.experiment,
         run_id,
         f"retrain-{flow_run.get_name() or 'local'}",
-        {"cvloop.triggers": ",".join(triggers or ["manual"]), "cvloop.drift.cameras": cameras},
+        {
+            "cvloop.triggers": ",".join(triggers or ["manual"]),
+            "cvloop.drift.cameras": ",".join(cameras or []) or "none",
+        },
     )
     batch = collect_frames_task(
         run_id,
