@@ -231,6 +231,9 @@ def version_reviewed_data(
         )
 
     holdout_version = f"holdout-v{next_version(repo, 'holdout')}" if plan.holdout else None
+    pending = (ho_root / "VERSION").read_text().strip() if (ho_root / "VERSION").exists() else ""
+    if not holdout_version and pending and pending not in repo.tags("holdout-v*"):
+        holdout_version = pending  # a crash left frames added to the holdout but untagged
     # leakage check on what the versions *will* hold, before anything is written
     future_train = training + [_entry(sha, pixels[sha]) for sha in plan.train + plan.val]
     future_holdout = holdout + [_entry(sha, pixels[sha]) for sha in plan.holdout]
@@ -264,13 +267,13 @@ def version_reviewed_data(
             holdout_version,
             label_policy_version,
         )
-        added["holdout"] = len(plan.holdout)
+        added["holdout"] = sum(e.added_in == holdout_version for e in read_manifest(ho_root))
         repo.add(HOLDOUT_DIR)
         holdout_rec = asdict(
             repo.commit_version(
                 holdout_version,
                 [HOLDOUT_POINTER],
-                f"{holdout_version}: +{len(plan.holdout)} reviewed drift frames",
+                f"{holdout_version}: +{added['holdout']} reviewed drift frames",
             )
         )
     base = validated.reviewed_key.rsplit("/", 1)[0]
