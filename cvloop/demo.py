@@ -132,11 +132,16 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
                 f"{PLANTED_BAD} planted bad boxes); the review/watch check resumes the retrain"
             )
             _review(settings, retrain_run["id"], out)
-            _, state = _follow(settings, retrain_run["id"], out)
+            state = _wait_for_versions(settings, retrain_run["id"], out)
             phases["review+version"] = time.perf_counter() - t
-        out(f"  retrain (implemented so far: collect ... version dataset): {state}")
         for line in _dataset_lines(settings, retrain_run["id"]):
             out(f"  {line}")
+        out(
+            f"  retrain: {state}; the candidate now fine-tunes from the champion in the worker "
+            f"(train.epochs on CPU takes a while), then is scored against the champion, gated "
+            f"and registered: follow it at {settings.prefect_ui_url}/runs/flow-run/"
+            f"{retrain_run['id']} (artifact gate-report) and in MLflow"
+        )
     if "retrain" not in phases:
         phases["retrain"] = time.perf_counter() - t
 
@@ -234,6 +239,26 @@ def _review(settings: Settings, flow_run_id: str, out) -> None:
     out(f"  {rep.submitted} frames reviewed; bad boxes planted: {sorted(rep.planted.values())}")
     watch_run, state = run_and_wait("review-watch/watch", timeout_s=600, out=out)
     out(f"  review/watch run {watch_run}: {state}")
+
+
+def _wait_for_versions(settings: Settings, flow_run_id: str, out, timeout_s: float = 900) -> str:
+    """Wait until the resumed retrain has versioned the dataset (or ended)."""
+    import httpx
+
+    from cvloop.storage import open_storage
+
+    store = open_storage()
+    deadline = time.time() + timeout_s
+    state = "Unknown"
+    while time.time() < deadline:
+        fr = httpx.get(f"{settings.prefect_api_url}/flow_runs/{flow_run_id}", timeout=10).json()
+        state = fr["state"]["name"] if fr.get("state") else "Unknown"
+        if store.exists(f"runs/retrain/{flow_run_id}/versions.json"):
+            return state
+        if fr.get("state", {}).get("type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return state
+        time.sleep(2)
+    return state
 
 
 def _dataset_lines(settings: Settings, flow_run_id: str) -> list[str]:

@@ -37,6 +37,8 @@ class NewVersions:
     held_back: int
     already_present: int
     manifest_key: str
+    dataset_yaml: str = ""  # datasets/data.yaml in the data repo
+    holdout_dir: str = ""  # holdout/data in the data repo
 
 
 def export_reviews(
@@ -284,6 +286,8 @@ def version_reviewed_data(
         len(plan.held_back),
         len(plan.already_present),
         f"{base}/versions.json",
+        str(ds_root / "data.yaml"),
+        str(ho_root),
     )
     store.put_text(out.manifest_key, json.dumps(asdict(out), indent=2))
     return out

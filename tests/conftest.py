@@ -275,7 +275,8 @@ TINY = {
     "fleet": {"cameras": 2, "image_size": 160},
     "bootstrap": {"days": 4, "train_frames": 48, "holdout_frames": 24},
     "holdout": {"min_frames": 10},
-    "train": {"imgsz": 128, "bootstrap_epochs": 2, "batch": 8},
+    "train": {"imgsz": 128, "bootstrap_epochs": 2, "epochs": 2, "batch": 8},
+    "export": {"bench_warmup": 2, "bench_iterations": 10, "bench_batch": 4},
 }
 
 

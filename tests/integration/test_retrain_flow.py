@@ -10,6 +10,7 @@ import io
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
@@ -252,6 +253,32 @@ def test_reviews_become_dataset_v2_and_bad_boxes_are_quarantined(retrain_run):
     ]
     assert any(k.startswith("review.edit_rate.") for k in run.data.metrics)
     assert run.data.tags["cvloop.dataset.version"] == "dataset-v2"
+    # the model half: a candidate fine-tuned from v1 on dataset-v2, gated, registered
+    # either way; `challenger` only on a pass, the reasons listed on a rejection
+    assert summary["candidate_version"] == "2"
+    mv = client.get_model_version("cvloop-detector", "2")
+    assert mv.tags["cvloop.parent_version"] == "1"
+    assert mv.tags["cvloop.dataset.version"] == "dataset-v2"
+    assert mv.tags["cvloop.holdout.version"] == "holdout-v2"
+    assert mv.tags["cvloop.gate"] == summary["gate"]
+    assert json.loads(mv.tags["cvloop.exports"])["onnx"] == "ok"
+    aliases = client.get_registered_model("cvloop-detector").aliases
+    assert aliases.get("champion") == "1"
+    if summary["gate"] == "passed":
+        assert aliases.get("challenger") == "2" and summary["gate_reasons"] == []
+    else:
+        assert "challenger" not in aliases
+        assert summary["gate_reasons"] == json.loads(mv.tags["cvloop.gate.reasons"])
+        assert summary["gate_reasons"]
+    train_run = client.get_run(mv.run_id)
+    assert train_run.data.tags["mlflow.parentRunId"] == run.info.run_id
+    assert "champion.holdout.map50_95" in train_run.data.metrics
+    assert "challenger.holdout.map50_95" in train_run.data.metrics
+    assert "challenger.slice.drift.camera_cam-02.map50_95" in train_run.data.metrics
+    assert "bench.challenger.onnx.p95_ms" in train_run.data.metrics
+    report = client.download_artifacts(mv.run_id, "gate/report.json")
+    checks = {c["name"] for c in json.loads(Path(report).read_text())["checks"]}
+    assert {"holdout_map", "drift_slice:drift:camera cam-02", "export_parity:onnx"} <= checks
     # the queue step again, after the review: no task added, no annotation lost
     from tasks.annotate import push_to_label_studio
 
