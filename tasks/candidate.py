@@ -230,7 +230,7 @@ def register_candidate(
     bench = exported["benchmarks"]["challenger"]
     extra = {
         "cvloop.gate": "passed" if gate_report["passed"] else "rejected",
-        "cvloop.gate.reasons": json.dumps(failed)[:4900],
+        "cvloop.gate.reasons": _fit_json(failed, 4900),
         "cvloop.bench.onnx": json.dumps(
             {k: bench[k] for k in ("device", "p50_ms", "p95_ms", "p99_ms", "throughput_fps")}
         ),
@@ -248,6 +248,16 @@ def register_candidate(
         aliases,
         f"Fine-tuned from v{champion.version} on {lineage.get('dataset_version')}; {verdict}.",
     )
+
+
+def _fit_json(items: list[str], limit: int) -> str:
+    """A JSON list that fits an MLflow tag: whole reasons only, then a count of the rest."""
+    kept = list(items)
+    text = json.dumps(kept)
+    while len(text) > limit and kept:
+        kept.pop()
+        text = json.dumps([*kept, f"... and {len(items) - len(kept)} more (gate/report.json)"])
+    return text
 
 
 @task(name="publish_gate_report")
