@@ -113,3 +113,16 @@ def test_int8_has_its_own_parity_limit():
 
 def test_no_check_at_all_is_not_a_pass():
     assert not evaluate_gates(None, None, [], [], {}, **KW).passed
+
+
+def test_gate_reasons_tag_stays_valid_json_within_the_limit():
+    import json
+
+    from tasks.candidate import _fit_json
+
+    reasons = [f"class_ap:c{i}: " + "x" * 990 for i in range(10)]
+    text = _fit_json(reasons, 4900)
+    got = json.loads(text)
+    assert len(text) <= 4900 and got[:-1] == reasons[: len(got) - 1]
+    assert got[-1] == f"... and {10 - len(got) + 1} more (gate/report.json)"
+    assert json.loads(_fit_json(reasons[:2], 4900)) == reasons[:2]
