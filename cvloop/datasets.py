@@ -214,6 +214,12 @@ class Overlap:
         return not self.exact and not self.near
 
 
+def _distances(hashes: np.ndarray, h: int) -> np.ndarray:
+    """Hamming distance from the 64-bit hash ``h`` to each of ``hashes`` (uint64)."""
+    x = np.bitwise_xor(hashes, np.uint64(h))
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+
+
 def check_overlap(
     holdout: list[FrameEntry], training: list[FrameEntry], max_hamming: int
 ) -> Overlap:
@@ -227,8 +233,7 @@ def check_overlap(
         for e in holdout:
             if e.sha256 in train_sha:
                 continue
-            x = np.bitwise_xor(th, np.uint64(int(e.dhash, 16)))
-            dist = np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+            dist = _distances(th, int(e.dhash, 16))
             j = int(dist.argmin())
             if dist[j] <= max_hamming:
                 near.append((e.id, training[j].id, int(dist[j])))
@@ -251,14 +256,6 @@ class SplitPlan:
     holdout: list[str]
     held_back: list[tuple[str, str]]  # (frame, holdout frame it nearly duplicates)
     already_present: list[str]
-
-
-def _nearest(hashes: np.ndarray, h: int) -> int:
-    """Smallest Hamming distance from ``h`` to any of ``hashes`` (65 when there are none)."""
-    if not len(hashes):
-        return 65
-    x = np.bitwise_xor(hashes, np.uint64(h))
-    return int(np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).min())
 
 
 def hash_share(sha256: str) -> float:
@@ -298,7 +295,9 @@ def plan_split(
         if len(picked) >= quota:
             break
         # a holdout frame must not nearly duplicate a frame the model already trained on
-        if f.drift and _nearest(trained, int(f.dhash, 16)) > near_dup_bits:
+        if f.drift and not (
+            len(trained) and _distances(trained, int(f.dhash, 16)).min() <= near_dup_bits
+        ):
             picked.append(f)
     chosen = {f.sha256 for f in picked}
     hold_hashes = [(f.sha256, int(f.dhash, 16)) for f in picked] + [

@@ -251,12 +251,7 @@ class LabelStudioQueue:
 
     def task_hashes(self, project_id: int) -> dict[str, int]:
         """Content hash -> task id of the project's tasks."""
-        out = {}
-        for t in self._tasks(project_id, "task_only"):
-            sha = (t.data or {}).get("sha256")
-            if sha:
-                out[sha] = int(t.id)
-        return out
+        return {d["sha256"]: tid for tid, d, _ in self.tasks(project_id) if d.get("sha256")}
 
     def import_tasks(
         self,

@@ -233,6 +233,42 @@ def select(
     return chosen
 
 
+def run_prefilter(
+    frames: Iterable[tuple[str, str, int, bytes]],
+    detector: OnnxDetector,
+    pf,
+    sel,
+    drift_cameras: set[str],
+    drift_classes: set[str],
+    on_error: Callable[[str, str], None] | None = None,
+) -> tuple[list[Scored], list[Selected]]:
+    """The whole step with ``params.yaml``'s ``prefilter`` (``pf``) and ``select`` (``sel``)
+    sections: score, keep events, cap the fps, select. Returns (events, selected)."""
+    scored = score_frames(
+        frames,
+        detector,
+        conf=pf.conf,
+        low=pf.low_confidence,
+        high=pf.high_confidence,
+        many=pf.many_detections,
+        batch_size=pf.batch_size,
+        on_error=on_error,
+    )
+    events = cap_fps(keep_events(scored, keep_empty=pf.keep_empty), pf.fps_per_camera)
+    chosen = select(
+        events,
+        budget=sel.budget,
+        drift_cameras=drift_cameras,
+        drift_classes=drift_classes,
+        drift_weight=sel.drift_slice_weight,
+        per_class_cap=sel.per_class_cap,
+        per_camera_cap=sel.per_camera_cap,
+        exploration_share=sel.exploration_share,
+        seed=sel.seed,
+    )
+    return events, chosen
+
+
 def to_parquet(rows: list) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -87,25 +87,8 @@ def retrain(
     )
     publish_collect_report(batch, drift_slices or [])
     # 2. prefilter with the champion, then select within the labeling budget
-    f, sel = p.prefilter, p.select
     selection = prefilter_and_select_task(
-        run_id,
-        batch.frames_key,
-        cameras or [],
-        classes or [],
-        conf=f.conf,
-        low=f.low_confidence,
-        high=f.high_confidence,
-        many=f.many_detections,
-        keep_empty=f.keep_empty,
-        fps=f.fps_per_camera,
-        batch_size=f.batch_size,
-        budget=sel.budget,
-        drift_weight=sel.drift_slice_weight,
-        per_class_cap=sel.per_class_cap,
-        per_camera_cap=sel.per_camera_cap,
-        exploration_share=sel.exploration_share,
-        seed=sel.seed,
+        run_id, batch.frames_key, cameras or [], classes or [], p.prefilter, p.select
     )
     publish_selection_report(selection)
     # 3. pre-annotate at conf 0.5 and push to Label Studio's review queue (project per version)
@@ -122,17 +105,9 @@ def retrain(
     publish_review_queue(queue)
     # 4. wait for the reviewers: until the drift classes' edit rate is stable (or go)
     r = p.review
-    review_args = dict(
-        window_frames=r.window_frames,
-        stable_windows=r.stable_windows,
-        stable_tolerance=r.stable_tolerance,
-        frames_per_class=r.frames_per_class,
-        iou_match=r.iou_match,
-        moved_iou=r.moved_iou,
-    )
-    status = check_review_task(queue, p.classes, classes or [], **review_args)
+    status = check_review_task(queue, p.classes, classes or [], r)
     go = wait_for_review(status, r.deadline_hours, r.poll_seconds)
-    status = check_review_task(queue, p.classes, classes or [], operator_go=go.go, **review_args)
+    status = check_review_task(queue, p.classes, classes or [], r, operator_go=go.go)
     record_review_task(queue, status, mlflow_run)
     ensure_reviewed_task(queue, status, go.go, go.reason)
     # 5. validate the annotations (Great Expectations); version dataset v_n+1 and holdout
@@ -176,13 +151,14 @@ def retrain(
     )
     # 6. fine-tune from the champion's best.pt on dataset v_n+1 (lr0 0.001, 50 epochs)
     champion = resolve_champion_task()
+    work_dir = training_dir_task()
     t = p.train
     trained = fine_tune_task(
         mlflow_run,
         champion,
         versions.dataset_yaml,
         versions.dataset,
-        training_dir_task(),
+        work_dir,
         p.registry.experiment,
         epochs=t.epochs,
         lr0=t.lr0,
@@ -199,7 +175,7 @@ def retrain(
         champion,
         versions.holdout_dir,
         slice_tags_task(cameras, classes),
-        training_dir_task(),
+        work_dir,
         t.device,
     )
     e = p.export

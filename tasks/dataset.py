@@ -199,12 +199,17 @@ def version_reviewed_data(
     training, holdout = read_manifest(ds_root), read_manifest(ho_root)
     rows = {r["sha256"]: r for r in _read_reviewed(store, validated.reviewed_key)}
     valid = [rows[s] for s in validated.valid if s in rows]
-    pixels = {}
-    candidates = []
-    for r in valid:
-        pixels[r["sha256"]] = decode_jpeg(store.get_bytes(r["image_key"]))
-        drift = any(t.startswith("drift:") for t in r["slice_tags"])
-        candidates.append(Candidate(r["sha256"], f"{dhash(pixels[r['sha256']]):016x}", drift))
+    images = {r["sha256"]: store.get_bytes(r["image_key"]) for r in valid}  # read once
+    pixels = {sha: decode_jpeg(data) for sha, data in images.items()}
+    candidates = [
+        Candidate(
+            r["sha256"],
+            f"{dhash(pixels[r['sha256']]):016x}",
+            any(t.startswith("drift:") for t in r["slice_tags"]),
+        )
+        for r in valid
+    ]
+    dhashes = {c.sha256: c.dhash for c in candidates}
     quota = max(0, min(holdout_quota, holdout_max_frames - len(holdout)))
     plan = plan_split(
         candidates,
@@ -219,7 +224,7 @@ def version_reviewed_data(
     def new_frame(sha: str, split: str) -> NewFrame:
         r = rows[sha]
         return NewFrame(
-            image=store.get_bytes(r["image_key"]),
+            image=images[sha],
             boxes=[LabelBox(**b) for b in r["final"]],
             source_key=r["key"],
             camera=r["camera"],
@@ -237,8 +242,8 @@ def version_reviewed_data(
     if not holdout_version and pending and pending not in repo.tags("holdout-v*"):
         holdout_version = pending  # a crash left frames added to the holdout but untagged
     # leakage check on what the versions *will* hold, before anything is written
-    future_train = training + [_entry(sha, pixels[sha]) for sha in plan.train + plan.val]
-    future_holdout = holdout + [_entry(sha, pixels[sha]) for sha in plan.holdout]
+    future_train = training + [_entry(sha, dhashes[sha]) for sha in plan.train + plan.val]
+    future_holdout = holdout + [_entry(sha, dhashes[sha]) for sha in plan.holdout]
     overlap = check_overlap(future_holdout, future_train, near_dup_bits)
     if not overlap.clean:
         raise CvloopError(
@@ -248,10 +253,8 @@ def version_reviewed_data(
             fix="nothing was versioned; inspect the frames, then refresh the holdout "
             "(runbooks/review.md, step 9)",
         )
-    added = {"train": 0, "val": 0, "holdout": 0}
     frames = [new_frame(s, "train") for s in plan.train] + [new_frame(s, "val") for s in plan.val]
-    added["train"] = len(plan.train)
-    added["val"] = len(plan.val)
+    added = {"train": len(plan.train), "val": len(plan.val), "holdout": 0}
     add_frames(ds_root, frames, classes, dataset_version, label_policy_version)
     repo.add(DATASET_DIR)
     n_new = len(frames)
@@ -293,13 +296,13 @@ def version_reviewed_data(
     return out
 
 
-def _entry(sha: str, pixels):
-    from cvloop.datasets import FrameEntry, dhash
+def _entry(sha: str, dhash_hex: str):
+    """Just enough of a manifest entry for the leakage check."""
+    from cvloop.datasets import FrameEntry
 
     return FrameEntry(
         id=sha[:20], sha256=sha, split="", source_key="", camera="", ts_ms=0,
-        dhash=f"{dhash(pixels):016x}", boxes=0, label_source="", label_policy_version=0,
-        added_in="",
+        dhash=dhash_hex, boxes=0, label_source="", label_policy_version=0, added_in="",
     )  # fmt: skip
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from prefect import task
 
-from cvloop.prefilter import cap_fps, keep_events, score_frames, select, to_parquet
+from cvloop.params import PrefilterParams, SelectParams
+from cvloop.prefilter import run_prefilter, to_parquet
 
 
 @dataclass(frozen=True)
@@ -25,20 +26,8 @@ def prefilter_and_select(
     collected_key: str,
     drift_cameras: list[str],
     drift_classes: list[str],
-    *,
-    conf: float,
-    low: float,
-    high: float,
-    many: int,
-    keep_empty: bool,
-    fps: float,
-    batch_size: int,
-    budget: int,
-    drift_weight: float,
-    per_class_cap: int,
-    per_camera_cap: int,
-    exploration_share: float,
-    seed: int,
+    pf: PrefilterParams,
+    sel: SelectParams,
 ) -> Selection:
     """Score with the champion (ONNX Runtime, batched, streaming), keep events, cap the fps,
     select within the budget; writes ``selected.parquet`` under the run's folder."""
@@ -67,27 +56,14 @@ def prefilter_and_select(
             except Exception as exc:  # vanished or unreadable since collection
                 errors.append((row["key"], str(exc)))
 
-    scored = score_frames(
+    events, chosen = run_prefilter(
         frames(),
         detector,
-        conf=conf,
-        low=low,
-        high=high,
-        many=many,
-        batch_size=batch_size,
+        pf,
+        sel,
+        set(drift_cameras),
+        set(drift_classes),
         on_error=lambda k, e: errors.append((k, e)),
-    )
-    events = cap_fps(keep_events(scored, keep_empty=keep_empty), fps)
-    chosen = select(
-        events,
-        budget=budget,
-        drift_cameras=set(drift_cameras),
-        drift_classes=set(drift_classes),
-        drift_weight=drift_weight,
-        per_class_cap=per_class_cap,
-        per_camera_cap=per_camera_cap,
-        exploration_share=exploration_share,
-        seed=seed,
     )
     base = collected_key.rsplit("/", 1)[0]
     store.put_bytes(f"{base}/selected.parquet", to_parquet(chosen))

@@ -24,6 +24,7 @@ from prefect.input import RunInput
 
 from cvloop.errors import CvloopError
 from cvloop.labelstudio import LabelStudioQueue
+from cvloop.params import ReviewParams
 from cvloop.review import decide, review_progress
 from tasks.annotate import ReviewQueue
 
@@ -50,13 +51,8 @@ def check_review(
     queue: ReviewQueue,
     classes: list[str],
     watch: list[str],
+    review: ReviewParams,
     *,
-    window_frames: int,
-    stable_windows: int,
-    stable_tolerance: float,
-    frames_per_class: int,
-    iou_match: float,
-    moved_iou: float,
     operator_go: bool = False,
     deadline_passed: bool = False,
 ) -> ReviewStatus:
@@ -67,12 +63,12 @@ def check_review(
         total,
         classes,
         watch,
-        window_frames=window_frames,
-        stable_windows=stable_windows,
-        stable_tolerance=stable_tolerance,
-        frames_per_class=frames_per_class,
-        iou_match=iou_match,
-        moved_iou=moved_iou,
+        window_frames=review.window_frames,
+        stable_windows=review.stable_windows,
+        stable_tolerance=review.stable_tolerance,
+        frames_per_class=review.frames_per_class,
+        iou_match=review.iou_match,
+        moved_iou=review.moved_iou,
     )
     go, reason = decide(progress, operator_go=operator_go, deadline_passed=deadline_passed)
     return ReviewStatus(
@@ -218,17 +214,11 @@ def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
         # resume a little before the pause times out: the watcher runs every few minutes
         margin = dt.timedelta(seconds=max(2 * poll, DEADLINE_MARGIN_S))
         passed = bool(deadline) and dt.datetime.now(dt.UTC) >= deadline - margin
-        r = p.review
         status = check_review(
             queue,
             p.classes,
             list((run.parameters or {}).get("classes") or []),
-            window_frames=r.window_frames,
-            stable_windows=r.stable_windows,
-            stable_tolerance=r.stable_tolerance,
-            frames_per_class=r.frames_per_class,
-            iou_match=r.iou_match,
-            moved_iou=r.moved_iou,
+            p.review,
             deadline_passed=passed,
         )
         record_review(queue, status, info.get("mlflow_run_id"))

@@ -4,7 +4,7 @@ Cases:
 
 * ``prefilter.frames_per_s``: frames/s of the prefilter step — read each frame from the
   store, decode, letterbox, batched inference, NMS, edge-case scoring, event sampling,
-  fps cap and budget selection — over 2,000 fleet frames (baseline: the same frames read,
+  fps cap and budget selection — over 2,000 fleet frames with the ``prefilter`` / ``select`` sections of params.yaml (baseline: the same frames read,
   decoded, letterboxed and run through the same ONNX model in the same batches, and
   nothing else; goal ratio >= 0.90).
 * ``prefilter.peak_rss_mb_20k``: peak RSS of a process that prefilters 20,000 frames
@@ -27,38 +27,37 @@ from cvloop.bench import Case, timed
 from cvloop.bench.common import CLASSES, fleet_frames, untrained_onnx
 
 IMGSZ = 256
-BATCH = 16
 
 
 def _pipeline(store_dir: str, onnx: str, refs: list) -> int:
-    """The prefilter step as the retrain task runs it (store -> selection)."""
+    """The prefilter step as the retrain task runs it (store -> selection), with the
+    ``prefilter`` and ``select`` sections of params.yaml."""
     from cvloop.collect import read_frame
     from cvloop.detector import OnnxDetector
-    from cvloop.prefilter import cap_fps, keep_events, score_frames, select
+    from cvloop.params import load_params
+    from cvloop.prefilter import run_prefilter
     from cvloop.storage import LocalStorage
 
+    p = load_params()
     store = LocalStorage(store_dir)
     det = OnnxDetector(onnx, list(CLASSES), IMGSZ)
     frames = ((k, cam, ts, read_frame(store, k)) for k, cam, ts in refs)
-    scored = score_frames(frames, det, conf=0.25, low=0.7, high=0.99, many=50, batch_size=BATCH)
-    events = cap_fps(keep_events(scored, keep_empty=True), 1.0)
-    chosen = select(
-        events, budget=600, drift_cameras={"cam-02"}, drift_classes=set(), drift_weight=3.0,
-        per_class_cap=300, per_camera_cap=200, exploration_share=0.1, seed=13,
-    )  # fmt: skip
+    _events, chosen = run_prefilter(frames, det, p.prefilter, p.select, {"cam-02"}, set())
     return len(chosen)
 
 
 def _raw(store_dir: str, onnx: str, refs: list) -> int:
     """Read, decode, letterbox, run the model in batches: the floor any prefilter pays."""
     from cvloop.detector import OnnxDetector, decode_jpeg
+    from cvloop.params import load_params
     from cvloop.storage import LocalStorage
 
+    batch_size = load_params().prefilter.batch_size
     store = LocalStorage(store_dir)
     det = OnnxDetector(onnx, list(CLASSES), IMGSZ)
     n = 0
-    for i in range(0, len(refs), BATCH):
-        images = [decode_jpeg(store.get_bytes(k)) for k, _, _ in refs[i : i + BATCH]]
+    for i in range(0, len(refs), batch_size):
+        images = [decode_jpeg(store.get_bytes(k)) for k, _, _ in refs[i : i + batch_size]]
         batch, _ = det.preprocess(images)
         det.forward(batch)
         n += len(images)

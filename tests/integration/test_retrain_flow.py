@@ -129,10 +129,19 @@ def _client_env(b, mp):
     mp.setenv("LABEL_STUDIO_URL", b.stack.label_studio_url)
 
 
+def _push(b, run_base: str, selected_key: str, version: str, batch: int = 500):
+    """The pre-annotation step as the flow calls it, from this test process."""
+    from tasks.annotate import push_to_label_studio
+
+    with pytest.MonkeyPatch.context() as mp:
+        _client_env(b, mp)
+        return push_to_label_studio(
+            run_base, selected_key, version, ["crate", "barrel", "cone"], 0.5, batch
+        )
+
+
 def test_pre_annotations_are_the_boxes_at_conf_0_5_with_scores(retrain_run):
     import pyarrow as pa
-
-    from tasks.annotate import push_to_label_studio
 
     b, _proc, paused, store = retrain_run
     rows = pq.read_table(
@@ -148,16 +157,9 @@ def test_pre_annotations_are_the_boxes_at_conf_0_5_with_scores(retrain_run):
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows), buf)
     store.put_bytes("runs/retrain/preannotated/selected.parquet", buf.getvalue())
-    with pytest.MonkeyPatch.context() as mp:
-        _client_env(b, mp)
-        queue = push_to_label_studio(
-            "runs/retrain/preannotated",
-            "runs/retrain/preannotated/selected.parquet",
-            "dataset-v99",
-            ["crate", "barrel", "cone"],
-            0.5,
-            500,
-        )
+    queue = _push(
+        b, "runs/retrain/preannotated", "runs/retrain/preannotated/selected.parquet", "dataset-v99"
+    )
     q = _queue(b)
     try:
         assert queue.imported == 2
@@ -174,21 +176,10 @@ def test_pre_annotations_are_the_boxes_at_conf_0_5_with_scores(retrain_run):
 
 
 def test_pushing_again_adds_no_duplicate(retrain_run):
-    from tasks.annotate import push_to_label_studio
-
     b, _proc, paused, store = retrain_run
     run_base = f"runs/retrain/{paused['id']}"
     before = json.loads(store.get_text(f"{run_base}/review-queue.json"))
-    with pytest.MonkeyPatch.context() as mp:
-        _client_env(b, mp)
-        again = push_to_label_studio(
-            f"runs/retrain/{paused['id']}-again",
-            f"{run_base}/selected.parquet",
-            "dataset-v2",
-            ["crate", "barrel", "cone"],
-            0.5,
-            7,
-        )
+    again = _push(b, f"{run_base}-again", f"{run_base}/selected.parquet", "dataset-v2", 7)
     assert again.project_id == before["project_id"]
     assert again.imported == 0 and again.skipped == before["tasks"]
     assert len(_queue(b).tasks(before["project_id"])) == before["tasks"]
@@ -280,20 +271,14 @@ def test_reviews_become_dataset_v2_and_bad_boxes_are_quarantined(retrain_run):
     checks = {c["name"] for c in json.loads(Path(report).read_text())["checks"]}
     assert {"holdout_map", "drift_slice:drift:camera cam-02", "export_parity:onnx"} <= checks
     # the queue step again, after the review: no task added, no annotation lost
-    from tasks.annotate import push_to_label_studio
-
     info = json.loads(store.get_text(f"runs/retrain/{paused['id']}/review-queue.json"))
     before = _queue(b).tasks(info["project_id"])
-    with pytest.MonkeyPatch.context() as mp:
-        _client_env(b, mp)
-        again = push_to_label_studio(
-            f"runs/retrain/{paused['id']}-rerun",
-            f"runs/retrain/{paused['id']}/selected.parquet",
-            "dataset-v2",
-            ["crate", "barrel", "cone"],
-            0.5,
-            500,
-        )
+    again = _push(
+        b,
+        f"runs/retrain/{paused['id']}-rerun",
+        f"runs/retrain/{paused['id']}/selected.parquet",
+        "dataset-v2",
+    )
     assert again.imported == 0 and again.project_id == info["project_id"]
     after = _queue(b).tasks(info["project_id"])
     assert after == before and sum(n for _, _, n in after) == v["reviewed"]
