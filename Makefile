@@ -64,6 +64,9 @@ test-fast: setup
 	$(VENV)/bin/python -m pytest -m "unit" $(PYTEST_ARGS)
 
 test-gpu: setup
+	@if command -v nvidia-smi >/dev/null; then \
+	  $(VENV)/bin/pip install -q -r requirements/gpu.lock $(PIP_QUIET); \
+	else echo "no nvidia-smi: the GPU tests will skip with their reason"; fi
 	$(VENV)/bin/python -m pytest -m "gpu" -rs $(PYTEST_ARGS)
 
 lint: setup

@@ -9,7 +9,9 @@ the gate report (runbook step 7).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -56,3 +58,59 @@ def expected_calibration_error(
         if m.any():
             ece += m.mean() * abs(conf[m].mean() - correct[m].mean())
     return float(ece)
+
+
+def yolo_split_frames(data_yaml: Path, split: str = "val") -> list[tuple[Path, Path]]:
+    """(image, label file) pairs of a split of a YOLO ``data.yaml`` (folder layout)."""
+    import yaml
+
+    spec = yaml.safe_load(Path(data_yaml).read_text())
+    images = Path(data_yaml).parent / str(spec[split])
+    labels = Path(str(images).replace(f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"))
+    return [
+        (img, labels / f"{img.stem}.txt")
+        for img in sorted(images.iterdir())
+        if img.suffix.lower() in (".jpg", ".jpeg", ".png")
+    ]
+
+
+def read_yolo_labels(path: Path, classes: Sequence[str]) -> list[LabelBox]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            c, cx, cy, w, h = line.split()[:5]
+            out.append(LabelBox(classes[int(c)], float(cx), float(cy), float(w), float(h)))
+    return out
+
+
+def model_ece(
+    onnx_path: Path,
+    classes: Sequence[str],
+    imgsz: int,
+    data_yaml: Path,
+    *,
+    conf: float = 0.25,
+    bins: int = 10,
+    iou: float = 0.5,
+    batch: int = 16,
+) -> float | None:
+    """ECE of an exported model on a YOLO evaluation set, at the serving threshold ``conf``."""
+    import cv2
+
+    from cvloop.detector import OnnxDetector
+
+    det = OnnxDetector(onnx_path, list(classes), imgsz)
+    pairs = yolo_split_frames(Path(data_yaml))
+    frames = []
+    for i in range(0, len(pairs), batch):
+        chunk = pairs[i : i + batch]
+        images = [cv2.cvtColor(cv2.imread(str(img)), cv2.COLOR_BGR2RGB) for img, _ in chunk]
+        for (_, lbl), d in zip(chunk, det.predict(images, conf=conf), strict=True):
+            pred = [
+                (LabelBox(classes[int(c)], *map(float, box)), float(s))
+                for box, s, c in zip(d.cxcywh(), d.scores, d.classes, strict=True)
+            ]
+            frames.append((pred, read_yolo_labels(lbl, classes)))
+    return expected_calibration_error(frames, bins=bins, iou=iou)

@@ -190,6 +190,37 @@ def retrain(
     print(json.dumps(out, indent=2))
 
 
+@app.command("candidate")
+def candidate(
+    dataset: Annotated[
+        str | None, typer.Option(help="dataset version, e.g. dataset-v2 (default: newest)")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="params: train.epochs")] = None,
+    lr0: Annotated[float | None, typer.Option(help="params: train.lr0")] = None,
+    camera: Annotated[
+        list[str] | None, typer.Option("--camera", help="drift slice (default: the holdout's)")
+    ] = None,
+    cls: Annotated[list[str] | None, typer.Option("--class", help="drift slice class")] = None,
+) -> None:
+    """Fine-tune, gate and register a candidate on an existing dataset version, here.
+
+    The model half of the retrain on its own: after a rejection, or to reproduce a model.
+    Exit 1 when the gates reject it (it is registered either way, with its reasons).
+    """
+    from cvloop.services import require_healthy
+
+    settings = _settings()
+    require_healthy(settings, ["mlflow", "prefect"])
+    from flows.candidate import candidate as candidate_flow
+
+    out = candidate_flow(
+        dataset_version=dataset, epochs=epochs, lr0=lr0, cameras=camera, classes=cls
+    )
+    print(json.dumps(out, indent=2))
+    if out["gate"] != "passed":
+        raise typer.Exit(1)
+
+
 @app.command("bench")
 def bench(
     name: Annotated[str, typer.Argument(help="drift | prefilter | video | labelstudio | dvc")],

@@ -99,3 +99,118 @@ def tensorrt_status() -> tuple[bool, str]:
     except ImportError:
         return False, "the tensorrt package is not installed (pip install tensorrt on a CUDA host)"
     return True, ""
+
+
+def export_tensorrt(
+    weights: Path,
+    imgsz: int,
+    dest: Path,
+    *,
+    int8: bool = False,
+    calibration_yaml: Path | None = None,
+    calibration_frames: int = 300,
+    batch: int = 8,
+) -> Path:
+    """A TensorRT engine (FP16; INT8 calibrated on ``calibration_yaml``'s train split) with a
+    dynamic batch up to ``batch``, built by Ultralytics on CUDA device 0. CUDA only."""
+    ok, why = tensorrt_status()
+    if not ok:
+        raise RuntimeError(why)
+    from cvloop.offline import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics import YOLO
+
+    kwargs: dict = dict(format="engine", imgsz=imgsz, device=0, dynamic=True, batch=batch)
+    if int8:
+        if calibration_yaml is None:
+            raise ValueError("INT8 needs calibration frames: pass the dataset's data.yaml")
+        calib = calibration_set(calibration_yaml, calibration_frames, dest.parent / "int8-calib")
+        kwargs.update(int8=True, data=str(calib), fraction=1.0)
+    else:
+        kwargs.update(half=True)
+    out = Path(YOLO(str(weights)).export(**kwargs))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    out.replace(dest)
+    return dest
+
+
+def calibration_set(data_yaml: Path, frames: int, out_dir: Path) -> Path:
+    """A YOLO set of ``frames`` images of the dataset's train split (every k-th, so all
+    cameras and days are in it) for INT8 calibration; hard links, a data.yaml."""
+    import os
+    import shutil
+
+    import yaml
+
+    from cvloop.datasets import write_data_yaml
+
+    spec = yaml.safe_load(Path(data_yaml).read_text())
+    train = Path(data_yaml).parent / str(spec["train"])
+    images = sorted(p for p in train.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not images:
+        raise ValueError(f"no calibration frames in {train} (data.yaml {data_yaml})")
+    step = max(1, len(images) // max(1, frames))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    for split in ("train", "val"):
+        (out_dir / "images" / split).mkdir(parents=True)
+    for img in images[::step][:frames]:
+        for split in ("train", "val"):
+            dst = out_dir / "images" / split / img.name
+            try:
+                os.link(img, dst)
+            except OSError:
+                shutil.copy2(img, dst)
+    names = spec["names"]
+    classes = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    return write_data_yaml(out_dir, classes, ["train", "val"])
+
+
+def benchmark_engine(
+    path: Path, imgsz: int, *, batch: int, warmup: int, iterations: int, fmt: str
+) -> ServingBenchmark:
+    """Latency (batch 1) and throughput (``batch``) of a model on CUDA device 0 through
+    Ultralytics' backend (``.engine`` or ``.pt``, the PyTorch FP32 baseline): the network
+    alone on a device tensor, synchronized, so that formats compare like for like. Memory
+    is the device memory the loaded model takes."""
+    import torch
+
+    from cvloop.offline import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics.nn.autobackend import AutoBackend
+
+    dev = torch.device("cuda:0")
+    torch.cuda.synchronize()
+    free_before = torch.cuda.mem_get_info(dev)[0]
+    model = AutoBackend(str(path), device=dev, fp16=False)
+    model.eval()
+    half = getattr(model, "fp16", False)
+    dtype = torch.float16 if half else torch.float32
+
+    def run(n: int) -> float:
+        x = torch.rand(n, 3, imgsz, imgsz, device=dev, dtype=dtype)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.inference_mode():
+            model(x)
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t) * 1000.0
+
+    for _ in range(warmup):
+        run(1)
+        run(batch)
+    lat = np.array([run(1) for _ in range(iterations)])
+    tput = np.array([run(batch) for _ in range(max(5, iterations // 4))])
+    used = (free_before - torch.cuda.mem_get_info(dev)[0]) / 2**20
+    return ServingBenchmark(
+        fmt,
+        torch.cuda.get_device_name(dev),
+        round(Path(path).stat().st_size / 2**20, 2),
+        round(float(np.percentile(lat, 50)), 3),
+        round(float(np.percentile(lat, 95)), 3),
+        round(float(np.percentile(lat, 99)), 3),
+        batch,
+        round(batch / (float(np.median(tput)) / 1000.0), 1),
+        round(max(0.0, used), 1),
+    )

@@ -13,7 +13,9 @@ Gates (thresholds in ``params.yaml`` → ``gate``, in mAP *points*, i.e. x100):
   than ``class_ap_tolerance_points``; a class the champion has no AP for (new) must reach
   ``new_class_min_ap`` AP50;
 * ``drift_slice:<slice>``: each drift slice's mAP50-95 improves by at least
-  ``drift_slice_min_gain_points``;
+  ``drift_slice_min_gain_points``; a slice with fewer than ``min_slice_frames`` holdout
+  frames is reported but judged only inside the pooled ``drift:all`` slice (a dozen frames
+  make a noisy mAP), which always gates;
 * ``export_parity:<format>``: an exported artifact's own holdout mAP50-95 within
   ``export_parity_points`` of the .pt's (``int8_parity_points`` for INT8); an export that was
   skipped (no CUDA for TensorRT) is recorded with its reason and does not gate, an export
@@ -96,6 +98,8 @@ def evaluate_gates(
     new_class_min_ap: float,
     export_parity_points: float,
     int8_parity_points: float,
+    slice_frames: Mapping[str, int] | None = None,
+    min_slice_frames: int = 0,
 ) -> GateReport:
     """Run every gate.
 
@@ -103,6 +107,8 @@ def evaluate_gates(
         champion, challenger: evaluation set -> metrics (``holdout``, ``slice:<name>``).
         classes: the schema's classes (each gets a class-AP gate).
         drift_slices: the slice names that must improve.
+        slice_frames: slice name -> holdout frames in it; with ``min_slice_frames``, a
+            smaller slice (other than the pooled ``drift:all``) does not gate alone.
         exports: format -> ``{"status": "ok"|"skipped"|"failed", "map50_95": x,
             "reason": str}``; the .pt's own holdout mAP is the challenger's ``holdout``.
     """
@@ -157,6 +163,18 @@ def evaluate_gates(
     # 3. every drift slice must improve
     for sl in drift_slices:
         name = f"drift_slice:{sl}"
+        n = (slice_frames or {}).get(sl)
+        if n is not None and n < min_slice_frames and sl != "drift:all":
+            checks.append(
+                GateCheck(
+                    name,
+                    True,
+                    f"{n} holdout frames < {min_slice_frames}: judged in the pooled drift:all "
+                    "slice, not alone",
+                    True,
+                )
+            )
+            continue
         c_m = _get(champion, f"slice:{sl}", "map50_95")
         d_m = _get(challenger, f"slice:{sl}", "map50_95")
         if c_m is None or d_m is None:

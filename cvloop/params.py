@@ -177,6 +177,7 @@ class GateParams(_Section):
     holdout_map_tolerance_points: Points = 0.5
     class_ap_tolerance_points: Points = 2.0
     drift_slice_min_gain_points: Points = 1.0
+    min_slice_frames: PosInt = 20
     new_class_min_ap: Prob = 0.5
     export_parity_points: Points = 0.5
     int8_parity_points: Points = 1.5

@@ -21,14 +21,28 @@ def slice_dirname(tag: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", tag).strip("-")
 
 
+DRIFT_ALL = "drift:all"
+CLEAN = "clean"
+
+
 def build_slice_sets(
     holdout_root: Path, tags: list[str], out_root: Path, classes: list[str]
 ) -> dict[str, tuple[Path, int]]:
-    """tag -> (data.yaml, frames) for every tag with at least one holdout frame."""
+    """tag -> (data.yaml, frames) for every tag with at least one holdout frame.
+
+    Besides each tag: ``drift:all``, the frames carrying any of ``tags`` (the run's drift
+    slices pooled, large enough to judge when a single slice has a dozen frames), and
+    ``clean``, the frames with no drift tag at all (the part of the holdout the drift did
+    not touch: a candidate must not get worse there).
+    """
     entries = read_manifest(holdout_root)
+    wanted = set(tags)
+    chosen_by: dict[str, list] = {t: [e for e in entries if t in e.slice_tags] for t in tags}
+    if tags:
+        chosen_by[DRIFT_ALL] = [e for e in entries if wanted & set(e.slice_tags)]
+    chosen_by[CLEAN] = [e for e in entries if not any(t.startswith("drift:") for t in e.slice_tags)]
     out: dict[str, tuple[Path, int]] = {}
-    for tag in tags:
-        chosen = [e for e in entries if tag in e.slice_tags]
+    for tag, chosen in chosen_by.items():
         if not chosen:
             continue
         root = out_root / slice_dirname(tag)

@@ -16,22 +16,13 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from cvloop.params import load_params
+from flows.candidate import train_and_gate
 from tasks.annotate import (
     next_dataset_version_task,
     publish_review_queue,
     push_to_label_studio_task,
 )
-from tasks.candidate import (
-    candidate_lineage_task,
-    evaluate_pair_task,
-    export_and_benchmark_task,
-    fine_tune_task,
-    gate_candidate_task,
-    publish_gate_report,
-    register_candidate_task,
-    resolve_champion_task,
-    slice_tags_task,
-)
+from tasks.candidate import slice_tags_task, training_data_task
 from tasks.collect import collect_frames_task, publish_collect_report
 from tasks.dataset import (
     export_reviews_task,
@@ -40,7 +31,7 @@ from tasks.dataset import (
     validate_reviews_task,
     version_reviewed_data_task,
 )
-from tasks.model import log_retrain_step_task, start_retrain_run_task, training_dir_task
+from tasks.model import log_retrain_step_task, start_retrain_run_task
 from tasks.prefilter import prefilter_and_select_task, publish_selection_report
 from tasks.review import (
     check_review_task,
@@ -149,64 +140,14 @@ def retrain(
             "cvloop.labelstudio.project": queue.project_url,
         },
     )
-    # 6. fine-tune from the champion's best.pt on dataset v_n+1 (lr0 0.001, 50 epochs)
-    champion = resolve_champion_task()
-    work_dir = training_dir_task()
-    t = p.train
-    trained = fine_tune_task(
-        mlflow_run,
-        champion,
-        versions.dataset_yaml,
-        versions.dataset,
-        work_dir,
-        p.registry.experiment,
-        epochs=t.epochs,
-        lr0=t.lr0,
-        imgsz=t.imgsz,
-        batch=t.batch,
-        device=t.device,
-        workers=t.workers,
-        patience=t.patience,
-        seed=t.seed,
-    )
-    # 7. champion vs candidate on the same frames (holdout + drift slices); export; gates
-    evals = evaluate_pair_task(
-        trained,
-        champion,
-        versions.holdout_dir,
-        slice_tags_task(cameras, classes),
-        work_dir,
-        t.device,
-    )
-    e = p.export
-    exported = export_and_benchmark_task(
-        trained,
-        champion,
-        f"{versions.holdout_dir}/data.yaml",
-        tensorrt_fp16=e.tensorrt_fp16,
-        tensorrt_int8=e.tensorrt_int8,
-        batch=e.bench_batch,
-        warmup=e.bench_warmup,
-        iterations=e.bench_iterations,
-    )
-    gate = gate_candidate_task(trained, evals, exported, p.classes, p.gate)
-    # 8. register either way; alias `challenger` only if every gate passed
-    candidate = register_candidate_task(
-        trained,
-        champion,
-        evals,
-        exported,
-        gate,
-        candidate_lineage_task(versions),
-        p.registry.model_name,
-    )
-    publish_gate_report(gate, evals, exported, candidate)
+    # 6.–8. fine-tune from the champion, judge against it on the same frames, export and
+    # benchmark, gate, register (alias `challenger` only if every gate passed)
+    data = training_data_task(versions)
+    candidate = train_and_gate(p, mlflow_run, data, slice_tags_task(cameras, classes))
     return {
         **batch.summary,
         **selection.summary,
-        "candidate_version": candidate,
-        "gate": "passed" if gate["passed"] else "rejected",
-        "gate_reasons": [f"{c['name']}: {c['detail']}" for c in gate["checks"] if not c["passed"]],
+        **candidate,
         "review": go.reason,
         "validation": validated.summary,
         "dataset_version": versions.dataset["name"],

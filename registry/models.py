@@ -149,6 +149,20 @@ class ModelRegistry:
         except MlflowException:
             pass  # absent already: the goal state holds
 
+    def delete_version(self, version: str) -> None:
+        """Delete a version and the aliases on it (rollback of a failed registration)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(self.name, version)
+            for alias in getattr(mv, "aliases", []) or []:
+                self.delete_alias(alias)
+            self.client.delete_model_version(self.name, version)
+        except MlflowException:
+            pass  # gone already
+        except Exception:  # MLflow unreachable: the version stays "pending" for the re-run
+            pass
+
     def set_tags(self, version: str, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
             self._call(

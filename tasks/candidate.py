@@ -27,13 +27,84 @@ class ChampionRef:
 
 
 @dataclass(frozen=True)
+class TrainingData:
+    """The data a candidate is trained and judged on: a dataset version and the holdout."""
+
+    dataset: dict  # name, dvc_md5, git_rev
+    holdout: dict  # name, dvc_md5
+    dataset_yaml: str
+    holdout_dir: str
+
+
+@dataclass(frozen=True)
 class Evaluations:
     """Metrics per evaluation set (``holdout``, ``slice:<tag>``) for both models."""
 
     champion: dict
     challenger: dict
     sets: dict  # name -> frames
-    slices: list[str]
+    slices: list[str]  # the drift slices that gate (each tag, then drift:all)
+
+
+def training_data(versions=None, dataset_version: str | None = None) -> TrainingData:
+    """From the retrain's new versions (a :class:`NewVersions`), or, for a candidate run on
+    its own, from the data repository's checkout, which must hold ``dataset_version``
+    (default: the newest)."""
+    from cvloop.versioning import VersioningError
+    from tasks.data import DATASET_DIR, DATASET_POINTER, HOLDOUT_DIR, HOLDOUT_POINTER, data_repo
+
+    repo = data_repo()
+    repo.checkout([DATASET_POINTER, HOLDOUT_POINTER])
+    holdout = dict(versions.holdout) if versions is not None and versions.holdout else {}
+    if not holdout:
+        tags = repo.tags("holdout-v*")
+        holdout = {"name": tags[-1] if tags else "unknown"}
+        if (repo.root / HOLDOUT_POINTER).exists():
+            holdout["dvc_md5"] = repo.pointer_info(HOLDOUT_POINTER)["md5"]
+    holdout = {k: holdout[k] for k in ("name", "dvc_md5") if k in holdout}
+    if versions is not None:
+        d = versions.dataset
+        dataset = {"name": d["name"], "dvc_md5": d["dvc_md5"], "git_rev": d["git_rev"]}
+        return TrainingData(dataset, holdout, versions.dataset_yaml, versions.holdout_dir)
+    tags = repo.tags("dataset-v*")
+    name = dataset_version or (tags[-1] if tags else None)
+    if name is None or name not in tags:
+        raise VersioningError(
+            f"dataset version {name!r} not found in {repo.root} (versions: {', '.join(tags)})",
+            fix="name one of the versions, or run `cvloop bootstrap` / the retrain flow first",
+        )
+    md5 = repo.pointer_info(DATASET_POINTER)["md5"]
+    import yaml
+
+    tagged = yaml.safe_load(repo.git("show", f"{name}:{DATASET_POINTER}"))["outs"][0]["md5"]
+    if tagged != md5:
+        raise VersioningError(
+            f"the data repository's checkout is not {name} (datasets.dvc {md5[:12]}, "
+            f"{name} has {tagged[:12]})",
+            fix=f"cd {repo.root} && git checkout {name} -- {DATASET_POINTER} && dvc checkout "
+            f"{DATASET_POINTER}, or train on the newest version",
+        )
+    rev = repo.git("rev-list", "-n", "1", name)
+    return TrainingData(
+        {"name": name, "dvc_md5": md5, "git_rev": rev},
+        holdout,
+        str(repo.root / DATASET_DIR / "data.yaml"),
+        str(repo.root / HOLDOUT_DIR),
+    )
+
+
+def holdout_drift_tags(holdout_dir: str, holdout_version: str) -> list[str]:
+    """The drift slices of the frames a holdout version added (what its retrain was about)."""
+    from cvloop.datasets import read_manifest
+
+    tags = {
+        t
+        for e in read_manifest(Path(holdout_dir))
+        if e.added_in == holdout_version
+        for t in e.slice_tags
+        if t.startswith("drift:")
+    }
+    return sorted(tags)
 
 
 def resolve_champion() -> ChampionRef:
@@ -48,51 +119,49 @@ def resolve_champion() -> ChampionRef:
 def fine_tune(
     retrain_run_id: str,
     champion: ChampionRef,
-    data_yaml: str,
-    dataset: dict,
+    data: TrainingData,
     out_dir: str,
     experiment: str,
-    *,
-    epochs: int,
-    lr0: float,
-    imgsz: int,
-    batch: int,
-    device: str,
-    workers: int,
-    patience: int,
-    seed: int,
+    train,
 ) -> TrainedModel:
-    """Fine-tune from the champion's best.pt on the new dataset version; the training run
-    is a child of the retrain's MLflow run."""
+    """Fine-tune from the champion's best.pt on the new dataset version with ``train``
+    (params.yaml's section: lr0, epochs, imgsz, batch, device, ...); the training run is a
+    child of the retrain's MLflow run."""
     from cvloop.lineage import git_commit
 
     run_id = start_training_run(
         experiment,
-        f"finetune-{dataset['name']}-from-v{champion.version}",
-        {"epochs": epochs, "lr0": lr0, "imgsz": imgsz, "batch": batch, "init": "champion"},
+        f"finetune-{data.dataset['name']}-from-v{champion.version}",
+        {
+            "epochs": train.epochs,
+            "lr0": train.lr0,
+            "imgsz": train.imgsz,
+            "batch": train.batch,
+            "init": "champion",
+        },
         {
             "mlflow.parentRunId": retrain_run_id,
             "cvloop.flow": "retrain",
-            "cvloop.dataset.version": dataset["name"],
-            "cvloop.dataset.dvc_md5": dataset["dvc_md5"],
+            "cvloop.dataset.version": data.dataset["name"],
+            "cvloop.dataset.dvc_md5": data.dataset["dvc_md5"],
             "cvloop.parent_version": champion.version,
             "cvloop.git_commit": git_commit(),
         },
     )
     return train_model(
         run_id,
-        data_yaml,
+        data.dataset_yaml,
         champion.pt,
         champion.classes,
         out_dir,
-        epochs=epochs,
-        lr0=lr0,
-        imgsz=imgsz,
-        batch=batch,
-        device=device,
-        workers=workers,
-        patience=patience,
-        seed=seed,
+        epochs=train.epochs,
+        lr0=train.lr0,
+        imgsz=train.imgsz,
+        batch=train.batch,
+        device=train.device,
+        workers=train.workers,
+        patience=train.patience,
+        seed=train.seed,
     )
 
 
@@ -111,9 +180,13 @@ def evaluate_pair(
     slice_tags: list[str],
     work_dir: str,
     device: str,
+    serving_conf: float = 0.25,
 ) -> Evaluations:
-    """Champion and candidate on the holdout and on each drift slice of the holdout, in this
-    run, on the same frames; both logged to the candidate's training run."""
+    """Champion and candidate on the same frames, in this run: the holdout, each drift
+    slice of it, the slices pooled (``drift:all``) and its clean part; mAP, precision,
+    recall, per-class AP (Ultralytics on the .pt) and the expected calibration error of the
+    served model (ONNX, at the serving threshold). Logged to the candidate's training run."""
+    from cvloop.calibration import model_ece
     from cvloop.slices import build_slice_sets
 
     sets = {"holdout": (Path(holdout_dir) / "data.yaml", None)}
@@ -121,63 +194,96 @@ def evaluate_pair(
         Path(holdout_dir), slice_tags, Path(work_dir) / "slices", trained.classes
     ).items():
         sets[f"slice:{tag}"] = (yaml_path, n)
+    client = _client()
     champ, chall = {}, {}
     for name, (yaml_path, _n) in sets.items():
         key = name.replace(":", ".").replace(" ", "_")
-        champ[name] = _metrics(
-            evaluate_model(trained.run_id, champion.pt, str(yaml_path), trained.imgsz,
-                           f"champion.{key}", device)
-        )  # fmt: skip
-        chall[name] = _metrics(
-            evaluate_model(trained.run_id, trained.best_pt, str(yaml_path), trained.imgsz,
-                           f"challenger.{key}", device)
-        )  # fmt: skip
+        for who, pt, onnx, out in (
+            ("champion", champion.pt, champion.onnx, champ),
+            ("challenger", trained.best_pt, trained.onnx, chall),
+        ):
+            res = evaluate_model(trained.run_id, pt, str(yaml_path), trained.imgsz,
+                                 f"{who}.{key}", device)  # fmt: skip
+            out[name] = _metrics(res)
+            ece = model_ece(Path(onnx), trained.classes, trained.imgsz, Path(yaml_path),
+                            conf=serving_conf)  # fmt: skip
+            if ece is not None:
+                out[name]["ece"] = ece
+                client.log_metric(trained.run_id, f"{who}.{key}.ece", ece)
     return Evaluations(
         champ,
         chall,
         {k: n for k, (_, n) in sets.items()},
-        [t for t in slice_tags if f"slice:{t}" in sets],
+        [*slice_tags, "drift:all"] if slice_tags else [],
     )
 
 
 def export_and_benchmark(
-    trained: TrainedModel,
-    champion: ChampionRef,
-    holdout_yaml: str,
-    *,
-    tensorrt_fp16: bool,
-    tensorrt_int8: bool,
-    batch: int,
-    warmup: int,
-    iterations: int,
+    trained: TrainedModel, champion: ChampionRef, data: TrainingData, export
 ) -> dict:
-    """ONNX parity on the holdout and serving benchmarks (candidate and champion); TensorRT
-    engines where a CUDA device and TensorRT are present, else skipped with the reason."""
-    from cvloop.export import benchmark_onnx, tensorrt_status
+    """Each export's own mAP on the holdout (parity with the .pt) and its serving benchmark.
 
+    ONNX always (ONNX Runtime, as the fleet serves it; the champion's ONNX is measured in
+    the same run as the baseline). Where CUDA and TensorRT are present: an FP16 engine and,
+    with ``export.tensorrt_int8``, an INT8 engine calibrated on frames of the dataset, each
+    benchmarked against the PyTorch FP32 .pt on the same GPU; otherwise each TensorRT
+    export is recorded as skipped with the reason. ``export`` is params.yaml's section.
+    """
+    from cvloop.export import benchmark_engine, benchmark_onnx, export_tensorrt, tensorrt_status
+
+    holdout_yaml = f"{data.holdout_dir}/data.yaml"
     onnx_eval = evaluate_model(
         trained.run_id, trained.onnx, holdout_yaml, trained.imgsz, "challenger_onnx.holdout"
     )
-    exports: dict[str, dict] = {"onnx": {"status": "ok", "map50_95": onnx_eval.map50_95}}
-    ok, why = tensorrt_status()
-    for fmt, wanted in (("tensorrt_fp16", tensorrt_fp16), ("tensorrt_int8", tensorrt_int8)):
-        if wanted:
-            exports[fmt] = (
-                {"status": "skipped", "reason": why}
-                if not ok
-                else {"status": "failed", "reason": "TensorRT export is not wired yet"}
-            )
+    exports: dict[str, dict] = {
+        "onnx": {"status": "ok", "map50_95": onnx_eval.map50_95, "path": trained.onnx}
+    }
     bench = {
-        who: benchmark_onnx(
-            Path(path), trained.classes, trained.imgsz, batch=batch, warmup=warmup,
-            iterations=iterations,
+        f"{who}.onnx": benchmark_onnx(
+            Path(path), trained.classes, trained.imgsz, batch=export.bench_batch,
+            warmup=export.bench_warmup, iterations=export.bench_iterations,
         ).as_dict()
         for who, path in (("challenger", trained.onnx), ("champion", champion.onnx))
     }  # fmt: skip
+    ok, why = tensorrt_status()
+    wanted = [
+        ("tensorrt_fp16", export.tensorrt_fp16, False),
+        ("tensorrt_int8", export.tensorrt_int8, True),
+    ]
+    for fmt, on, int8 in wanted:
+        if not on:
+            continue
+        if not ok:
+            exports[fmt] = {"status": "skipped", "reason": why}
+            continue
+        try:
+            engine = export_tensorrt(
+                Path(trained.best_pt), trained.imgsz,
+                Path(trained.best_pt).with_name(f"best-{fmt.split('_')[1]}.engine"),
+                int8=int8, calibration_yaml=Path(data.dataset_yaml),
+                calibration_frames=export.int8_calibration_frames, batch=export.bench_batch,
+            )  # fmt: skip
+            m = evaluate_model(trained.run_id, str(engine), holdout_yaml, trained.imgsz,
+                               f"challenger_{fmt}.holdout", "0")  # fmt: skip
+            exports[fmt] = {"status": "ok", "map50_95": m.map50_95, "path": str(engine)}
+            bench[f"challenger.{fmt}"] = benchmark_engine(
+                engine, trained.imgsz, batch=export.bench_batch, warmup=export.bench_warmup,
+                iterations=export.bench_iterations, fmt=fmt,
+            ).as_dict()  # fmt: skip
+        except Exception as exc:  # a failed export gates (fails closed), with its reason
+            exports[fmt] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]}
+    if any(v["status"] == "ok" for k, v in exports.items() if k.startswith("tensorrt")):
+        bench["challenger.pytorch_fp32"] = benchmark_engine(
+            Path(trained.best_pt), trained.imgsz, batch=export.bench_batch,
+            warmup=export.bench_warmup, iterations=export.bench_iterations, fmt="pytorch_fp32",
+        ).as_dict()  # fmt: skip
     client = _client()
     for who, b in bench.items():
         for k in ("p50_ms", "p95_ms", "p99_ms", "throughput_fps", "memory_mb", "file_mb"):
-            client.log_metric(trained.run_id, f"bench.{who}.onnx.{k}", b[k])
+            client.log_metric(trained.run_id, f"bench.{who}.{k}", b[k])
+    for fmt, e in exports.items():
+        if e["status"] == "ok" and fmt != "onnx":
+            client.log_artifact(trained.run_id, e["path"], "model")
     return {"exports": exports, "benchmarks": bench}
 
 
@@ -197,6 +303,8 @@ def gate_candidate(
         new_class_min_ap=gate.new_class_min_ap,
         export_parity_points=gate.export_parity_points,
         int8_parity_points=gate.int8_parity_points,
+        slice_frames={t: evals.sets.get(f"slice:{t}") or 0 for t in evals.slices},
+        min_slice_frames=gate.min_slice_frames,
     )
     client = _client()
     client.log_text(trained.run_id, report.markdown(), "gate/report.md")
@@ -227,15 +335,21 @@ def register_candidate(
         0, 0,
     )  # fmt: skip
     failed = [f"{c['name']}: {c['detail']}" for c in gate_report["checks"] if not c["passed"]]
-    bench = exported["benchmarks"]["challenger"]
+    from registry.models import sha256_file
+
     extra = {
         "cvloop.gate": "passed" if gate_report["passed"] else "rejected",
         "cvloop.gate.reasons": _fit_json(failed, 4900),
-        "cvloop.bench.onnx": json.dumps(
-            {k: bench[k] for k in ("device", "p50_ms", "p95_ms", "p99_ms", "throughput_fps")}
-        ),
         "cvloop.exports": json.dumps({k: v.get("status") for k, v in exported["exports"].items()}),
     }
+    for who, b in exported["benchmarks"].items():
+        if who.startswith("challenger."):
+            fmt = who.split(".", 1)[1]
+            keep = ("device", "p50_ms", "p95_ms", "p99_ms", "throughput_fps", "memory_mb")
+            extra[f"cvloop.bench.{fmt}"] = json.dumps({k: b[k] for k in keep})
+    for fmt, e in exported["exports"].items():
+        if e["status"] == "ok" and fmt != "onnx":
+            extra[f"cvloop.sha256.{fmt}"] = sha256_file(Path(e["path"]))
     aliases = ["challenger"] if gate_report["passed"] else []
     verdict = "passed every gate" if gate_report["passed"] else "REJECTED by the gates"
     return register_model(
@@ -260,57 +374,80 @@ def _fit_json(items: list[str], limit: int) -> str:
     return text
 
 
-@task(name="publish_gate_report")
-def publish_gate_report(gate_report: dict, evals: Evaluations, exported: dict, version: str) -> str:
-    from prefect.artifacts import create_markdown_artifact
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.4f}"
 
+
+def comparison_markdown(gate_report: dict, evals: Evaluations, exported: dict, version: str) -> str:
+    """The candidate's report: champion vs candidate per set and per class, calibration,
+    every gate, every export and its benchmark (Prefect artifact and MLflow text)."""
+    verdict = "PASSED" if gate_report["passed"] else "REJECTED"
     lines = [
-        f"# Candidate v{version}: {'PASSED' if gate_report['passed'] else 'REJECTED'}",
+        f"# Candidate v{version}: {verdict}",
         "",
-        "| set | frames | champion mAP50-95 | candidate mAP50-95 |",
-        "|---|---|---|---|",
+        "| set | frames | champion mAP50-95 | candidate mAP50-95 | Δ points | champion mAP50 "
+        "| candidate mAP50 | champion ECE | candidate ECE |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, n in evals.sets.items():
-        c = evals.champion.get(name, {}).get("map50_95")
-        d = evals.challenger.get(name, {}).get("map50_95")
+        c, d = evals.champion.get(name, {}), evals.challenger.get(name, {})
+        cm, dm = c.get("map50_95"), d.get("map50_95")
+        delta = "—" if cm is None or dm is None else f"{(dm - cm) * 100:+.2f}"
         lines.append(
-            f"| {name} | {n if n is not None else 'all'} | "
-            f"{'—' if c is None else f'{c:.4f}'} | {'—' if d is None else f'{d:.4f}'} |"
+            f"| {name} | {n if n is not None else 'all'} | {_fmt(cm)} | {_fmt(dm)} | {delta} | "
+            f"{_fmt(c.get('map50'))} | {_fmt(d.get('map50'))} | {_fmt(c.get('ece'))} | "
+            f"{_fmt(d.get('ece'))} |"
+        )
+    h_c, h_d = evals.champion.get("holdout", {}), evals.challenger.get("holdout", {})
+    classes = sorted({k.split(".", 1)[1] for k in [*h_c, *h_d] if k.startswith("ap50_95.")})
+    lines += ["", "| class (holdout) | champion AP50-95 | candidate AP50-95 | champion AP50 "
+              "| candidate AP50 |", "|---|---|---|---|---|"]  # fmt: skip
+    for cls in classes:
+        lines.append(
+            f"| {cls} | {_fmt(h_c.get(f'ap50_95.{cls}'))} | {_fmt(h_d.get(f'ap50_95.{cls}'))} "
+            f"| {_fmt(h_c.get(f'ap50.{cls}'))} | {_fmt(h_d.get(f'ap50.{cls}'))} |"
         )
     lines += ["", "| gate | result | detail |", "|---|---|---|"]
     for c in gate_report["checks"]:
         mark = "skipped" if c["skipped"] else ("pass" if c["passed"] else "**FAIL**")
         lines.append(f"| {c['name']} | {mark} | {c['detail']} |")
-    lines += ["", "| model | format | device | p50 ms | p95 ms | p99 ms | batch | frames/s | MB |",
-              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "| export | status | holdout mAP50-95 | note |", "|---|---|---|---|"]
+    for fmt, e in exported["exports"].items():
+        lines.append(
+            f"| {fmt} | {e['status']} | {_fmt(e.get('map50_95'))} | {e.get('reason', '')} |"
+        )
+    lines += ["", "| model.format | device | p50 ms | p95 ms | p99 ms | batch | frames/s "
+              "| memory MB | file MB |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for who, b in exported["benchmarks"].items():
         lines.append(
-            f"| {who} | {b['format']} | {b['device']} | {b['p50_ms']} | {b['p95_ms']} | "
-            f"{b['p99_ms']} | {b['batch']} | {b['throughput_fps']} | {b['file_mb']} |"
+            f"| {who} | {b['device']} | {b['p50_ms']} | {b['p95_ms']} | {b['p99_ms']} | "
+            f"{b['batch']} | {b['throughput_fps']} | {b['memory_mb']} | {b['file_mb']} |"
         )
-    md = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+@task(name="publish_gate_report")
+def publish_gate_report(
+    gate_report: dict, evals: Evaluations, exported: dict, version: str, run_id: str
+) -> str:
+    from prefect.artifacts import create_markdown_artifact
+
+    md = comparison_markdown(gate_report, evals, exported, version)
+    _client().log_text(run_id, md, "gate/comparison.md")
     create_markdown_artifact(markdown=md, key="gate-report", description=f"candidate v{version}")
     return md
 
 
-def candidate_lineage(versions) -> dict:
-    """Lineage tags of a candidate trained on ``versions`` (a :class:`NewVersions`)."""
+def candidate_lineage(data: TrainingData) -> dict:
+    """Lineage tags of a candidate trained on ``data``."""
     from cvloop.lineage import git_commit, params_sha256
     from cvloop.params import params
-    from tasks.data import HOLDOUT_POINTER, data_repo
 
-    holdout = versions.holdout or {}
-    if not holdout:
-        repo = data_repo()
-        tags = repo.tags("holdout-v*")
-        holdout = {"name": tags[-1] if tags else "unknown"}
-        if (repo.root / HOLDOUT_POINTER).exists():
-            holdout["dvc_md5"] = repo.pointer_info(HOLDOUT_POINTER)["md5"]
     return {
-        "dataset_version": versions.dataset["name"],
-        "dataset_dvc_md5": versions.dataset["dvc_md5"],
-        "dataset_git_rev": versions.dataset["git_rev"],
-        "holdout_version": holdout["name"],
+        "dataset_version": data.dataset["name"],
+        "dataset_dvc_md5": data.dataset["dvc_md5"],
+        "dataset_git_rev": data.dataset["git_rev"],
+        "holdout_version": data.holdout.get("name", "unknown"),
         "git_commit": git_commit(),
         "params_sha256": params_sha256(),
         "schema_version": str(params().schema_.label_policy_version),
@@ -334,3 +471,5 @@ gate_candidate_task = task(gate_candidate, name="gate_candidate", persist_result
 register_candidate_task = task(register_candidate, name="register_candidate")
 candidate_lineage_task = task(candidate_lineage, name="candidate_lineage")
 slice_tags_task = task(slice_tags, name="slice_tags")
+training_data_task = task(training_data, name="training_data", persist_result=True)
+holdout_drift_tags_task = task(holdout_drift_tags, name="holdout_drift_tags")

@@ -205,13 +205,38 @@ def register_model(
         }
     )
     tags.update(extra_tags)
-    version = _existing_version(reg, run_id) or reg.register(run_id, tags, description)
-    for alias in aliases:
-        reg.set_alias(alias, version)
+    # One transaction: the version is created with every tag and marked pending, the aliases
+    # move, then it is marked complete. Any error on the way deletes what this call created
+    # (a version, an alias), so no half-registered challenger is left; a crash (no chance to
+    # clean up) leaves a pending version of this run, which the re-run completes.
+    version = _existing_version(reg, run_id)
+    created = version is None
+    before = {alias: reg.alias_version(alias) for alias in aliases}
+    try:
+        if created:
+            version = reg.register(run_id, {**tags, REGISTRATION: "pending"}, description)
+        else:
+            reg.set_tags(version, tags)
+        for alias in aliases:
+            reg.set_alias(alias, version)
+        reg.set_tags(version, {REGISTRATION: "complete"})
+    except BaseException:
+        if created and version is not None:
+            reg.delete_version(version)
+            for alias, previous in before.items():  # the alias goes back where it was
+                if previous is not None and previous != version:
+                    try:
+                        reg.set_alias(alias, previous)
+                    except Exception:
+                        pass
+        raise
     client = _client()
     client.set_tag(run_id, "cvloop.registered_version", version)
     client.set_terminated(run_id, status="FINISHED")
     return version
+
+
+REGISTRATION = "cvloop.registration"
 
 
 def _existing_version(reg: ModelRegistry, run_id: str) -> str | None:

@@ -29,7 +29,11 @@ def untrained_onnx(tmp: Path, imgsz: int) -> Path:
         out = YOLO(str(yaml_path)).export(
             format="onnx", imgsz=imgsz, dynamic=True, device="cpu", simplify=True
         )
-    return Path(out)
+    # a model built from a YAML has no weights file to export beside: Ultralytics writes
+    # into the working directory, so move the file where the caller asked
+    dest = tmp / f"yolo11p-{imgsz}.onnx"
+    Path(out).replace(dest)
+    return dest
 
 
 def fleet_frames(store_dir: Path, frames: int, image_size: int = 256) -> list[tuple[str, str, int]]:

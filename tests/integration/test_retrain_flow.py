@@ -246,8 +246,9 @@ def test_reviews_become_dataset_v2_and_bad_boxes_are_quarantined(retrain_run):
     assert run.data.tags["cvloop.dataset.version"] == "dataset-v2"
     # the model half: a candidate fine-tuned from v1 on dataset-v2, gated, registered
     # either way; `challenger` only on a pass, the reasons listed on a rejection
-    assert summary["candidate_version"] == "2"
-    mv = client.get_model_version("cvloop-detector", "2")
+    version = summary["candidate_version"]  # other modules may have registered candidates
+    mv = client.get_model_version("cvloop-detector", version)
+    assert mv.tags["cvloop.registration"] == "complete"
     assert mv.tags["cvloop.parent_version"] == "1"
     assert mv.tags["cvloop.dataset.version"] == "dataset-v2"
     assert mv.tags["cvloop.holdout.version"] == "holdout-v2"
@@ -256,7 +257,7 @@ def test_reviews_become_dataset_v2_and_bad_boxes_are_quarantined(retrain_run):
     aliases = client.get_registered_model("cvloop-detector").aliases
     assert aliases.get("champion") == "1"
     if summary["gate"] == "passed":
-        assert aliases.get("challenger") == "2" and summary["gate_reasons"] == []
+        assert aliases.get("challenger") == version and summary["gate_reasons"] == []
     else:
         assert "challenger" not in aliases
         assert summary["gate_reasons"] == json.loads(mv.tags["cvloop.gate.reasons"])
@@ -269,7 +270,13 @@ def test_reviews_become_dataset_v2_and_bad_boxes_are_quarantined(retrain_run):
     assert "bench.challenger.onnx.p95_ms" in train_run.data.metrics
     report = client.download_artifacts(mv.run_id, "gate/report.json")
     checks = {c["name"] for c in json.loads(Path(report).read_text())["checks"]}
-    assert {"holdout_map", "drift_slice:drift:camera cam-02", "export_parity:onnx"} <= checks
+    assert {
+        "holdout_map",
+        "drift_slice:drift:camera cam-02",
+        "drift_slice:drift:all",
+        "export_parity:onnx",
+    } <= checks
+    assert "champion.slice.clean.map50_95" in train_run.data.metrics
     # the queue step again, after the review: no task added, no annotation lost
     info = json.loads(store.get_text(f"runs/retrain/{paused['id']}/review-queue.json"))
     before = _queue(b).tasks(info["project_id"])

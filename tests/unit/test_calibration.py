@@ -31,3 +31,31 @@ def test_ece_is_zero_when_confidence_equals_accuracy_and_grows_with_overconfiden
     over = [([(b, 0.95)], t) for ((b, _),), t in frames]
     assert expected_calibration_error(over) == pytest.approx(0.2)
     assert expected_calibration_error([([], [T1])]) is None
+
+
+def test_model_ece_reads_a_yolo_set_and_scores_the_exported_model(tmp_path):
+    import cv2
+    import numpy as np
+
+    from cvloop.bench.common import CLASSES, untrained_onnx
+    from cvloop.calibration import model_ece, read_yolo_labels, yolo_split_frames
+    from cvloop.datasets import write_data_yaml
+
+    root = tmp_path / "set"
+    (root / "images" / "holdout").mkdir(parents=True)
+    (root / "labels" / "holdout").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        img = rng.integers(0, 255, (64, 64, 3), np.uint8)
+        cv2.imwrite(str(root / "images" / "holdout" / f"f{i}.jpg"), img)
+        (root / "labels" / "holdout" / f"f{i}.txt").write_text("2 0.5 0.5 0.25 0.25\n")
+    data_yaml = write_data_yaml(root, list(CLASSES), ["holdout"])
+    pairs = yolo_split_frames(data_yaml)
+    assert [p[0].name for p in pairs] == [f"f{i}.jpg" for i in range(5)]
+    assert read_yolo_labels(pairs[0][1], CLASSES) == [LabelBox(CLASSES[2], 0.5, 0.5, 0.25, 0.25)]
+    onnx = untrained_onnx(tmp_path, 64)
+    # an untrained model's boxes at a near-zero threshold are all wrong: ECE = mean confidence
+    ece = model_ece(onnx, CLASSES, 64, data_yaml, conf=0.001)
+    assert ece is not None and 0.0 < ece <= 1.0
+    # no box above the threshold: nothing to calibrate
+    assert model_ece(onnx, CLASSES, 64, data_yaml, conf=0.999) is None

@@ -18,3 +18,21 @@ def test_onnx_benchmark_reports_percentiles_throughput_memory_size(tmp_path):
 def test_tensorrt_status_names_the_reason_when_it_cannot_run():
     ok, reason = tensorrt_status()
     assert ok or ("CUDA" in reason or "tensorrt" in reason)
+
+
+def test_int8_calibration_set_spreads_over_the_train_split(tmp_path):
+    import yaml
+
+    from cvloop.datasets import write_data_yaml
+    from cvloop.export import calibration_set
+
+    root = tmp_path / "ds"
+    (root / "images" / "train").mkdir(parents=True)
+    for i in range(10):
+        (root / "images" / "train" / f"f{i:02d}.jpg").write_bytes(b"x")
+    data = write_data_yaml(root, list(CLASSES))
+    calib = calibration_set(data, 3, tmp_path / "calib")
+    picked = sorted(p.name for p in (calib.parent / "images" / "train").iterdir())
+    assert picked == ["f00.jpg", "f03.jpg", "f06.jpg"]  # every 3rd frame, not the first 3
+    spec = yaml.safe_load(calib.read_text())
+    assert spec["names"] == dict(enumerate(CLASSES)) and spec["train"] == "images/train"

@@ -111,6 +111,30 @@ def test_int8_has_its_own_parity_limit():
     assert not _gate(exports={"tensorrt_fp16": {"status": "ok", "map50_95": 0.487}}).passed
 
 
+def test_small_slices_are_judged_in_the_pooled_drift_slice():
+    champ = {**CHAMP, "slice:drift:all": {"map50_95": 0.30}}
+    better = {
+        **GOOD,
+        "slice:camera cam-02": {"map50_95": 0.19},
+        "slice:drift:all": {"map50_95": 0.33},
+    }
+    frames = {"camera cam-02": 12, "drift:all": 50}
+    kw = {"champion": champ, "slices": ("camera cam-02", "drift:all"), "slice_frames": frames}
+    rep = _gate(challenger=better, min_slice_frames=20, **kw)
+    assert rep.passed  # 12 frames do not gate alone; the pooled 50 improved by 3 points
+    small = next(c for c in rep.checks if c.name == "drift_slice:camera cam-02")
+    assert small.skipped and "12 holdout frames < 20" in small.detail
+    # the same slice with enough frames gates on its own, and the pooled slice always gates
+    assert _gate(challenger=better, min_slice_frames=10, **kw).reasons == [
+        "drift_slice:camera cam-02: mAP50-95 0.2000 -> 0.1900 (-1.00 points; minimum gain +1.0)"
+    ]
+    flat = {**better, "slice:drift:all": {"map50_95": 0.30}}
+    assert _gate(challenger=flat, min_slice_frames=20, **kw).reasons == [
+        "drift_slice:drift:all: mAP50-95 0.3000 -> 0.3000 (+0.00 points; minimum gain +1.0)"
+    ]
+    assert not _gate(challenger=GOOD, min_slice_frames=20, **kw).passed  # pooled slice missing
+
+
 def test_no_check_at_all_is_not_a_pass():
     assert not evaluate_gates(None, None, [], [], {}, **KW).passed
 

@@ -34,7 +34,12 @@ def test_slice_sets_hold_exactly_the_tagged_holdout_frames(tmp_path):
         tmp_path / "slices",
         CLASSES,
     )
-    assert {t: n for t, (_, n) in sets.items()} == {"drift:camera cam-02": 2, "drift:class cone": 1}
+    assert {t: n for t, (_, n) in sets.items()} == {
+        "drift:camera cam-02": 2,
+        "drift:class cone": 1,
+        "drift:all": 2,  # the run's slices pooled: frames 1 and 2
+        "clean": 1,  # frame 0 has no drift tag
+    }
     data_yaml, _ = sets["drift:camera cam-02"]
     assert data_yaml.parent.name == slice_dirname("drift:camera cam-02") == "drift-camera-cam-02"
     spec = yaml.safe_load(data_yaml.read_text())
@@ -45,3 +50,4 @@ def test_slice_sets_hold_exactly_the_tagged_holdout_frames(tmp_path):
     # building again replaces the set (a slice never keeps stale frames)
     again = build_slice_sets(holdout, ["drift:class cone"], tmp_path / "slices", CLASSES)
     assert again["drift:class cone"][1] == 1
+    assert again["drift:all"][1] == 1  # only frame 2 carries the one slice asked for
