@@ -34,6 +34,13 @@ def _register_subcommands() -> None:
 
     app.add_typer(fleet_app, name="fleet")
     app.add_typer(review_app, name="review")
+    from cvloop.cli_rollout import approve, rollback, rollout_app, status, weekly
+
+    app.add_typer(rollout_app, name="rollout")
+    app.command("status")(status)
+    app.command("approve")(approve)
+    app.command("rollback")(rollback)
+    app.command("weekly")(weekly)
 
 
 _register_subcommands()

@@ -209,6 +209,7 @@ class CanaryParams(_Section):
     p95_latency_ratio_max: Annotated[float, Field(ge=1)] = 1.25
     error_rate_max: Prob = 0.01
     confidence_ks_p_min: Annotated[float, Field(ge=0, lt=1)] = 0.001
+    confidence_ks_stat_max: Prob = 0.3
     volume_ratio_min: Annotated[float, Field(gt=0, le=1)] = 0.8
     volume_ratio_max: Annotated[float, Field(ge=1)] = 1.25
     poll_seconds: Annotated[float, Field(gt=0)] = 60
@@ -218,6 +219,7 @@ class RolloutParams(_Section):
     stages: list[RolloutStage] = Field(min_length=1)
     approval_before_share: Annotated[float, Field(gt=0, le=100)] = 100
     approval_deadline_hours: Annotated[float, Field(gt=0)] = 24
+    auto_start: bool = True
     canary: CanaryParams = CanaryParams()
 
     @model_validator(mode="after")

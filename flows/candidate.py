@@ -15,7 +15,7 @@ reproduce a registered model.
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, task
 from prefect.runtime import flow_run
 
 from cvloop.params import Params, load_params
@@ -34,6 +34,24 @@ from tasks.candidate import (
     training_data_task,
 )
 from tasks.model import log_retrain_step_task, start_retrain_run_task, training_dir_task
+
+
+@task(name="start_rollout")
+def start_rollout_task(version: str, who: str) -> str:
+    """Begin the rollout of a candidate that passed every gate; a rollout already in
+    progress is not disturbed (this candidate keeps its `challenger` alias; start it with
+    `cvloop rollout start VERSION` once the other has ended)."""
+    from cvloop.errors import CvloopError
+    from tasks.rollout import start_rollout
+
+    try:
+        out = start_rollout(version, who, f"v{version} passed every gate")
+    except CvloopError as exc:
+        return f"not started: {exc}"
+    m = out["manifest"]
+    return f"{out['status']}: " + ", ".join(
+        f"v{a['version']} {a['share']:g}%" for a in m["allocations"]
+    )
 
 
 def train_and_gate(
@@ -75,7 +93,14 @@ def train_and_gate(
         {"cvloop.candidate.version": version, "cvloop.candidate.gate": verdict},
     )
     print(f"candidate v{version} {verdict}" + (": " + "; ".join(reasons) if reasons else ""))
+    rollout = "not started (gate rejected)"
+    if gate["passed"] and p.rollout.auto_start:
+        rollout = start_rollout_task(version, "cvloop retrain")
+    elif gate["passed"]:
+        rollout = "not started (rollout.auto_start is false): cvloop rollout start " + version
+    print(f"rollout: {rollout}")
     return {
+        "rollout": rollout,
         "candidate_version": version,
         "champion_version": champion.version,
         "gate": verdict,

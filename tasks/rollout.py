@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+
 from prefect import task
 
+from cvloop.rollout import (
+    CANARY,
+    K_APPROVAL_ASKED,
+    K_CHALLENGER,
+    K_CHAMPION,
+    K_ROLLOUT_LOG,
+    K_STAGE,
+    K_STAGE_LOG,
+    K_STAGE_WALL,
+    STABLE,
+    Sample,
+    canary,
+    decide,
+)
 from registry.manifest import read_manifest, single, write_manifest
 
 
@@ -58,3 +75,431 @@ def publish_bootstrap_report(version, dataset, holdout, trained, holdout_pt, hol
 
 write_initial_manifest_task = task(write_initial_manifest, name="write_initial_manifest")
 publish_bootstrap_report_task = publish_bootstrap_report
+
+
+# ---------------------------------------------------------------------------------------------
+# the rollout: start, one tick (canary → decide → act), approve, rollback
+# ---------------------------------------------------------------------------------------------
+APPROVED_BY = (
+    "cvloop.approved_by"  # the ML lead's approval: set it in the MLflow UI or `cvloop approve`
+)
+APPROVED_AT = "cvloop.approved_at"
+REJECTED_BY = "cvloop.rejected_by"
+ROLLOUT_STATUS = "cvloop.rollout.status"
+ROLLOUT_SHARE = "cvloop.rollout.share"
+ROLLOUT_REASON = "cvloop.rollout.reason"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def log_watermark(store) -> dt.datetime | None:
+    """The newest frame time in the inference log (its newest date partition)."""
+    import pyarrow.compute as pc
+
+    from cvloop.inference_log import LOG_PREFIX, read_log
+
+    dates = sorted(
+        {k.split("date=", 1)[1][:10] for k in store.keys(f"{LOG_PREFIX}/") if "date=" in k}
+    )
+    if not dates:
+        return None
+    day = dt.date.fromisoformat(dates[-1])
+    t = read_log(store, day, day + dt.timedelta(days=1), columns=["ts"])
+    if t.num_rows == 0:
+        return None
+    return pc.max(t.column("ts")).as_py()
+
+
+def window_sample(store, version: str, since: dt.datetime, until: dt.datetime):
+    """What ``version`` served with ``since < ts <= until``, from the inference log."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from cvloop.inference_log import detections_per_frame, flatten_detections, read_log
+
+    t = read_log(
+        store,
+        since + dt.timedelta(milliseconds=1),
+        until + dt.timedelta(milliseconds=1),
+        model_versions=[version],
+        columns=["latency_ms", "error", "detections"],
+    )
+    ok = t.filter(pc.is_null(t.column("error")))
+    conf = flatten_detections(ok).column("conf").to_numpy() if ok.num_rows else np.zeros(0)
+    return Sample(
+        t.num_rows,
+        t.num_rows - ok.num_rows,
+        ok.column("latency_ms").to_numpy(zero_copy_only=False).astype(float),
+        np.asarray(conf, dtype=float),
+        detections_per_frame(ok).to_numpy(zero_copy_only=False).astype(float),
+    )
+
+
+def _mirror(reg, version: str, tags: dict) -> None:
+    """The rollout's state as tags on the model version (what the MLflow UI shows)."""
+    reg.set_tags(version, tags)
+
+
+def start_rollout(
+    version: str | None = None, who: str | None = None, reason: str = "", force: bool = False
+) -> dict:
+    """First stage: the challenger takes ``rollout.stages[0].share`` % of the traffic.
+
+    Only a version that passed every gate, and not one rolled back before (unless
+    ``force``); idempotent for the version already rolling out.
+    """
+    from cvloop.errors import CvloopError
+    from cvloop.params import params
+    from cvloop.storage import open_storage
+    from registry.manifest import Allocation, RolloutManifest
+    from registry.models import CHALLENGER, CHAMPION, ModelRegistry
+
+    reg = ModelRegistry.from_settings()
+    store = open_storage()
+    version = version or reg.alias_version(CHALLENGER)
+    if version is None:
+        raise CvloopError(
+            "no version to roll out: no `challenger` alias",
+            fix="name a version (`cvloop rollout start 4`), or let a retrain register one",
+        )
+    current = read_manifest(store)
+    if current is not None and current.stage != STABLE:
+        if current.extra.get(K_CHALLENGER) == str(version):
+            return {"status": "already rolling out", "manifest": json.loads(current.to_json())}
+        raise CvloopError(
+            f"a rollout is in progress: v{current.extra.get(K_CHALLENGER)} at {current.stage}",
+            fix="let it finish, or `cvloop rollback --reason ...` first",
+        )
+    tags = dict(reg.get_version(version).tags)
+    if tags.get("cvloop.gate") != "passed":
+        raise CvloopError(
+            f"version {version} did not pass the gates (cvloop.gate = "
+            f"{tags.get('cvloop.gate', 'missing')}): it is never rolled out",
+            fix="see its gate report (runbooks/candidate.md)",
+        )
+    if tags.get(ROLLOUT_STATUS) in ("rolled-back", "stopped") and not force:
+        raise CvloopError(
+            f"version {version} was {tags[ROLLOUT_STATUS]} before: "
+            f"{tags.get(ROLLOUT_REASON, 'no reason recorded')}",
+            fix="fix the cause, then `cvloop rollout start VERSION --force`",
+        )
+    champion = reg.alias_version(CHAMPION)
+    if champion is None or champion == str(version):
+        raise CvloopError(f"version {version} is the champion already (or there is none)")
+    p = params().rollout
+    share = p.stages[0].share
+    now, mark = _now(), log_watermark(store)
+    since = _iso(mark) if mark else _iso(now)
+    m = RolloutManifest(
+        [Allocation(champion, 100.0 - share), Allocation(str(version), share)],
+        stage=CANARY.format(share=share),
+        extra={
+            K_CHALLENGER: str(version),
+            K_CHAMPION: champion,
+            K_STAGE: "0",
+            K_STAGE_WALL: _iso(now),
+            K_STAGE_LOG: since,
+            K_ROLLOUT_LOG: since,
+            K_APPROVAL_ASKED: "",
+        },
+    )
+    reg.set_alias(CHALLENGER, str(version))
+    write_manifest(store, m, who=who, reason=reason or f"rollout of v{version}: {share:g}%")
+    _mirror(reg, str(version), {ROLLOUT_STATUS: "canary", ROLLOUT_SHARE: f"{share:g}"})
+    _mirror(reg, champion, {ROLLOUT_SHARE: f"{100 - share:g}"})
+    return {"status": "started", "manifest": json.loads(m.to_json())}
+
+
+def _approval(tags: dict) -> tuple[bool, bool]:
+    return bool(tags.get(APPROVED_BY, "").strip()), bool(tags.get(REJECTED_BY, "").strip())
+
+
+def rollout_tick(who: str = "cvloop rollout") -> dict:
+    """One step of the rollout in progress: canary from the inference log, then hold,
+    advance, ask for approval, promote, roll back or stop. Safe to run again at any time:
+    the manifest and the aliases are reconciled first (a crash between them is finished)."""
+    from cvloop.params import params
+    from cvloop.storage import open_storage
+    from registry.models import CHAMPION, ModelRegistry
+
+    store = open_storage()
+    reg = ModelRegistry.from_settings()
+    m = read_manifest(store)
+    if m is None or m.stage == STABLE:
+        return {"status": "idle", **_reconcile_stable(reg, m)}
+    p = params().rollout
+    chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
+    if reg.alias_version(CHAMPION) == chall:  # promoted, then the manifest write was lost
+        return _promote(store, reg, m, who, "promotion finished after an interruption")
+    idx = int(m.extra[K_STAGE])
+    shares = [s.share for s in p.stages]
+    hours = [s.hours for s in p.stages]
+    stage_since = dt.datetime.fromisoformat(m.extra[K_STAGE_LOG])
+    mark = log_watermark(store) or stage_since
+    a = window_sample(store, chall, stage_since, mark)
+    b = window_sample(store, champ, stage_since, mark)
+    if b.frames < p.canary.min_frames:  # the champion serves no traffic at 100 %: compare
+        rollout_since = dt.datetime.fromisoformat(m.extra[K_ROLLOUT_LOG])  # with its canary days
+        b = window_sample(store, champ, rollout_since, mark)
+    result = canary(a, b, p.canary)
+    tags = dict(reg.get_version(chall).tags)
+    approved, rejected = _approval(tags)
+    asked = m.extra.get(K_APPROVAL_ASKED) or ""
+    now = _now()
+    d = decide(
+        idx,
+        shares,
+        hours,
+        max(0.0, (mark - stage_since).total_seconds() / 3600),
+        result,
+        approval_before_share=p.approval_before_share,
+        approved=approved,
+        rejected=rejected,
+        approval_asked_at=dt.datetime.fromisoformat(asked) if asked else None,
+        deadline_hours=p.approval_deadline_hours,
+        now=now,
+    )
+    out = {"status": d.action, "reason": d.reason, "canary": result.as_dict(), "version": chall}
+    if d.action == "await_approval" and not asked:
+        m.extra[K_APPROVAL_ASKED] = _iso(now)
+        write_manifest(store, m, who=who, reason=f"v{chall}: {d.reason}")
+        _mirror(reg, chall, {ROLLOUT_STATUS: "awaiting-approval"})
+    elif d.action == "advance":
+        _advance(store, reg, m, idx + 1, shares[idx + 1], mark, who, d.reason)
+    elif d.action == "promote":
+        return {**out, **_promote(store, reg, m, who, d.reason)}
+    elif d.action in ("rollback", "stop"):
+        return {**out, **_back_to_champion(store, reg, m, who, d.reason, d.action)}
+    return {**out, "manifest": json.loads(read_manifest(store).to_json())}
+
+
+def _advance(store, reg, m, idx: int, share: float, mark, who: str, reason: str) -> None:
+    from registry.manifest import Allocation
+
+    chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
+    allocs = [Allocation(chall, 100.0)] if share >= 100 else [
+        Allocation(champ, 100.0 - share), Allocation(chall, share)
+    ]  # fmt: skip
+    m.allocations = allocs
+    m.stage = CANARY.format(share=share)
+    m.extra.update({K_STAGE: str(idx), K_STAGE_WALL: _iso(_now()), K_STAGE_LOG: _iso(mark)})
+    write_manifest(store, m, who=who, reason=f"v{chall} to {share:g}%: {reason}")
+    _mirror(reg, chall, {ROLLOUT_STATUS: "canary", ROLLOUT_SHARE: f"{share:g}"})
+    _mirror(reg, champ, {ROLLOUT_SHARE: f"{100 - share:g}"})
+
+
+def _promote(store, reg, m, who: str, reason: str) -> dict:
+    """Champion alias to the challenger (the old one keeps ``previous-champion``), then the
+    manifest: a crash in between is finished by the next tick."""
+    from registry.models import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+
+    chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
+    if reg.alias_version(CHAMPION) != chall:
+        reg.set_alias(PREVIOUS_CHAMPION, champ)
+        reg.set_alias(CHAMPION, chall)
+    if reg.alias_version(CHALLENGER) == chall:  # a newer candidate may hold it by now
+        reg.delete_alias(CHALLENGER)
+    final = single(chall, stage="stable")
+    final.extra = {"promoted": chall, "previous_champion": champ}
+    write_manifest(store, final, who=who, reason=f"v{chall} is the champion: {reason}")
+    _mirror(reg, chall, {ROLLOUT_STATUS: "champion", ROLLOUT_SHARE: "100",
+                         "cvloop.promoted_at": _iso(_now()), ROLLOUT_REASON: reason})  # fmt: skip
+    _mirror(reg, champ, {ROLLOUT_STATUS: "previous-champion", ROLLOUT_SHARE: "0"})
+    return {"status": "promote", "champion": chall, "previous_champion": champ,
+            "manifest": json.loads(final.to_json())}  # fmt: skip
+
+
+def _back_to_champion(store, reg, m, who: str, reason: str, action: str) -> dict:
+    """Traffic back to the champion first (the manifest), then the alias and the tags."""
+
+    chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
+    final = single(champ, stage="stable")
+    final.extra = {"rolled_back": chall} if action == "rollback" else {"stopped": chall}
+    write_manifest(store, final, who=who, reason=f"v{chall} {action}: {reason}")
+    _reconcile_stable(reg, final, reason)
+    return {"status": action, "champion": champ, "manifest": json.loads(final.to_json())}
+
+
+def _reconcile_stable(reg, m, reason: str | None = None) -> dict:
+    """After a rollback (or a stop) the manifest says so: the challenger alias goes and the
+    reason is tagged, idempotently (also after a crash between the two)."""
+    from registry.models import CHALLENGER
+
+    if m is None:
+        return {}
+    out = {}
+    if "rolled_back" in m.extra or "stopped" in m.extra:
+        v = m.extra.get("rolled_back") or m.extra.get("stopped")
+        status = "rolled-back" if "rolled_back" in m.extra else "stopped"
+        if reg.alias_version(CHALLENGER) == v and status == "rolled-back":
+            reg.delete_alias(CHALLENGER)
+        tags = dict(reg.get_version(v).tags)
+        if tags.get(ROLLOUT_STATUS) != status:
+            _mirror(reg, v, {ROLLOUT_STATUS: status, ROLLOUT_SHARE: "0",
+                             ROLLOUT_REASON: (reason or m.reason)[:4900]})  # fmt: skip
+        out[status] = v
+    return out
+
+
+def approve(version: str, who: str, *, reject: bool = False, note: str = "") -> dict:
+    """The ML lead's decision on a version: the same tag the MLflow UI sets."""
+    from registry.models import ModelRegistry
+
+    reg = ModelRegistry.from_settings()
+    reg.get_version(version)  # a clear error for an unknown version
+    if reject:
+        tags = {REJECTED_BY: who, "cvloop.rejected_at": _iso(_now()), "cvloop.rejected_note": note}
+    else:
+        tags = {APPROVED_BY: who, APPROVED_AT: _iso(_now()), "cvloop.approved_note": note}
+    reg.set_tags(version, {k: v for k, v in tags.items() if v})
+    return tags
+
+
+def rollback_now(reason: str, who: str | None = None) -> dict:
+    """Immediate manual rollback: a rollout in progress goes back to its champion; with no
+    rollout in progress, the champion goes back to ``previous-champion``."""
+    from cvloop.errors import CvloopError
+    from cvloop.storage import open_storage
+    from registry.models import CHAMPION, PREVIOUS_CHAMPION, ModelRegistry
+
+    store = open_storage()
+    reg = ModelRegistry.from_settings()
+    who = who or "operator"
+    m = read_manifest(store)
+    if m is not None and m.stage != STABLE:
+        return _back_to_champion(store, reg, m, who, f"manual rollback: {reason}", "rollback")
+    current, previous = reg.alias_version(CHAMPION), reg.alias_version(PREVIOUS_CHAMPION)
+    if previous is None or previous == current:
+        raise CvloopError(
+            f"nothing to roll back to: champion v{current}, no `previous-champion` alias",
+            fix="set the alias `previous-champion` on the version to serve in MLflow first",
+        )
+    reg.set_alias(CHAMPION, previous)
+    reg.delete_alias(PREVIOUS_CHAMPION)
+    final = single(previous, stage="stable")
+    final.extra = {"rolled_back": current}
+    write_manifest(store, final, who=who, reason=f"manual rollback of v{current}: {reason}")
+    _mirror(reg, current, {ROLLOUT_STATUS: "rolled-back", ROLLOUT_SHARE: "0",
+                           ROLLOUT_REASON: f"manual rollback: {reason}"})  # fmt: skip
+    _mirror(reg, previous, {ROLLOUT_STATUS: "champion", ROLLOUT_SHARE: "100"})
+    return {"status": "rollback", "champion": previous, "rolled_back": current}
+
+
+# ---------------------------------------------------------------------------------------------
+# what serves production, trained on what (cvloop status)
+# ---------------------------------------------------------------------------------------------
+def production_status(history: int = 10) -> dict:
+    """The traffic split, and for every serving version (and the aliased ones) its lineage,
+    metrics, gates, benchmark, approval and rollout state; the last rollout changes."""
+    from cvloop.settings import load_settings
+    from cvloop.storage import open_storage
+    from registry.manifest import history as manifest_history
+    from registry.models import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, ModelRegistry
+
+    store = open_storage()
+    reg = ModelRegistry.from_settings()
+    m = read_manifest(store)
+    aliases = {a: reg.alias_version(a) for a in (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)}
+    serving = {a.version: a.share for a in m.allocations} if m else {}
+    if not serving and aliases[CHAMPION]:
+        serving = {aliases[CHAMPION]: 100.0}
+    versions = list(dict.fromkeys([*serving, *[v for v in aliases.values() if v]]))
+    uri = load_settings().mlflow_tracking_uri
+    rows = []
+    for v in versions:
+        mv = reg.get_version(v)
+        t = dict(mv.tags)
+        try:
+            run = reg.client.get_run(mv.run_id)
+            run_params, exp = dict(run.data.params), run.info.experiment_id
+        except Exception:
+            run_params, exp = {}, "0"
+        rows.append(
+            {
+                "version": v,
+                "share": serving.get(v, 0.0),
+                "aliases": [a for a, x in aliases.items() if x == v],
+                "training_run": mv.run_id,
+                "run_url": f"{uri}/#/experiments/{exp}/runs/{mv.run_id}",
+                "dataset_version": t.get("cvloop.dataset.version"),
+                "dataset_dvc_md5": t.get("cvloop.dataset.dvc_md5"),
+                "holdout_version": t.get("cvloop.holdout.version"),
+                "parent_version": t.get("cvloop.parent_version"),
+                "git_commit": t.get("cvloop.git_commit"),
+                "params_sha256": t.get("cvloop.params_sha256"),
+                "train_params": {k: run_params[k] for k in sorted(run_params)},
+                "holdout_map50_95": t.get("cvloop.holdout.map50_95"),
+                "holdout_map50": t.get("cvloop.holdout.map50"),
+                "gate": t.get("cvloop.gate", "n/a (baseline)"),
+                "gate_reasons": json.loads(t.get("cvloop.gate.reasons", "[]") or "[]"),
+                "bench_onnx": json.loads(t.get("cvloop.bench.onnx", "{}") or "{}"),
+                "approved_by": t.get(APPROVED_BY),
+                "rollout_status": t.get(ROLLOUT_STATUS),
+                "rollout_reason": t.get(ROLLOUT_REASON),
+                "sha256_pt": t.get("cvloop.sha256.pt"),
+                "created": mv.creation_timestamp,
+            }
+        )
+    changes = manifest_history(store)[-history:]
+    return {
+        "manifest": json.loads(m.to_json()) if m else None,
+        "aliases": aliases,
+        "versions": rows,
+        "history": [
+            {
+                "when": h.updated_at,
+                "who": h.updated_by,
+                "stage": h.stage,
+                "split": {a.version: a.share for a in h.allocations},
+                "reason": h.reason,
+            }
+            for h in reversed(changes)
+        ],
+    }
+
+
+def status_text(s: dict) -> str:
+    """One screen: what serves, trained on what, and the last changes."""
+    lines = []
+    m = s["manifest"]
+    split = ", ".join(f"v{r['version']} {r['share']:g}%" for r in s["versions"] if r["share"])
+    lines.append(
+        f"PRODUCTION  {split or 'nothing serves'}   stage: {m['stage'] if m else 'stable'}"
+    )
+    if m:
+        lines.append(f"  since {m['updated_at']} by {m['updated_by']}: {m['reason']}")
+    for r in s["versions"]:
+        b = r["bench_onnx"]
+        lines += [
+            "",
+            f"v{r['version']}  {r['share']:g}%  [{', '.join(r['aliases']) or 'no alias'}]"
+            f"  rollout: {r['rollout_status'] or '-'}  approved by: {r['approved_by'] or '-'}",
+            f"  trained on   {r['dataset_version']} (DVC {str(r['dataset_dvc_md5'])[:16]}), "
+            f"holdout {r['holdout_version']}, "
+            + (
+                f"fine-tuned from v{r['parent_version']}"
+                if (r["parent_version"] or "none") != "none"
+                else "trained from scratch"
+            ),
+            f"  code         git {str(r['git_commit'])[:12]}  params {str(r['params_sha256'])[:12]}"
+            f"  lr0 {r['train_params'].get('lr0', '-')} epochs {r['train_params'].get('epochs', '-')}",
+            f"  holdout      mAP50-95 {r['holdout_map50_95']}  mAP50 {r['holdout_map50']}"
+            f"  gate: {r['gate']}"
+            + (f" ({'; '.join(r['gate_reasons'])})" if r["gate_reasons"] else ""),
+            f"  serving      ONNX p95 {b.get('p95_ms', '-')} ms, {b.get('throughput_fps', '-')} frames/s"
+            f" ({b.get('device', '-')})",
+            f"  MLflow run   {r['run_url']}",
+        ]
+        if r["rollout_reason"]:
+            lines.append(f"  last rollout {r['rollout_reason']}")
+    lines += ["", "ROLLOUT HISTORY (newest first)"]
+    for h in s["history"]:
+        split = ", ".join(f"v{v} {x:g}%" for v, x in h["split"].items())
+        lines.append(f"  {h['when']}  {h['who']:<16} {h['stage']:<11} {split:<18} {h['reason']}")
+    return "\n".join(lines)

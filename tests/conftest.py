@@ -277,6 +277,8 @@ TINY = {
     "holdout": {"min_frames": 10},
     "train": {"imgsz": 128, "bootstrap_epochs": 2, "epochs": 2, "batch": 8},
     "export": {"bench_warmup": 2, "bench_iterations": 10, "bench_batch": 4},
+    # rollouts start explicitly in the tests; a tiny fleet's canary samples are small
+    "rollout": {"auto_start": False, "canary": {"min_frames": 20}},
 }
 
 

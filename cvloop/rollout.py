@@ -1,0 +1,222 @@
+"""Runbook step 8: roll a challenger out 10 % → 50 % → 100 %, judged by canary checks.
+
+Pure logic, no I/O: the rollout's state lives in the rollout manifest (``extra``), the
+canary is computed from two samples of the inference log, and :func:`decide` says what the
+next tick does. ``tasks/rollout.py`` reads and writes the real things.
+
+Time: a stage lasts ``hours`` of **served traffic** — the span of the inference log's
+frame timestamps since the stage began. On a live fleet that is wall-clock time; on the
+synthetic fleet (demo, tests) serving a day of frames advances it by a day. The approval
+deadline is wall-clock time: it waits for a person.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+# manifest.stage values
+STABLE = "stable"
+CANARY = "canary-{share:g}"
+
+# manifest.extra keys
+K_CHALLENGER = "challenger"
+K_CHAMPION = "champion"
+K_STAGE = "stage_index"
+K_STAGE_WALL = "stage_started_at"  # wall clock (UTC ISO)
+K_STAGE_LOG = "stage_log_since"  # inference-log time the stage began at (UTC ISO)
+K_ROLLOUT_LOG = "rollout_log_since"  # inference-log time the rollout began at
+K_APPROVAL_ASKED = "approval_requested_at"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What one model version did in a canary window (from the inference log)."""
+
+    frames: int
+    errors: int
+    latency_ms: np.ndarray  # successful frames
+    confidences: np.ndarray  # every detection
+    detections_per_frame: np.ndarray  # successful frames
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.frames if self.frames else 0.0
+
+    @property
+    def p95_ms(self) -> float | None:
+        return float(np.percentile(self.latency_ms, 95)) if len(self.latency_ms) else None
+
+    @property
+    def volume(self) -> float | None:
+        d = self.detections_per_frame
+        return float(d.mean()) if len(d) else None
+
+
+@dataclass(frozen=True)
+class CanaryCheck:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Canary:
+    """``ok`` (every check passed on enough frames), ``breach`` (one failed) or
+    ``insufficient`` (too few frames to judge: the stage holds, it never promotes)."""
+
+    status: str
+    challenger_frames: int
+    champion_frames: int
+    checks: list[CanaryCheck] = field(default_factory=list)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{c.name}: {c.detail}" for c in self.checks if not c.passed]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def canary(challenger: Sample, champion: Sample, c) -> Canary:
+    """Challenger vs champion over the same period; ``c`` is params.yaml's
+    ``rollout.canary``."""
+    if challenger.frames < c.min_frames or champion.frames < c.min_frames:
+        return Canary(
+            "insufficient",
+            challenger.frames,
+            champion.frames,
+            [
+                CanaryCheck(
+                    "sample",
+                    False,
+                    f"challenger {challenger.frames} / champion {champion.frames} frames; "
+                    f"{c.min_frames} each needed to judge",
+                )
+            ],
+        )
+    checks = []
+    er = challenger.error_rate
+    checks.append(
+        CanaryCheck(
+            "error_rate",
+            er <= c.error_rate_max,
+            f"{er:.4f} (champion {champion.error_rate:.4f}; max {c.error_rate_max})",
+        )
+    )
+    a, b = challenger.p95_ms, champion.p95_ms
+    if a is None or b is None or b <= 0:
+        checks.append(CanaryCheck("p95_latency", False, "no latency measured (fails closed)"))
+    else:
+        checks.append(
+            CanaryCheck(
+                "p95_latency",
+                a / b <= c.p95_latency_ratio_max,
+                f"{a:.2f} ms vs champion {b:.2f} ms (x{a / b:.2f}; max x{c.p95_latency_ratio_max})",
+            )
+        )
+    va, vb = challenger.volume, champion.volume
+    if va is None or vb is None:
+        checks.append(CanaryCheck("volume", False, "no frame served without error (fails closed)"))
+    elif vb == 0:
+        checks.append(
+            CanaryCheck(
+                "volume",
+                va == 0,
+                f"{va:.2f} vs champion 0 detections per frame"
+                + ("" if va == 0 else " (the champion saw nothing here)"),
+            )
+        )
+    else:
+        r = va / vb
+        checks.append(
+            CanaryCheck(
+                "volume",
+                c.volume_ratio_min <= r <= c.volume_ratio_max,
+                f"{va:.2f} vs champion {vb:.2f} detections per frame (x{r:.2f}; allowed "
+                f"x{c.volume_ratio_min}-x{c.volume_ratio_max})",
+            )
+        )
+    ca, cb = np.sort(challenger.confidences), np.sort(champion.confidences)
+    if len(ca) == 0 and len(cb) == 0:
+        checks.append(CanaryCheck("confidence", True, "no detection by either model"))
+    elif len(ca) < 2 or len(cb) < 2:
+        checks.append(
+            CanaryCheck(
+                "confidence",
+                False,
+                f"{len(ca)} vs champion {len(cb)} detections: too few on one side to compare "
+                "(fails closed)",
+            )
+        )
+    else:
+        from cvloop.drift import ks_2samp
+
+        d, p = ks_2samp(cb, ca)
+        shifted = p < c.confidence_ks_p_min and d > c.confidence_ks_stat_max
+        checks.append(
+            CanaryCheck(
+                "confidence",
+                not shifted,
+                f"KS D {d:.3f}, p {p:.2g} (breach: p < {c.confidence_ks_p_min} and D > "
+                f"{c.confidence_ks_stat_max})",
+            )
+        )
+    status = "ok" if all(x.passed for x in checks) else "breach"
+    return Canary(status, challenger.frames, champion.frames, checks)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a tick does: ``hold`` | ``advance`` | ``await_approval`` | ``promote`` |
+    ``rollback`` | ``stop`` (approval deadline passed: back to the champion)."""
+
+    action: str
+    reason: str
+    next_share: float | None = None
+
+
+def decide(
+    stage_index: int,
+    shares: list[float],
+    hours: list[float],
+    served_hours: float,
+    result: Canary,
+    *,
+    approval_before_share: float,
+    approved: bool,
+    rejected: bool,
+    approval_asked_at: dt.datetime | None,
+    deadline_hours: float,
+    now: dt.datetime,
+) -> Decision:
+    """The next step of a rollout at ``stage_index`` (its share ``shares[stage_index]``)."""
+    share = shares[stage_index]
+    if result.status == "breach":
+        return Decision("rollback", f"canary breach at {share:g}%: " + "; ".join(result.reasons))
+    if rejected:
+        return Decision("rollback", f"rejected by the ML lead at {share:g}%")
+    if result.status != "ok":
+        return Decision("hold", f"at {share:g}%: " + "; ".join(result.reasons))
+    if served_hours < hours[stage_index]:
+        return Decision(
+            "hold",
+            f"at {share:g}%: canary ok; {served_hours:.1f} of {hours[stage_index]:g} h of "
+            "traffic served",
+        )
+    if stage_index == len(shares) - 1:
+        return Decision("promote", f"canary ok at {share:g}% for {hours[stage_index]:g} h")
+    nxt = shares[stage_index + 1]
+    if nxt >= approval_before_share and not approved:
+        if approval_asked_at is not None and now - approval_asked_at > dt.timedelta(
+            hours=deadline_hours
+        ):
+            return Decision(
+                "stop",
+                f"no approval within {deadline_hours:g} h: stopped at {share:g}%, traffic back "
+                "to the champion (no auto-promotion)",
+            )
+        return Decision("await_approval", f"canary ok at {share:g}%; {nxt:g}% needs approval")
+    return Decision("advance", f"canary ok at {share:g}% for {hours[stage_index]:g} h", nxt)

@@ -1,0 +1,107 @@
+"""Canary checks and rollout decisions: pure functions on samples of the inference log."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from cvloop.params import CanaryParams
+from cvloop.rollout import Sample, canary, decide
+
+C = CanaryParams(min_frames=100)
+SHARES, HOURS = [10.0, 50.0, 100.0], [8.0, 8.0, 8.0]
+NOW = dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)
+
+
+def _sample(n=400, errors=0, latency=10.0, conf_mean=0.7, volume=3.0, seed=0) -> Sample:
+    rng = np.random.default_rng(seed)
+    ok = n - errors
+    return Sample(
+        n,
+        errors,
+        rng.normal(latency, latency * 0.05, ok),
+        np.clip(rng.normal(conf_mean, 0.1, int(ok * volume)), 0, 1),
+        rng.poisson(volume, ok).astype(float),
+    )
+
+
+def test_a_like_for_like_challenger_passes_every_check():
+    res = canary(_sample(seed=1), _sample(seed=2), C)
+    assert res.status == "ok" and res.reasons == []
+    assert [c.name for c in res.checks] == ["error_rate", "p95_latency", "volume", "confidence"]
+
+
+@pytest.mark.parametrize(
+    ("challenger", "failing"),
+    [
+        (_sample(latency=14.0, seed=1), "p95_latency"),  # 1.4x slower
+        (_sample(errors=20, seed=1), "error_rate"),  # 5 %
+        (_sample(volume=1.5, seed=1), "volume"),  # half the detections
+        (_sample(conf_mean=0.3, seed=1), "confidence"),  # confidence collapsed
+    ],
+)
+def test_each_breach_is_named(challenger, failing):
+    res = canary(challenger, _sample(seed=2), C)
+    assert res.status == "breach"
+    assert [r.split(":")[0] for r in res.reasons] == [failing]
+
+
+def test_a_small_sample_holds_and_never_judges():
+    res = canary(_sample(n=50, errors=50), _sample(), C)  # every frame failed, but only 50
+    assert res.status == "insufficient"
+    assert "50 / champion 400 frames; 100 each needed" in res.reasons[0]
+    d = decide(0, SHARES, HOURS, 24.0, res, approval_before_share=100, approved=True,
+               rejected=False, approval_asked_at=None, deadline_hours=24, now=NOW)  # fmt: skip
+    assert d.action == "hold"
+
+
+def test_no_detection_by_either_model_is_no_change_but_one_side_alone_is():
+    empty = Sample(300, 0, np.full(300, 10.0), np.zeros(0), np.zeros(300))
+    assert canary(empty, empty, C).status == "ok"
+    res = canary(empty, _sample(), C)  # the challenger went blind
+    assert res.status == "breach"
+    assert {r.split(":")[0] for r in res.reasons} == {"volume", "confidence"}
+
+
+def test_a_small_shift_of_a_retrained_model_is_not_a_breach():
+    # a retrained model is a little more confident: KS p is tiny on many detections, but D small
+    res = canary(_sample(conf_mean=0.74, seed=1), _sample(seed=2), C)
+    conf = next(c for c in res.checks if c.name == "confidence")
+    assert conf.passed and "p " in conf.detail
+
+
+def _decide(idx, served, res, **kw):
+    args = dict(approval_before_share=100, approved=False, rejected=False,
+                approval_asked_at=None, deadline_hours=24, now=NOW)  # fmt: skip
+    return decide(idx, SHARES, HOURS, served, res, **{**args, **kw})
+
+
+def test_stages_advance_after_their_hours_and_100_needs_approval():
+    ok = canary(_sample(seed=1), _sample(seed=2), C)
+    assert _decide(0, 3.0, ok).action == "hold"  # 3 of 8 h served
+    d = _decide(0, 8.0, ok)
+    assert (d.action, d.next_share) == ("advance", 50.0)
+    assert _decide(1, 9.0, ok).action == "await_approval"
+    d = _decide(1, 9.0, ok, approved=True)
+    assert (d.action, d.next_share) == ("advance", 100.0)
+    assert _decide(2, 8.0, ok, approved=True).action == "promote"
+
+
+def test_no_approval_by_the_deadline_stops_and_never_promotes():
+    ok = canary(_sample(seed=1), _sample(seed=2), C)
+    asked = NOW - dt.timedelta(hours=25)
+    d = _decide(1, 30.0, ok, approval_asked_at=asked)
+    assert d.action == "stop" and "no auto-promotion" in d.reason
+    assert _decide(1, 30.0, ok, approval_asked_at=NOW - dt.timedelta(hours=2)).action == (
+        "await_approval"
+    )
+
+
+def test_breach_or_rejection_rolls_back_at_any_stage():
+    bad = canary(_sample(errors=40, seed=1), _sample(seed=2), C)
+    d = _decide(0, 1.0, bad)
+    assert d.action == "rollback" and d.reason.startswith("canary breach at 10%: error_rate")
+    ok = canary(_sample(seed=1), _sample(seed=2), C)
+    assert _decide(1, 1.0, ok, rejected=True).action == "rollback"
