@@ -39,6 +39,34 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _hwm_mb() -> float:
+    """Peak resident memory of this process (VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return _rss_mb()
+
+
+def benchmark_onnx_isolated(path: Path, classes: list[str], imgsz: int, **kw) -> ServingBenchmark:
+    """:func:`benchmark_onnx` in a fresh process, so that ``memory_mb`` is the peak memory
+    the model adds to a serving process (session, arena, buffers) and nothing that this
+    process loaded before counts (the retrain has trained and evaluated by then)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(_benchmark_fresh, str(path), list(classes), imgsz, kw).result()
+
+
+def _benchmark_fresh(path: str, classes: list[str], imgsz: int, kw: dict) -> ServingBenchmark:
+    import onnxruntime  # noqa: F401  (the runtime itself is not the model's cost)
+
+    from cvloop import detector  # noqa: F401
+
+    return benchmark_onnx(Path(path), classes, imgsz, peak=True, **kw)
+
+
 def benchmark_onnx(
     path: Path,
     classes: list[str],
@@ -48,8 +76,13 @@ def benchmark_onnx(
     warmup: int,
     iterations: int,
     frames: list[np.ndarray] | None = None,
+    peak: bool = False,
 ) -> ServingBenchmark:
-    """Latency (batch 1, end to end: letterbox + inference + NMS) and throughput (``batch``)."""
+    """Latency (batch 1, end to end: letterbox + inference + NMS) and throughput (``batch``).
+
+    ``memory_mb``: resident memory the model added (``peak``: the process's peak above what
+    it held before loading it; meaningful in a fresh process, see
+    :func:`benchmark_onnx_isolated`)."""
     from cvloop.detector import OnnxDetector
 
     before = _rss_mb()
@@ -82,7 +115,7 @@ def benchmark_onnx(
         round(float(p99), 3),
         batch,
         round(throughput, 1),
-        round(max(0.0, _rss_mb() - before), 1),
+        round(max(0.0, (_hwm_mb() if peak else _rss_mb()) - before), 1),
     )
 
 

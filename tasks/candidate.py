@@ -229,7 +229,12 @@ def export_and_benchmark(
     benchmarked against the PyTorch FP32 .pt on the same GPU; otherwise each TensorRT
     export is recorded as skipped with the reason. ``export`` is params.yaml's section.
     """
-    from cvloop.export import benchmark_engine, benchmark_onnx, export_tensorrt, tensorrt_status
+    from cvloop.export import (
+        benchmark_engine,
+        benchmark_onnx_isolated,
+        export_tensorrt,
+        tensorrt_status,
+    )
 
     holdout_yaml = f"{data.holdout_dir}/data.yaml"
     onnx_eval = evaluate_model(
@@ -239,7 +244,7 @@ def export_and_benchmark(
         "onnx": {"status": "ok", "map50_95": onnx_eval.map50_95, "path": trained.onnx}
     }
     bench = {
-        f"{who}.onnx": benchmark_onnx(
+        f"{who}.onnx": benchmark_onnx_isolated(
             Path(path), trained.classes, trained.imgsz, batch=export.bench_batch,
             warmup=export.bench_warmup, iterations=export.bench_iterations,
         ).as_dict()

@@ -271,7 +271,10 @@ def rollout_tick(who: str = "cvloop rollout") -> dict:
         write_manifest(store, m, who=who, reason=f"v{chall}: {d.reason}")
         _mirror(reg, chall, {ROLLOUT_STATUS: "awaiting-approval"})
     elif d.action == "advance":
-        _advance(store, reg, m, idx + 1, shares[idx + 1], mark, who, d.reason)
+        why = d.reason
+        if shares[idx + 1] >= p.approval_before_share:
+            why += f"; approved by {tags[APPROVED_BY]}"
+        _advance(store, reg, m, idx + 1, shares[idx + 1], mark, who, why)
     elif d.action == "promote":
         return {**out, **_promote(store, reg, m, who, d.reason)}
     elif d.action in ("rollback", "stop"):

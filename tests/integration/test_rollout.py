@@ -141,6 +141,7 @@ def test_a_good_challenger_goes_10_50_approval_100_and_becomes_champion(
     _tick(b)
     m, _, _ = _state()
     assert m.stage == "canary-100" and m.share_of(good) == 100
+    assert m.reason.endswith("approved by Ada Lead")  # the history says who let it through
     _serve(b, 2)
     # a crash between the alias move and the manifest write of the promotion ...
     real = ro.write_manifest

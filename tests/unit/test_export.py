@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cvloop.bench.common import CLASSES, untrained_onnx
-from cvloop.export import benchmark_onnx, tensorrt_status
+from cvloop.export import benchmark_onnx, benchmark_onnx_isolated, tensorrt_status
 
 
 def test_onnx_benchmark_reports_percentiles_throughput_memory_size(tmp_path):
@@ -13,6 +13,13 @@ def test_onnx_benchmark_reports_percentiles_throughput_memory_size(tmp_path):
     assert 0 < b.p50_ms <= b.p95_ms <= b.p99_ms
     assert b.throughput_fps > 0 and b.batch == 4
     assert b.file_mb > 0.1 and b.memory_mb >= 0
+
+
+def test_isolated_benchmark_reports_the_peak_memory_the_model_adds(tmp_path):
+    onnx = untrained_onnx(tmp_path, 96)
+    b = benchmark_onnx_isolated(onnx, list(CLASSES), 96, batch=4, warmup=2, iterations=10)
+    # a fresh process: the session, its arena and the batch buffers, not this test's imports
+    assert 1.0 < b.memory_mb < 500.0 and b.p50_ms > 0 and b.batch == 4
 
 
 def test_tensorrt_status_names_the_reason_when_it_cannot_run():
