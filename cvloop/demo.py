@@ -15,7 +15,17 @@ Phases (each prints progress and its wall time):
    pre-annotates into Label Studio, then suspends for the review;
 8. simulated reviewers (the fleet's ground truth, a few planted bad boxes) submit through
    the Label Studio API; the ``review/watch`` deployment resumes the retrain, which
-   validates the annotations and versions dataset v2 and holdout v2.
+   validates the annotations and versions dataset v2 and holdout v2;
+9. the retrain fine-tunes the candidate from the champion, judges both on the same frames,
+   exports, benchmarks, gates and registers it; a candidate that passed starts its rollout;
+10. the rollout: the fleet captures and serves a day per stage, the ``rollout/tick``
+    deployment judges the canary (10 % -> 50 %), the ML lead's approval is simulated (and
+    says so), 100 %, promotion;
+11. the weekly review runs, and ``cvloop status`` says what serves, trained on what.
+
+The demo writes ``<home>/demo-params.yaml`` (params.yaml with a shorter fine-tune and a
+smaller canary sample, so that the whole quarter fits ~30 minutes on 2 cores) and runs the
+worker with it (``CVLOOP_PARAMS``).
 
 The data repository is this checkout by default: the bootstrap commits ``datasets.dvc``
 and ``holdout/data.dvc`` and tags ``dataset-v1`` / ``holdout-v1`` here, as a DVC project
@@ -26,7 +36,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from cvloop.deploy import deploy_all, run_and_wait
 from cvloop.errors import CvloopError
@@ -45,6 +56,11 @@ class DemoSize:
     bootstrap_epochs: int | None = None
     bootstrap_train_frames: int | None = None
     bootstrap_holdout_frames: int | None = None
+    # the demo's own params (written to <home>/demo-params.yaml for the worker): a shorter
+    # fine-tune and a smaller canary sample, so that the whole quarter fits ~30 min on 2 cores
+    train_epochs: int = 15
+    canary_min_frames: int = 200
+    rollout_bursts_per_day: int = 120  # capture events per camera on each rollout day
 
 
 FULL = DemoSize()
@@ -55,7 +71,38 @@ FAST = DemoSize(
     bootstrap_epochs=2,
     bootstrap_train_frames=60,
     bootstrap_holdout_frames=200,
+    train_epochs=2,
+    canary_min_frames=10,
+    rollout_bursts_per_day=20,
 )
+
+DEMO_APPROVER = "demo ML lead (simulated approval)"
+
+
+def demo_params(settings: Settings, size: DemoSize) -> Path:
+    """params.yaml with the demo's sizes, for this process and the worker (CVLOOP_PARAMS)."""
+    import os
+
+    import yaml
+
+    from cvloop.params import load_params, parse_params
+
+    raw = load_params().model_dump(by_alias=True, mode="json")
+    raw["train"]["epochs"] = size.train_epochs
+    raw["rollout"]["canary"]["min_frames"] = size.canary_min_frames
+    parse_params(raw, source="demo params")  # validated like the file itself
+    path = settings.home / "demo-params.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# written by `cvloop demo`: params.yaml with the demo's sizes "
+        f"(train.epochs {size.train_epochs}, rollout.canary.min_frames "
+        f"{size.canary_min_frames})\n" + yaml.safe_dump(raw, sort_keys=False)
+    )
+    os.environ["CVLOOP_PARAMS"] = str(path)
+    from cvloop.params import params
+
+    params.cache_clear()
+    return path
 
 
 def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, float]:
@@ -67,7 +114,15 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
         return time.perf_counter()
 
     t = phase("starting the local services (first start of Label Studio takes ~45 s)")
-    rows = ServiceManager(settings, out=out).up()
+    import os
+
+    had = os.environ.get("CVLOOP_PARAMS")
+    path = demo_params(settings, size)
+    out(f"  demo params: {path} (train.epochs {size.train_epochs}, canary min_frames "
+        f"{size.canary_min_frames}; the rest as in {had or 'params.yaml'})")  # fmt: skip
+    manager = ServiceManager(settings, out=out)
+    manager.down(["worker"])  # the worker runs the flows with the demo params
+    rows = manager.up()
     phases["services"] = time.perf_counter() - t
 
     t = phase("deploying the flows in prefect.yaml and checking the stack through the worker")
@@ -136,14 +191,33 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
             phases["review+version"] = time.perf_counter() - t
         for line in _dataset_lines(settings, retrain_run["id"]):
             out(f"  {line}")
-        out(
-            f"  retrain: {state}; the candidate now fine-tunes from the champion in the worker "
-            f"(train.epochs on CPU takes a while), then is scored against the champion, gated "
-            f"and registered: follow it at {settings.prefect_ui_url}/runs/flow-run/"
-            f"{retrain_run['id']} (artifact gate-report) and in MLflow"
+        t = phase(
+            f"fine-tune from the champion ({size.train_epochs} epochs), judge on the holdout "
+            "and the drift slices, export + benchmark, gate, register (in the worker)"
         )
+        _, state = _follow(settings, retrain_run["id"], out, timeout_s=5400)
+        phases["candidate"] = time.perf_counter() - t
+        for line in _candidate_lines(settings, retrain_run["id"]):
+            out(f"  {line}")
+        if _rolling_out():
+            t = phase(
+                "rollout 10% -> 50% -> approval -> 100%: the fleet serves a day per stage, "
+                "the rollout/tick deployment judges the canary"
+            )
+            _rollout(settings, size, out)
+            phases["rollout"] = time.perf_counter() - t
     if "retrain" not in phases:
         phases["retrain"] = time.perf_counter() - t
+
+    t = phase("the weekly review (deployment weekly-review/weekly)")
+    review_run, state = run_and_wait("weekly-review/weekly", timeout_s=600, out=out)
+    out(f"  {settings.prefect_ui_url}/runs/flow-run/{review_run} (artifact weekly-review)")
+    phases["weekly review"] = time.perf_counter() - t
+
+    out("\n==> cvloop status: which checkpoint is in prod, trained on what?")
+    from tasks.rollout import production_status, status_text
+
+    out(status_text(production_status(history=8)))
 
     out("\n==> the local stack")
     out(format_status(rows))
@@ -151,7 +225,7 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
     out(f"  Prefect UI      {settings.prefect_ui_url}  (flow runs and their artifacts)")
     out(
         f"  MLflow UI       {settings.mlflow_tracking_uri}/#/models/cvloop-detector  "
-        f"(champion v{version} with lineage tags)"
+        f"(v{version} and its successors: lineage tags, aliases, gate reports)"
     )
     out(
         f"  Label Studio    {settings.label_studio_url}  (user {settings.label_studio_username},"
@@ -307,15 +381,15 @@ def _report_lines(settings: Settings, flow_run_id: str) -> list[str]:
     return status + [x.split(" | ")[0].lstrip("| ") + ": " + x.split(" | ")[1] for x in table]
 
 
-def _simulate(settings: Settings, size: DemoSize, out) -> tuple[dt.date, int]:
-    from cvloop.fleet.generate import FleetConfig, Scenario, cameras_named, generate_fleet
+def _fleet(size: DemoSize, start: dt.date, days: int):
+    """The demo's fleet: ``night`` drift at the drift cameras from the middle of the
+    simulated weeks on (it goes on during the rollout days)."""
+    from cvloop.fleet.generate import FleetConfig, Scenario, cameras_named
     from cvloop.params import load_params
 
     p = load_params()
-    days = size.weeks * 7
-    start = dt.date.today() - dt.timedelta(days=days)
     drift = Scenario("night", start + dt.timedelta(days=days // 2), None, size.drift_cameras)
-    cfg = FleetConfig(
+    return FleetConfig(
         seed=p.fleet.seed,
         cameras=cameras_named(p.fleet.cameras),
         image_size=p.fleet.image_size,
@@ -325,11 +399,15 @@ def _simulate(settings: Settings, size: DemoSize, out) -> tuple[dt.date, int]:
         classes=tuple(p.classes),
     )
 
+
+def _generate(settings: Settings, cfg, start: dt.date, days: int, out):
+    from cvloop.fleet.generate import generate_fleet
+
     def progress(done: int, total: int) -> None:
         if done == total or done % max(1, total // 5) == 0:
             out(f"  {done}/{total} camera-days rendered")
 
-    rep = generate_fleet(
+    return generate_fleet(
         cfg,
         start,
         days,
@@ -339,11 +417,95 @@ def _simulate(settings: Settings, size: DemoSize, out) -> tuple[dt.date, int]:
         endpoint_url=settings.s3_endpoint_url,
         progress=progress,
     )
+
+
+def _simulate(settings: Settings, size: DemoSize, out) -> tuple[dt.date, int]:
+    days = size.weeks * 7
+    start = dt.date.today() - dt.timedelta(days=days)
+    rep = _generate(settings, _fleet(size, start, days), start, days, out)
     out(
         f"  {rep.frames_written} new frames ({rep.frames_skipped} already there), "
         f"night frames: {rep.scenario_frames.get('night', 0)}"
     )
     return start, days
+
+
+def _candidate_lines(settings: Settings, flow_run_id: str) -> list[str]:
+    """The candidate's verdict, from the retrain's MLflow run and the model version."""
+    from mlflow import MlflowClient
+
+    from cvloop.params import load_params
+
+    p = load_params()
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(p.registry.experiment)
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.`cvloop.flow_run_id` = '{flow_run_id}'", max_results=1
+    )
+    tags = runs[0].data.tags if runs else {}
+    v = tags.get("cvloop.candidate.version")
+    if not v:
+        return [
+            f"no candidate registered: see {settings.prefect_ui_url}/runs/flow-run/{flow_run_id}"
+        ]
+    mv = client.get_model_version(p.registry.model_name, v)
+    t = mv.tags
+    lines = [
+        f"candidate v{v} {t.get('cvloop.gate')} (holdout mAP50-95 {t.get('cvloop.holdout.map50_95')}; "
+        f"trained on {t.get('cvloop.dataset.version')}); report: artifact gate-report, "
+        f"MLflow {settings.mlflow_tracking_uri}/#/models/{p.registry.model_name}/versions/{v}"
+    ]
+    reasons = t.get("cvloop.gate.reasons", "[]")
+    if reasons not in ("", "[]"):
+        lines.append(f"gate reasons: {reasons}")
+    return lines
+
+
+def _rolling_out() -> bool:
+    from cvloop.storage import open_storage
+    from registry.manifest import read_manifest
+
+    m = read_manifest(open_storage())
+    return m is not None and m.stage != "stable"
+
+
+def _rollout(settings: Settings, size: DemoSize, out) -> None:
+    """Each stage: the fleet captures and serves a day (the inference log grows), then the
+    rollout/tick deployment judges it. The ML lead's approval is simulated, and says so."""
+    from cvloop.fleet.serve import serve_current_manifest
+    from cvloop.params import load_params
+    from cvloop.rollout import K_APPROVAL_ASKED, K_CHALLENGER
+    from cvloop.storage import open_storage
+    from registry.manifest import read_manifest
+    from tasks.rollout import APPROVED_BY, approve
+
+    store = open_storage()
+    day = dt.date.today()
+    cfg = replace(
+        _fleet(size, day - dt.timedelta(days=size.weeks * 7), size.weeks * 7),
+        bursts_per_day=size.rollout_bursts_per_day,
+    )
+    from registry.models import ModelRegistry
+
+    reg = ModelRegistry.from_settings()
+    for _ in range(3 * len(load_params().rollout.stages)):
+        m = read_manifest(store)
+        if m is None or m.stage == "stable":
+            break
+        version = m.extra[K_CHALLENGER]
+        if m.extra.get(K_APPROVAL_ASKED) and not reg.get_version(version).tags.get(APPROVED_BY):
+            approve(version, DEMO_APPROVER, note="cvloop demo: simulated ML lead approval")
+            out(f"  v{version}: approved by '{DEMO_APPROVER}' (tag {APPROVED_BY}; in real life "
+                "the ML lead sets it in MLflow or runs `cvloop approve`)")  # fmt: skip
+        else:
+            _generate(settings, cfg, day, 1, lambda _l: None)
+            rep, split = serve_current_manifest(store, day, 1)
+            out(f"  {day}: {rep.frames} frames served ({split}; by version {rep.by_version})")
+            day += dt.timedelta(days=1)
+        run_id, _ = run_and_wait("rollout/tick", timeout_s=600, out=lambda _l: None)
+        after = read_manifest(store)
+        out(f"  rollout/tick: {after.stage}: {after.reason}")
+        out(f"    {settings.prefect_ui_url}/runs/flow-run/{run_id} (artifact rollout-status)")
 
 
 def _serve(start: dt.date, days: int, out) -> dict[str, float]:

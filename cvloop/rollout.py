@@ -29,6 +29,7 @@ K_STAGE_WALL = "stage_started_at"  # wall clock (UTC ISO)
 K_STAGE_LOG = "stage_log_since"  # inference-log time the stage began at (UTC ISO)
 K_ROLLOUT_LOG = "rollout_log_since"  # inference-log time the rollout began at
 K_APPROVAL_ASKED = "approval_requested_at"
+K_DRIFT_CAMERAS = "drift_cameras"  # left out of the volume / confidence checks
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Canary:
     challenger_frames: int
     champion_frames: int
     checks: list[CanaryCheck] = field(default_factory=list)
+    note: str = ""
 
     @property
     def reasons(self) -> list[str]:

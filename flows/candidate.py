@@ -80,6 +80,7 @@ def train_and_gate(
         gate,
         candidate_lineage_task(data),
         p.registry.model_name,
+        [t.split(" ", 1)[1] for t in drift_tags if t.startswith("drift:camera ")],
     )
     publish_gate_report(gate, evals, exported, version, trained.run_id)
     reasons = [f"{c['name']}: {c['detail']}" for c in gate["checks"] if not c["passed"]]

@@ -35,7 +35,7 @@ def publish_rollout_status(result: dict) -> str:
         c = result["canary"]
         lines += [
             f"Canary ({c['status']}): challenger {c['challenger_frames']} frames, champion "
-            f"{c['champion_frames']} frames, same period of the inference log.",
+            f"{c['champion_frames']} frames, same period of the inference log. {c['note']}",
             "",
             "| check | result | detail |",
             "|---|---|---|",

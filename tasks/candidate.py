@@ -326,6 +326,7 @@ def register_candidate(
     gate_report: dict,
     lineage: dict,
     model_name: str,
+    drift_cameras: list[str] | None = None,
 ) -> str:
     """Register the candidate either way, with lineage, gate results and the benchmark;
     alias ``challenger`` only when every gate passed (set after every tag is on)."""
@@ -346,6 +347,7 @@ def register_candidate(
         "cvloop.gate": "passed" if gate_report["passed"] else "rejected",
         "cvloop.gate.reasons": _fit_json(failed, 4900),
         "cvloop.exports": json.dumps({k: v.get("status") for k, v in exported["exports"].items()}),
+        "cvloop.drift.cameras": ",".join(drift_cameras or []),
     }
     for who, b in exported["benchmarks"].items():
         if who.startswith("challenger."):

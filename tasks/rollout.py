@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 
 from prefect import task
 
@@ -12,6 +13,7 @@ from cvloop.rollout import (
     K_APPROVAL_ASKED,
     K_CHALLENGER,
     K_CHAMPION,
+    K_DRIFT_CAMERAS,
     K_ROLLOUT_LOG,
     K_STAGE,
     K_STAGE_LOG,
@@ -116,9 +118,14 @@ def log_watermark(store) -> dt.datetime | None:
     return pc.max(t.column("ts")).as_py()
 
 
-def window_sample(store, version: str, since: dt.datetime, until: dt.datetime):
-    """What ``version`` served with ``since < ts <= until``, from the inference log."""
+def window_sample(store, version: str, since: dt.datetime, until: dt.datetime, drift_cameras=()):
+    """What ``version`` served with ``since < ts <= until``, from the inference log.
+
+    Latency and errors count every frame; detection volume and confidences leave out the
+    ``drift_cameras`` the candidate was retrained for (it is meant to behave differently
+    there: a champion blind at night against a challenger that sees is not a breach)."""
     import numpy as np
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from cvloop.inference_log import detections_per_frame, flatten_detections, read_log
@@ -128,16 +135,20 @@ def window_sample(store, version: str, since: dt.datetime, until: dt.datetime):
         since + dt.timedelta(milliseconds=1),
         until + dt.timedelta(milliseconds=1),
         model_versions=[version],
-        columns=["latency_ms", "error", "detections"],
+        columns=["camera", "latency_ms", "error", "detections"],
     )
     ok = t.filter(pc.is_null(t.column("error")))
-    conf = flatten_detections(ok).column("conf").to_numpy() if ok.num_rows else np.zeros(0)
+    steady = ok
+    if drift_cameras:
+        keep = pc.invert(pc.is_in(ok.column("camera"), pa.array(list(drift_cameras), pa.string())))
+        steady = ok.filter(keep)
+    conf = flatten_detections(steady).column("conf").to_numpy() if steady.num_rows else []
     return Sample(
         t.num_rows,
         t.num_rows - ok.num_rows,
         ok.column("latency_ms").to_numpy(zero_copy_only=False).astype(float),
         np.asarray(conf, dtype=float),
-        detections_per_frame(ok).to_numpy(zero_copy_only=False).astype(float),
+        detections_per_frame(steady).to_numpy(zero_copy_only=False).astype(float),
     )
 
 
@@ -207,6 +218,7 @@ def start_rollout(
             K_STAGE_LOG: since,
             K_ROLLOUT_LOG: since,
             K_APPROVAL_ASKED: "",
+            K_DRIFT_CAMERAS: tags.get("cvloop.drift.cameras", ""),
         },
     )
     reg.set_alias(CHALLENGER, str(version))
@@ -242,12 +254,19 @@ def rollout_tick(who: str = "cvloop rollout") -> dict:
     hours = [s.hours for s in p.stages]
     stage_since = dt.datetime.fromisoformat(m.extra[K_STAGE_LOG])
     mark = log_watermark(store) or stage_since
-    a = window_sample(store, chall, stage_since, mark)
-    b = window_sample(store, champ, stage_since, mark)
+    drift = [c for c in m.extra.get(K_DRIFT_CAMERAS, "").split(",") if c]
+    a = window_sample(store, chall, stage_since, mark, drift)
+    b = window_sample(store, champ, stage_since, mark, drift)
     if b.frames < p.canary.min_frames:  # the champion serves no traffic at 100 %: compare
         rollout_since = dt.datetime.fromisoformat(m.extra[K_ROLLOUT_LOG])  # with its canary days
-        b = window_sample(store, champ, rollout_since, mark)
+        b = window_sample(store, champ, rollout_since, mark, drift)
     result = canary(a, b, p.canary)
+    if drift:
+        result = replace(
+            result,
+            note=f"volume and confidence leave out the drift cameras {', '.join(drift)} "
+            "(the candidate was retrained to change there)",
+        )
     tags = dict(reg.get_version(chall).tags)
     approved, rejected = _approval(tags)
     asked = m.extra.get(K_APPROVAL_ASKED) or ""
