@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -113,6 +114,17 @@ def demo(
     from cvloop.demo import FAST, FULL, run_demo
 
     run_demo(_settings(), FAST if fast else FULL)
+
+
+@app.command("picture")
+def picture(
+    flow_run_id: Annotated[str, typer.Argument(help="a flow run id (Prefect UI: the run's URL)")],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write")] = Path("flow-run.png"),
+) -> None:
+    """Draw a flow run as a timeline of its task runs (PNG), from the Prefect API."""
+    from cvloop.pictures import flow_run_picture
+
+    print(flow_run_picture(_settings().prefect_api_url, flow_run_id, out))
 
 
 @app.command("bootstrap")

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cvloop.deploy import deploy_all, run_and_wait
@@ -47,36 +47,56 @@ from cvloop.settings import Settings
 
 @dataclass(frozen=True)
 class DemoSize:
-    """How big the simulation is; ``fast`` is for tests."""
+    """How big the simulation is; ``FAST`` is for the end-to-end test.
+
+    ``params`` overrides params.yaml for the demo (deep merge), written to
+    ``<home>/demo-params.yaml`` and used by this process and the worker alike.
+    """
 
     weeks: int = 4
     bursts_per_day: int = 12
     frames_per_burst: int = 3
     drift_cameras: tuple[str, ...] = ("cam-01", "cam-02")
-    bootstrap_epochs: int | None = None
-    bootstrap_train_frames: int | None = None
-    bootstrap_holdout_frames: int | None = None
-    # the demo's own params (written to <home>/demo-params.yaml for the worker): a shorter
-    # fine-tune and a smaller canary sample, so that the whole quarter fits ~30 min on 2 cores
-    train_epochs: int = 15
-    canary_min_frames: int = 200
     rollout_bursts_per_day: int = 120  # capture events per camera on each rollout day
+    params: dict = field(default_factory=dict)
+
+    @property
+    def train_epochs(self) -> int:
+        return self.params.get("train", {}).get("epochs", 0)
 
 
-FULL = DemoSize()
+# the whole quarter in ~30 min on 2 cores: a shorter fine-tune and a smaller canary sample
+FULL = DemoSize(params={"train": {"epochs": 15}, "rollout": {"canary": {"min_frames": 200}}})
+# the same path at tiny scale (the e2e test): fewer, smaller frames, a small model input,
+# slices and samples sized to match
 FAST = DemoSize(
     weeks=2,
-    bursts_per_day=3,
+    bursts_per_day=8,
     frames_per_burst=2,
-    bootstrap_epochs=2,
-    bootstrap_train_frames=60,
-    bootstrap_holdout_frames=200,
-    train_epochs=2,
-    canary_min_frames=10,
-    rollout_bursts_per_day=20,
+    drift_cameras=("cam-01",),
+    rollout_bursts_per_day=40,
+    params={
+        "fleet": {"cameras": 3, "image_size": 192},
+        "bootstrap": {"days": 7, "train_frames": 240, "holdout_frames": 120},
+        "holdout": {"min_frames": 60, "add_per_retrain": 20},
+        "monitor": {"min_slice_detections": 50},
+        "select": {"budget": 150},
+        "review": {"window_frames": 20},
+        "train": {"imgsz": 160, "bootstrap_epochs": 20, "epochs": 8},
+        "gate": {"min_slice_frames": 10},
+        "export": {"bench_warmup": 2, "bench_iterations": 20, "bench_batch": 4},
+        "rollout": {"canary": {"min_frames": 40}},
+    },
 )
 
 DEMO_APPROVER = "demo ML lead (simulated approval)"
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base.get(k) or {}, v) if isinstance(v, dict) else v
+    return out
 
 
 def demo_params(settings: Settings, size: DemoSize) -> Path:
@@ -87,16 +107,14 @@ def demo_params(settings: Settings, size: DemoSize) -> Path:
 
     from cvloop.params import load_params, parse_params
 
-    raw = load_params().model_dump(by_alias=True, mode="json")
-    raw["train"]["epochs"] = size.train_epochs
-    raw["rollout"]["canary"]["min_frames"] = size.canary_min_frames
+    raw = _merge(load_params().model_dump(by_alias=True, mode="json"), size.params)
     parse_params(raw, source="demo params")  # validated like the file itself
     path = settings.home / "demo-params.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
-        "# written by `cvloop demo`: params.yaml with the demo's sizes "
-        f"(train.epochs {size.train_epochs}, rollout.canary.min_frames "
-        f"{size.canary_min_frames})\n" + yaml.safe_dump(raw, sort_keys=False)
+        "# written by `cvloop demo`: params.yaml with the demo's sizes:\n"
+        + "".join(f"#   {k}: {v}\n" for k, v in size.params.items())
+        + yaml.safe_dump(raw, sort_keys=False)
     )
     os.environ["CVLOOP_PARAMS"] = str(path)
     from cvloop.params import params
@@ -108,6 +126,7 @@ def demo_params(settings: Settings, size: DemoSize) -> Path:
 def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, float]:
     """Run the demo; returns the wall time of each phase in seconds."""
     phases: dict[str, float] = {}
+    began, began_at = time.perf_counter(), dt.datetime.now(dt.UTC)
 
     def phase(name: str) -> float:
         out(f"\n==> {name}")
@@ -118,8 +137,7 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
 
     had = os.environ.get("CVLOOP_PARAMS")
     path = demo_params(settings, size)
-    out(f"  demo params: {path} (train.epochs {size.train_epochs}, canary min_frames "
-        f"{size.canary_min_frames}; the rest as in {had or 'params.yaml'})")  # fmt: skip
+    out(f"  demo params: {path} ({_flat(size.params)}; the rest as in {had or 'params.yaml'})")
     manager = ServiceManager(settings, out=out)
     manager.down(["worker"])  # the worker runs the flows with the demo params
     rows = manager.up()
@@ -138,11 +156,7 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
     t = phase("baseline champion (bootstrap: dataset v1, holdout v1, train, register)")
     from flows.bootstrap import bootstrap
 
-    version = bootstrap(
-        epochs=size.bootstrap_epochs,
-        train_frames=size.bootstrap_train_frames,
-        holdout_frames=size.bootstrap_holdout_frames,
-    )
+    version = bootstrap()
     out(f"  champion: version {version}")
     phases["bootstrap"] = time.perf_counter() - t
 
@@ -214,6 +228,8 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
     out(f"  {settings.prefect_ui_url}/runs/flow-run/{review_run} (artifact weekly-review)")
     phases["weekly review"] = time.perf_counter() - t
 
+    pictures = _pictures(settings, retrain_run, monitor_run)
+
     out("\n==> cvloop status: which checkpoint is in prod, trained on what?")
     from tasks.rollout import production_status, status_text
 
@@ -233,9 +249,63 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
     )
     out(f"  frame store     {settings.frame_store_uri}  (frames/, inference-log/, rollout/)")
     out(f"  inference log   cvloop fleet log --start {start} --days {days}")
+    for pic in pictures:
+        out(f"  picture         {pic}")
     out("\nStop everything with `cvloop services down` (or `make down`).")
     out("phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
+    try:
+        from cvloop.orchestration import orchestration_share
+
+        cost = orchestration_share(settings.prefect_api_url, began_at, time.perf_counter() - began)
+        out(f"Prefect orchestration: {cost.summary()}")
+        phases["orchestration share"] = cost.share
+    except Exception as exc:  # a figure, never a reason to fail the demo
+        out(f"Prefect orchestration share not measured: {exc}")
     return phases
+
+
+def _pictures(settings: Settings, retrain_run: dict | None, monitor_run: str) -> list[Path]:
+    """The retrain's flow run as a timeline and the monitor's drift histograms, as PNGs in
+    ``<home>/pictures`` (the README's pictures are these)."""
+    import httpx
+
+    from cvloop.pictures import flow_run_picture
+    from cvloop.storage import open_storage
+
+    out_dir = settings.home / "pictures"
+    made = []
+    try:
+        if retrain_run is not None:
+            made.append(
+                flow_run_picture(
+                    settings.prefect_api_url, retrain_run["id"], out_dir / "retrain-flow-run.png"
+                )
+            )
+        arts = httpx.post(
+            f"{settings.prefect_api_url}/artifacts/filter",
+            timeout=10,
+            json={"artifacts": {"flow_run_id": {"any_": [monitor_run]}}},
+        ).json()
+        store = open_storage()
+        keys = [
+            o.key
+            for o in store.list("reports/monitor/")
+            if o.key.endswith("confidence-histograms.png")
+        ]
+        if keys and arts:
+            target = out_dir / "drift-confidence.png"
+            target.write_bytes(store.get_bytes(sorted(keys)[-1]))
+            made.append(target)
+    except Exception:  # pictures are a convenience, never a reason to fail the demo
+        pass
+    return made
+
+
+def _flat(d: dict, prefix: str = "") -> str:
+    return ", ".join(
+        _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k} {v}"
+        for k, v in d.items()
+    )
 
 
 def _wait_for_event_run(
@@ -287,6 +357,8 @@ def _follow(settings: Settings, flow_run_id: str, out, timeout_s: float = 1800):
 
 
 PLANTED_BAD = 3
+REVIEW_JITTER_PX = 0.75  # a careful person's box edges
+REVIEW_MISS_RATE = 0.02  # small boxes overlooked
 
 
 def _review(settings: Settings, flow_run_id: str, out) -> None:
@@ -294,7 +366,7 @@ def _review(settings: Settings, flow_run_id: str, out) -> None:
     the review/watch deployment resume the run."""
     import json
 
-    from cvloop.fleet.reviewer import simulate_review
+    from cvloop.fleet.reviewer import REVIEWER, simulate_review
     from cvloop.labelstudio import LabelStudioQueue
     from cvloop.params import load_params
     from cvloop.storage import open_storage
@@ -309,8 +381,16 @@ def _review(settings: Settings, flow_run_id: str, out) -> None:
         plant_bad=PLANTED_BAD,
         width=size,
         height=size,
+        jitter_px=REVIEW_JITTER_PX,
+        miss_rate=REVIEW_MISS_RATE,
+        signed=True,
     )
-    out(f"  {rep.submitted} frames reviewed; bad boxes planted: {sorted(rep.planted.values())}")
+    out(
+        f"  SIMULATED reviewer (Label Studio user '{REVIEWER[1]} {REVIEWER[2]}', "
+        f"{REVIEWER[0]}): {rep.submitted} frames reviewed from the fleet's ground truth; "
+        f"{rep.jittered} boxes off by ~{REVIEW_JITTER_PX} px, {rep.missed} small boxes "
+        f"overlooked, bad boxes planted: {sorted(rep.planted.values())}"
+    )
     watch_run, state = run_and_wait("review-watch/watch", timeout_s=600, out=out)
     out(f"  review/watch run {watch_run}: {state}")
 

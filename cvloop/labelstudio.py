@@ -311,12 +311,37 @@ class LabelStudioQueue:
         out.sort(key=lambda r: (r.completed_at, r.task_id))
         return total, out
 
-    def submit(self, task_id: int, boxes: list[LabelBox], width: int, height: int) -> None:
-        """Submit an annotation for a task (what a reviewer's *Submit* does)."""
+    def submit(
+        self,
+        task_id: int,
+        boxes: list[LabelBox],
+        width: int,
+        height: int,
+        completed_by: int | None = None,
+        lead_time: float | None = None,
+    ) -> None:
+        """Submit an annotation for a task (what a reviewer's *Submit* does); by the token's
+        user unless ``completed_by`` names another member of the organization."""
+        extra = {} if completed_by is None else {"completed_by": completed_by}
+        if lead_time is not None:
+            extra["lead_time"] = lead_time
         with self._call(f"submitting an annotation for task {task_id}"):
             self.client.annotations.create(
-                id=task_id, result=[box_to_result(b, width, height) for b in boxes]
+                id=task_id, result=[box_to_result(b, width, height) for b in boxes], **extra
             )
+
+    def ensure_user(self, email: str, first_name: str, last_name: str) -> int:
+        """The id of the organization member ``email``, created if missing (no password: it
+        cannot log in; it only signs annotations)."""
+        with self._call(f"looking up the Label Studio user {email}"):
+            for u in self.client.users.list():
+                if (_get(u, "email") or "").lower() == email.lower():
+                    return int(_get(u, "id"))
+            user = self.client.users.create(
+                username=email.split("@")[0], email=email, first_name=first_name,
+                last_name=last_name,
+            )  # fmt: skip
+            return int(_get(user, "id"))
 
     def tasks(self, project_id: int) -> list[tuple[int, dict, int]]:
         """(task id, data, number of annotations) of every task."""

@@ -1,0 +1,165 @@
+"""The whole quarter at tiny scale, as a new user runs it: `cvloop demo --fast` on its own
+stack (private home, free ports, its own data repo and DVC remote), then every claim of
+the demo checked in the services themselves — Prefect, Label Studio, DVC/git, MLflow, the
+rollout manifest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import CVLOOP, REPO, stack_env
+
+DEMO_TIMEOUT_S = 2700
+
+
+def _json_tail(text: str) -> dict:
+    return json.loads(text[text.rfind("\n{\n") + 1 :] if not text.startswith("{") else text)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    home = tmp_path_factory.mktemp("demo-home")
+    env = stack_env(home)
+    repo = home / "data-repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    env.update(CVLOOP_DATA_REPO=str(repo), CVLOOP_DVC_REMOTE=str(home / "dvc-remote"))
+
+    def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [CVLOOP, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+        )
+
+    try:
+        proc = cli("demo", "--fast", timeout=DEMO_TIMEOUT_S)
+        (home / "demo.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+        assert proc.returncode == 0, (
+            f"cvloop demo --fast failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n"
+            f"{proc.stderr[-6000:]}"
+        )
+        yield home, env, repo, proc.stdout, cli
+    finally:
+        cli("services", "down")
+
+
+def _secret(home: Path, key: str) -> str:
+    for line in (home / "secrets.env").read_text().splitlines():
+        if line.startswith(f"{key}="):
+            return line.split("=", 1)[1].strip()
+    raise AssertionError(f"{key} not in secrets.env")
+
+
+def _prefect(env: dict, path: str, body: dict | None = None):
+    api = f"http://127.0.0.1:{env['CVLOOP_PREFECT_PORT']}/api"
+    r = httpx.post(f"{api}{path}", json=body or {}, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def _runs(env: dict, flow: str) -> list[dict]:
+    return _prefect(
+        env,
+        "/flow_runs/filter",
+        {"flows": {"name": {"any_": [flow]}}, "sort": "EXPECTED_START_TIME_ASC"},
+    )
+
+
+def test_the_drift_event_started_the_retrain(demo):
+    _, env, _, stdout, _ = demo
+    monitors = [r for r in _runs(env, "monitor") if r["state_type"] == "COMPLETED"]
+    retrains = _runs(env, "retrain")
+    assert len(retrains) == 1, [r["name"] for r in retrains]
+    run = retrains[0]
+    # created by the automation of prefect.yaml reacting to cvloop.drift.detected,
+    # after the monitor run that emitted it, for the drifted camera
+    assert run["created_by"]["type"] == "AUTOMATION", run["created_by"]
+    assert run["expected_start_time"] > monitors[0]["start_time"]
+    assert "cam-01" in run["parameters"]["cameras"]
+    assert run["state_type"] == "COMPLETED"
+    assert "FIRED" in stdout
+
+
+def test_label_studio_holds_the_pre_annotations_and_the_simulated_reviews(demo):
+    home, env, _, _, _ = demo
+    from cvloop.fleet.reviewer import REVIEWER
+    from cvloop.labelstudio import LabelStudioQueue
+
+    q = LabelStudioQueue(
+        f"http://127.0.0.1:{env['CVLOOP_LABEL_STUDIO_PORT']}",
+        _secret(home, "LABEL_STUDIO_API_KEY"),
+    )
+    (project,) = [p for p in q.client.projects.list() if p.title == "cvloop dataset-v2"]
+    tasks = list(q.client.tasks.list(project=project.id, fields="all"))
+    assert len(tasks) > 20
+    reviewer = q.ensure_user(*REVIEWER)
+    for t in tasks:
+        # the champion's pre-annotation, and one review signed by the simulated reviewer
+        assert [p["model_version"] for p in t.predictions] == ["cvloop-detector/1"]
+        assert len(t.annotations) == 1
+        assert t.annotations[0]["completed_by"] == reviewer
+    assert sum(len(t.annotations[0]["result"]) for t in tasks) > 0
+
+
+def test_dataset_v2_is_in_dvc_with_its_manifest(demo):
+    _, env, repo, _, _ = demo
+    tags = subprocess.run(["git", "tag"], cwd=repo, capture_output=True, text=True).stdout
+    assert {"dataset-v1", "dataset-v2", "holdout-v1", "holdout-v2"} <= set(tags.split())
+    # the tagged datasets.dvc names a directory that is in the DVC remote, manifest included
+    dvc = subprocess.run(
+        ["git", "show", "dataset-v2:datasets.dvc"], cwd=repo, capture_output=True, text=True
+    ).stdout
+    md5 = next(line.split(":")[1].strip() for line in dvc.splitlines() if "md5:" in line)
+    remote = Path(env["CVLOOP_DVC_REMOTE"])
+    listing = remote / "files" / "md5" / md5[:2] / md5[2:]
+    assert listing.exists(), f"{listing} missing from the DVC remote"
+    entries = json.loads(listing.read_text())
+    names = {e["relpath"] for e in entries}
+    manifest = next(n for n in names if n.endswith("manifest.json"))
+    entry = next(e for e in entries if e["relpath"] == manifest)
+    blob = remote / "files" / "md5" / entry["md5"][:2] / entry["md5"][2:]
+    m = json.loads(blob.read_text())
+    assert m["version"] == "dataset-v2"
+    assert any(n.startswith("images/train/") for n in names)
+
+
+def test_the_new_model_is_champion_with_lineage_and_serves_all_traffic(demo):
+    home, _, _, stdout, cli = demo
+    status = _json_tail(cli("status", "--json").stdout)
+    assert status["aliases"]["champion"] == "2"
+    assert status["aliases"]["previous-champion"] == "1"
+    (v2,) = [v for v in status["versions"] if v["version"] == "2"]
+    assert v2["share"] == 100
+    assert v2["gate"] == "passed"
+    assert v2["dataset_version"] == "dataset-v2" and v2["dataset_dvc_md5"]
+    assert v2["holdout_version"] == "holdout-v2" and v2["parent_version"] == "1"
+    assert v2["git_commit"] and v2["params_sha256"] and v2["training_run"] and v2["sha256_pt"]
+    assert v2["bench_onnx"]["p95_ms"] > 0
+    assert v2["approved_by"] == "demo ML lead (simulated approval)"
+    from cvloop.storage import LocalStorage
+    from registry.manifest import read_manifest
+
+    m = read_manifest(LocalStorage(home / "store"))
+    assert m.stage == "stable"
+    assert [(a.version, a.share) for a in m.allocations] == [("2", 100.0)]
+    stages = [h["stage"] for h in status["history"]]
+    assert {"canary-10", "canary-50", "canary-100", "stable"} <= set(stages)
+    assert "which checkpoint is in prod" in stdout and "v2  100%  [champion]" in stdout
+
+
+def test_the_weekly_review_was_written(demo):
+    _, env, _, stdout, _ = demo
+    (run,) = [r for r in _runs(env, "weekly-review") if r["state_type"] == "COMPLETED"]
+    arts = _prefect(
+        env,
+        "/artifacts/filter",
+        {"artifacts": {"key": {"any_": ["weekly-review"]}, "flow_run_id": {"any_": [run["id"]]}}},
+    )
+    assert len(arts) == 1
+    md = arts[0]["data"]
+    assert "rollout" in md.lower() and "v2" in md
+    assert "Prefect orchestration:" in stdout
