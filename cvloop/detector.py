@@ -127,6 +127,11 @@ class OnnxDetector:
         class_names: names by class id.
         imgsz: input size the model was exported at.
         threads: intra-op threads (default: all cores).
+        spinning: let idle intra-op threads spin-wait (ORT's default: lowest latency for a
+            process that serves one model). Turn it off where several sessions share the
+            cores: a neighbour's spinning threads slow the next session down (measured on
+            2 cores, a model getting 10 % of the calls after the other's: p50 13.1 ms
+            instead of 5.8 ms).
         providers: ORT execution providers (default: CUDA if available, else CPU).
     """
 
@@ -137,6 +142,7 @@ class OnnxDetector:
         imgsz: int,
         threads: int | None = None,
         providers: list[str] | None = None,
+        spinning: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -150,6 +156,8 @@ class OnnxDetector:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.log_severity_level = 3
+        if not spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         wanted = providers or [
             p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available

@@ -189,7 +189,12 @@ def serve_current_manifest(
 
 
 class DetectorCache:
-    """Version -> ONNX detector, fetched from the registry once per version."""
+    """Version -> ONNX detector, fetched from the registry once per version.
+
+    The simulated fleet hosts every serving version in one process (a real fleet gives each
+    its own hosts), so the sessions do not spin-wait: otherwise the version served most
+    keeps the cores busy and the canary measures the neighbour, not the model.
+    """
 
     def __init__(self, registry, threads: int | None = None) -> None:
         self.registry = registry
@@ -200,6 +205,6 @@ class DetectorCache:
         if version not in self._cache:
             model = self.registry.fetch(version)
             self._cache[version] = OnnxDetector(
-                model.onnx, model.classes, model.imgsz, threads=self.threads
+                model.onnx, model.classes, model.imgsz, threads=self.threads, spinning=False
             )
         return self._cache[version]

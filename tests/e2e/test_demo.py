@@ -117,14 +117,21 @@ def test_dataset_v2_is_in_dvc_with_its_manifest(demo):
     remote = Path(env["CVLOOP_DVC_REMOTE"])
     listing = remote / "files" / "md5" / md5[:2] / md5[2:]
     assert listing.exists(), f"{listing} missing from the DVC remote"
-    entries = json.loads(listing.read_text())
-    names = {e["relpath"] for e in entries}
-    manifest = next(n for n in names if n.endswith("manifest.json"))
-    entry = next(e for e in entries if e["relpath"] == manifest)
-    blob = remote / "files" / "md5" / entry["md5"][:2] / entry["md5"][2:]
-    m = json.loads(blob.read_text())
-    assert m["version"] == "dataset-v2"
-    assert any(n.startswith("images/train/") for n in names)
+    entries = {e["relpath"]: e["md5"] for e in json.loads(listing.read_text())}
+    assert any(n.startswith("images/train/") for n in entries)
+
+    def blob(relpath: str) -> str:
+        md5 = entries[relpath]
+        return (remote / "files" / "md5" / md5[:2] / md5[2:]).read_text()
+
+    version = blob("VERSION").strip()
+    assert version.endswith("v2"), version
+    frames = [json.loads(line) for line in blob("manifest.jsonl").splitlines() if line]
+    assert {f["added_in"] for f in frames} == {version.replace("v2", "v1"), version}
+    reviewed = [f for f in frames if f["label_source"] == "reviewed"]
+    assert reviewed and all(f["why_selected"] for f in reviewed)
+    # every image of the manifest is in the version
+    assert all(f"images/{f['split']}/{f['id']}.jpg" in entries for f in frames)
 
 
 def test_the_new_model_is_champion_with_lineage_and_serves_all_traffic(demo):
@@ -161,5 +168,15 @@ def test_the_weekly_review_was_written(demo):
     )
     assert len(arts) == 1
     md = arts[0]["data"]
-    assert "rollout" in md.lower() and "v2" in md
+    assert "## Is anything red?" in md and "## Did the deployment change, and why?" in md
+    assert "v2 is the champion" in md
     assert "Prefect orchestration:" in stdout
+
+
+def test_the_demo_drew_its_pictures(demo):
+    home, _, _, stdout, _ = demo
+    for name in ("retrain-flow-run.png", "drift-confidence.png"):
+        pic = home / "pictures" / name
+        assert pic.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", pic
+        assert pic.stat().st_size > 10_000
+        assert str(pic) in stdout
