@@ -247,6 +247,9 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
         f"  Label Studio    {settings.label_studio_url}  (user {settings.label_studio_username},"
         f" password in {settings.secrets_path})"
     )
+    drift = _drift_report_url(settings, monitor_run)
+    if drift:
+        out(f"  drift report    {drift}  (Evidently: KS / PSI / Wasserstein)")
     out(f"  frame store     {settings.frame_store_uri}  (frames/, inference-log/, rollout/)")
     out(f"  inference log   cvloop fleet log --start {start} --days {days}")
     for pic in pictures:
@@ -262,6 +265,29 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
     except Exception as exc:  # a figure, never a reason to fail the demo
         out(f"Prefect orchestration share not measured: {exc}")
     return phases
+
+
+def _drift_report_url(settings: Settings, monitor_run: str) -> str | None:
+    """The Evidently dashboard of the monitor run (an MLflow artifact), from its report."""
+    import re
+
+    import httpx
+
+    try:
+        arts = httpx.post(
+            f"{settings.prefect_api_url}/artifacts/filter",
+            timeout=10,
+            json={
+                "artifacts": {
+                    "key": {"any_": ["monitor-report"]},
+                    "flow_run_id": {"any_": [monitor_run]},
+                }
+            },
+        ).json()
+        urls = re.findall(r"\((http[^)]*drift-report\.html[^)]*)\)", arts[0]["data"])
+        return urls[0] if urls else None
+    except Exception:
+        return None
 
 
 def _pictures(settings: Settings, retrain_run: dict | None, monitor_run: str) -> list[Path]:

@@ -26,8 +26,10 @@ STATE_COLOURS = {
 
 
 def _short(name: str) -> str:
+    """A task run's name without Prefect's suffix (``collect_frames-a3f`` -> ``collect_frames``)."""
     head, _, tail = name.rpartition("-")
-    return head if head and tail.isdigit() else name
+    hexish = len(tail) == 3 and all(c in "0123456789abcdef" for c in tail)
+    return head if head and (tail.isdigit() or hexish) else name
 
 
 def flow_run_picture(api_url: str, flow_run_id: str, out: Path, max_rows: int = 40) -> Path:

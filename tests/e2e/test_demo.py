@@ -180,3 +180,17 @@ def test_the_demo_drew_its_pictures(demo):
         assert pic.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", pic
         assert pic.stat().st_size > 10_000
         assert str(pic) in stdout
+
+
+def test_every_url_the_demo_prints_answers(demo):
+    import re
+
+    _, _, _, stdout, _ = demo
+    opened = stdout[stdout.rfind("\nOpen:") :]
+    urls = re.findall(r"(http://127\.0\.0\.1:\d+\S*)", opened)
+    assert len(urls) >= 4, opened
+    for url in urls:
+        r = httpx.get(url.split("#")[0], timeout=30, follow_redirects=True)
+        assert r.status_code == 200, (url, r.status_code)
+    drift = next(u for u in urls if "drift-report.html" in u)
+    assert "evidently" in httpx.get(drift, timeout=30).text.lower()
