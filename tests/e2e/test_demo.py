@@ -54,6 +54,10 @@ def _secret(home: Path, key: str) -> str:
     raise AssertionError(f"{key} not in secrets.env")
 
 
+def _field(obj, name: str):
+    return obj[name] if isinstance(obj, dict) else getattr(obj, name)
+
+
 def _prefect(env: dict, path: str, body: dict | None = None):
     api = f"http://127.0.0.1:{env['CVLOOP_PREFECT_PORT']}/api"
     r = httpx.post(f"{api}{path}", json=body or {}, timeout=30)
@@ -99,10 +103,10 @@ def test_label_studio_holds_the_pre_annotations_and_the_simulated_reviews(demo):
     reviewer = q.ensure_user(*REVIEWER)
     for t in tasks:
         # the champion's pre-annotation, and one review signed by the simulated reviewer
-        assert [p["model_version"] for p in t.predictions] == ["cvloop-detector/1"]
+        assert [_field(p, "model_version") for p in t.predictions] == ["cvloop-detector/1"]
         assert len(t.annotations) == 1
-        assert t.annotations[0]["completed_by"] == reviewer
-    assert sum(len(t.annotations[0]["result"]) for t in tasks) > 0
+        assert _field(t.annotations[0], "completed_by") == reviewer
+    assert sum(len(_field(t.annotations[0], "result")) for t in tasks) > 0
 
 
 def test_dataset_v2_is_in_dvc_with_its_manifest(demo):
