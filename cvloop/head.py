@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cvloop.errors import CvloopError
 
@@ -106,3 +107,32 @@ def resize_class_head(model, new_names: list[str], sources: dict[str, str] | Non
     resized.args = getattr(model, "args", {})
     resized.stride = model.stride
     return resized, report
+
+
+def resize_checkpoint(
+    pt: str | Path,
+    new_names: list[str],
+    out: str | Path,
+    sources: dict[str, str] | None = None,
+) -> tuple[Path, HeadResize]:
+    """``pt`` (an Ultralytics checkpoint) with its class head resized for ``new_names``,
+    written to ``out`` in the same checkpoint format (``YOLO(out)`` loads and trains it)."""
+    import torch
+    from ultralytics import YOLO
+
+    src = YOLO(str(pt))
+    resized, report = resize_class_head(src.model, new_names, sources)
+    ckpt = {
+        "model": resized.float(),
+        "train_args": dict(getattr(src.model, "args", {}) or {}),
+        "cvloop": {
+            "resized_from": str(pt),
+            "kept_classes": report.kept_classes,
+            "new_classes": report.new_classes,
+            "dropped_classes": report.dropped_classes,
+        },
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, out)
+    return out, report

@@ -148,11 +148,29 @@ def fine_tune(
             "cvloop.git_commit": git_commit(),
         },
     )
+    source, classes = champion.pt, list(champion.classes)
+    names = _dataset_names(data.dataset_yaml)
+    if names and names != classes:
+        # the class schema changed: start from best.pt with the head resized, each kept
+        # class keeping its learned output (cvloop/head.py), new classes from the prior
+        from cvloop.head import resize_checkpoint
+
+        init, rep = resize_checkpoint(
+            champion.pt, names, Path(out_dir) / run_id / "init" / "resized-from-champion.pt"
+        )
+        _client().set_tag(
+            run_id,
+            "cvloop.head_resize",
+            json.dumps(
+                {"kept": rep.kept_classes, "new": rep.new_classes, "dropped": rep.dropped_classes}
+            ),
+        )
+        source, classes = str(init), names
     return train_model(
         run_id,
         data.dataset_yaml,
-        champion.pt,
-        champion.classes,
+        source,
+        classes,
         out_dir,
         epochs=train.epochs,
         lr0=train.lr0,
@@ -163,6 +181,16 @@ def fine_tune(
         patience=train.patience,
         seed=train.seed,
     )
+
+
+def _dataset_names(data_yaml: str) -> list[str]:
+    """The class names of a dataset's data.yaml, in id order."""
+    import yaml
+
+    names = (yaml.safe_load(Path(data_yaml).read_text()) or {}).get("names") or {}
+    if isinstance(names, dict):
+        return [names[k] for k in sorted(names, key=int)]
+    return list(names)
 
 
 def _metrics(result) -> dict:

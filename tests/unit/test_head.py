@@ -83,3 +83,33 @@ def test_merging_two_classes_into_one_keeps_the_target(trained):
 def test_bad_requests_name_the_problem(trained, names, sources, message):
     with pytest.raises(CvloopError, match=message):
         resize_class_head(trained, names, sources)
+
+
+def test_a_resized_checkpoint_loads_in_ultralytics_with_the_new_names(trained, tmp_path):
+    from ultralytics import YOLO
+
+    from cvloop.head import resize_checkpoint
+
+    pt = tmp_path / "best.pt"
+    torch.save({"model": trained, "train_args": {"imgsz": 128}}, pt)
+    out, rep = resize_checkpoint(pt, [*OLD, "pallet"], tmp_path / "init.pt")
+    loaded = YOLO(str(out))
+    assert loaded.names == {0: "crate", 1: "barrel", 2: "cone", 3: "pallet"}
+    x = torch.rand(1, 3, 128, 128)
+    a, b = _out(trained, x), _out(loaded.model.eval(), x)
+    torch.testing.assert_close(b[:, 4:7], a[:, 4:7])
+    assert rep.new_classes == ["pallet"]
+
+
+@pytest.mark.parametrize(
+    "names_yaml",
+    [
+        "names:\n  0: crate\n  1: barrel\n  2: cone\n  3: pallet\n",
+        "names: [crate, barrel, cone, pallet]\n",
+    ],
+)
+def test_the_fine_tune_reads_the_class_list_of_the_dataset(tmp_path, names_yaml):
+    from tasks.candidate import _dataset_names
+
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\n" + names_yaml)
+    assert _dataset_names(str(tmp_path / "data.yaml")) == [*OLD, "pallet"]
