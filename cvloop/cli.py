@@ -35,6 +35,9 @@ def _register_subcommands() -> None:
 
     app.add_typer(fleet_app, name="fleet")
     app.add_typer(review_app, name="review")
+    from cvloop.cli_schema import schema_app
+
+    app.add_typer(schema_app, name="schema")
     from cvloop.cli_rollout import approve, rollback, rollout_app, status, weekly
 
     app.add_typer(rollout_app, name="rollout")
@@ -109,11 +112,28 @@ def services_status(
 @app.command("demo")
 def demo(
     fast: Annotated[bool, typer.Option("--fast", help="tiny sizes, for tests")] = False,
+    chapter: Annotated[
+        str | None,
+        typer.Option(
+            help="new-class: after the demo, on its stack: a fourth class appears, the "
+            "operator adds it to the schema, one retrain learns it"
+        ),
+    ] = None,
 ) -> None:
     """Run the demo on the embedded defaults and print the URLs to look at."""
     from cvloop.demo import FAST, FULL, run_demo
 
-    run_demo(_settings(), FAST if fast else FULL)
+    size = FAST if fast else FULL
+    if chapter is None:
+        run_demo(_settings(), size)
+        return
+    if chapter != "new-class":
+        raise CvloopError(f"unknown chapter {chapter!r}", fix="--chapter new-class")
+    from cvloop.demo_schema import run_new_class
+
+    out = run_new_class(_settings(), size)
+    if out.get("gate") != "passed":
+        raise typer.Exit(1)
 
 
 @app.command("picture")

@@ -71,7 +71,9 @@ def simulate(
     queue = LabelStudioQueue.from_settings()
     queue.check()
     title = project_title(dataset_version)
-    project = queue.ensure_project(title, params().classes)
+    from tasks.schema import current_schema
+
+    project = queue.ensure_project(title, list(current_schema().classes))
     size = params().fleet.image_size
     rep = simulate_review(
         queue,

@@ -59,6 +59,9 @@ class DemoSize:
     drift_cameras: tuple[str, ...] = ("cam-01", "cam-02")
     rollout_bursts_per_day: int = 120  # capture events per camera on each rollout day
     params: dict = field(default_factory=dict)
+    # chapter new-class (cvloop/demo_schema.py): where pallets appear, for how many days
+    new_class_cameras: tuple[str, ...] = ("cam-03", "cam-04")
+    new_class_days: int = 5
 
     @property
     def train_epochs(self) -> int:
@@ -75,6 +78,8 @@ FAST = DemoSize(
     frames_per_burst=2,
     drift_cameras=("cam-01",),
     rollout_bursts_per_day=40,
+    new_class_cameras=("cam-02", "cam-03"),
+    new_class_days=5,
     params={
         "fleet": {"cameras": 3, "image_size": 192},
         "bootstrap": {"days": 7, "train_frames": 240, "holdout_frames": 120},

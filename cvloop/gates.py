@@ -10,8 +10,9 @@ Gates (thresholds in ``params.yaml`` → ``gate``, in mAP *points*, i.e. x100):
 * ``holdout_map``: challenger holdout mAP50-95 not below the champion's by more than
   ``holdout_map_tolerance_points``;
 * ``class_ap:<class>``: per class on the holdout, AP50-95 not below the champion's by more
-  than ``class_ap_tolerance_points``; a class the champion has no AP for (new) must reach
-  ``new_class_min_ap`` AP50;
+  than ``class_ap_tolerance_points``; a class the champion has no AP for (new: added to the
+  schema since, "no champion baseline") must reach ``new_class_min_ap`` AP50; when the class
+  lists differ, the mAP gates compare the mean AP over the classes both models know;
 * ``drift_slice:<slice>``: each drift slice's mAP50-95 improves by at least
   ``drift_slice_min_gain_points``; a slice with fewer than ``min_slice_frames`` holdout
   frames is reported but judged only inside the pooled ``drift:all`` slice (a dozen frames
@@ -75,6 +76,18 @@ def _get(metrics: Mapping[str, Metrics] | None, dataset: str, key: str) -> float
     return None if value is None or value != value else float(value)  # NaN is missing
 
 
+def _map(
+    metrics: Mapping[str, Metrics] | None, dataset: str, common: Sequence[str] | None
+) -> float | None:
+    """mAP50-95 of an evaluation set; over ``common`` classes only (the mean of their APs,
+    each present) when the two models' class lists differ."""
+    if common is None:
+        return _get(metrics, dataset, "map50_95")
+    aps = [_get(metrics, dataset, f"ap50_95.{c}") for c in common]
+    aps = [a for a in aps if a is not None]
+    return sum(aps) / len(aps) if aps else None
+
+
 def _points(diff: float) -> float:
     """A difference of fractions in mAP points, rounded so that a threshold is inclusive
     (0.495 - 0.5 is -0.5 points, not -0.5000000000000004)."""
@@ -100,6 +113,7 @@ def evaluate_gates(
     int8_parity_points: float,
     slice_frames: Mapping[str, int] | None = None,
     min_slice_frames: int = 0,
+    new_classes: Sequence[str] = (),
 ) -> GateReport:
     """Run every gate.
 
@@ -111,11 +125,18 @@ def evaluate_gates(
             smaller slice (other than the pooled ``drift:all``) does not gate alone.
         exports: format -> ``{"status": "ok"|"skipped"|"failed", "map50_95": x,
             "reason": str}``; the .pt's own holdout mAP is the challenger's ``holdout``.
+        new_classes: classes the champion cannot predict (added to the schema since): each
+            must reach ``new_class_min_ap`` on its own; the champion-vs-challenger mAP gates
+            compare the mean AP over the classes both know (apples to apples).
     """
     checks: list[GateCheck] = []
+    new_set = set(new_classes)
+    common = [c for c in classes if c not in new_set] if new_set else None
     # 1. the holdout must not get worse (beyond the tolerance)
-    ch = _get(champion, "holdout", "map50_95")
-    cd = _get(challenger, "holdout", "map50_95")
+    ch = _map(champion, "holdout", common)
+    cd = _map(challenger, "holdout", common)
+    cd_all = _get(challenger, "holdout", "map50_95")
+    over = f" over the {len(common)} classes both know" if common is not None else ""
     if ch is None or cd is None:
         missing = [
             w for w, v in (("champion holdout", ch), ("challenger holdout", cd)) if v is None
@@ -127,14 +148,14 @@ def evaluate_gates(
             GateCheck(
                 "holdout_map",
                 delta >= -holdout_map_tolerance_points,
-                f"mAP50-95 {ch:.4f} -> {cd:.4f} ({delta:+.2f} points; tolerance "
+                f"mAP50-95{over} {ch:.4f} -> {cd:.4f} ({delta:+.2f} points; tolerance "
                 f"-{holdout_map_tolerance_points})",
             )
         )
     # 2. no class may regress on the holdout; new classes must reach a floor
     for cls in classes:
         name = f"class_ap:{cls}"
-        c_ap = _get(champion, "holdout", f"ap50_95.{cls}")
+        c_ap = None if cls in new_set else _get(champion, "holdout", f"ap50_95.{cls}")
         d_ap = _get(challenger, "holdout", f"ap50_95.{cls}")
         if d_ap is None:
             checks.append(_missing(name, [f"challenger AP50-95 of {cls}"]))
@@ -147,7 +168,8 @@ def evaluate_gates(
                     GateCheck(
                         name,
                         d50 >= new_class_min_ap,
-                        f"new class: AP50 {d50:.4f} (minimum {new_class_min_ap})",
+                        f"new class (no champion baseline): AP50 {d50:.4f} (minimum "
+                        f"{new_class_min_ap})",
                     )
                 )
         else:
@@ -160,9 +182,35 @@ def evaluate_gates(
                     f"-{class_ap_tolerance_points})",
                 )
             )
+
     # 3. every drift slice must improve
+    def new_class_slice(sl: str) -> bool:
+        return sl.startswith("drift:class ") and sl.split(" ", 1)[1] in new_set
+
+    only_new = bool(new_set) and all(new_class_slice(x) for x in drift_slices if x != "drift:all")
     for sl in drift_slices:
         name = f"drift_slice:{sl}"
+        if sl == "drift:all" and only_new:
+            checks.append(
+                GateCheck(
+                    name,
+                    True,
+                    "every drift slice is a new class's: judged by its class_ap gate",
+                    True,
+                )
+            )
+            continue
+        if new_class_slice(sl):
+            checks.append(
+                GateCheck(
+                    name,
+                    True,
+                    f"a new class: judged by class_ap:{sl.split(' ', 1)[1]} (no champion "
+                    "baseline to improve on)",
+                    True,
+                )
+            )
+            continue
         n = (slice_frames or {}).get(sl)
         if n is not None and n < min_slice_frames and sl != "drift:all":
             checks.append(
@@ -175,8 +223,8 @@ def evaluate_gates(
                 )
             )
             continue
-        c_m = _get(champion, f"slice:{sl}", "map50_95")
-        d_m = _get(challenger, f"slice:{sl}", "map50_95")
+        c_m = _map(champion, f"slice:{sl}", common)
+        d_m = _map(challenger, f"slice:{sl}", common)
         if c_m is None or d_m is None:
             missing = [w for w, v in (("champion", c_m), ("challenger", d_m)) if v is None]
             checks.append(_missing(name, [f"{w} mAP50-95 on slice {sl}" for w in missing]))
@@ -186,7 +234,7 @@ def evaluate_gates(
             GateCheck(
                 name,
                 gain >= drift_slice_min_gain_points,
-                f"mAP50-95 {c_m:.4f} -> {d_m:.4f} ({gain:+.2f} points; minimum gain "
+                f"mAP50-95{over} {c_m:.4f} -> {d_m:.4f} ({gain:+.2f} points; minimum gain "
                 f"+{drift_slice_min_gain_points})",
             )
         )
@@ -201,17 +249,17 @@ def evaluate_gates(
             checks.append(GateCheck(name, False, f"export failed: {result.get('reason')}"))
             continue
         m = result.get("map50_95")
-        if m is None or cd is None:
-            missing = [w for w, v in ((fmt, m), ("challenger .pt", cd)) if v is None]
+        if m is None or cd_all is None:
+            missing = [w for w, v in ((fmt, m), ("challenger .pt", cd_all)) if v is None]
             checks.append(_missing(name, [f"{w} holdout mAP50-95" for w in missing]))
             continue
         limit = int8_parity_points if "int8" in fmt.lower() else export_parity_points
-        delta = _points(float(m) - cd)
+        delta = _points(float(m) - cd_all)
         checks.append(
             GateCheck(
                 name,
                 abs(delta) <= limit,
-                f"mAP50-95 .pt {cd:.4f} vs {fmt} {float(m):.4f} ({delta:+.2f} points; "
+                f"mAP50-95 .pt {cd_all:.4f} vs {fmt} {float(m):.4f} ({delta:+.2f} points; "
                 f"limit ±{limit})",
             )
         )

@@ -187,11 +187,13 @@ class LabelStudioQueue:
             found = [p for p in self.client.projects.list(title=title) if p.title == title]
         if found:
             project = found[0]
-            if project.label_config and _labels_of(project.label_config) != list(classes):
+            have = _labels_of(project.label_config or "")
+            if project.label_config and have[: len(classes)] != list(classes):
                 raise LabelStudioError(
                     f"Label Studio project {title!r} (id {project.id}) has labels "
-                    f"{_labels_of(project.label_config)}, the schema has {list(classes)}",
-                    fix="the class list changed since this project was made: review the new classes in a new project (next dataset version) or restore schema.classes",
+                    f"{have}, the schema has {list(classes)}",
+                    fix="change classes with `cvloop schema add-class/rename-class/"
+                    "retire-class` (it updates open projects), never by editing params.yaml",
                 )
             return int(project.id)
         with self._call(f"creating project {title!r}"):
@@ -203,6 +205,41 @@ class LabelStudioQueue:
                 maximum_annotations=1,
             )
         return int(project.id)
+
+    def projects(self, prefix: str = PROJECT_PREFIX) -> list[tuple[int, str]]:
+        """(id, title) of the projects whose title starts with ``prefix``."""
+        with self._call("listing projects"):
+            return [
+                (int(p.id), str(p.title))
+                for p in self.client.projects.list()
+                if str(p.title or "").startswith(prefix)
+            ]
+
+    def labels(self, project_id: int) -> list[str]:
+        """The labels the project's labeling interface offers."""
+        with self._call(f"reading project {project_id}"):
+            project = self.client.projects.get(id=project_id)
+        return _labels_of(project.label_config or "")
+
+    def set_labels(self, project_id: int, classes: Sequence[str]) -> list[str]:
+        """Make the project's labels the schema's classes; returns the labels it now has.
+
+        Label Studio refuses to drop a label that submitted annotations use; such labels
+        (a renamed or retired class) are kept after the schema's, so reviewers see the new
+        names while the old boxes stay valid (the export translates them through the
+        schema log)."""
+        have = self.labels(project_id)
+        if have == list(classes):
+            return have
+        used = set()
+        for t in self._tasks(project_id, "all"):
+            for a in t.annotations or []:
+                for r in _get(a, "result") or []:
+                    used.update((r.get("value") or {}).get("rectanglelabels") or [])
+        labels = [*classes, *sorted(used - set(classes))]
+        with self._call(f"updating the labels of project {project_id} to {labels}"):
+            self.client.projects.update(id=project_id, label_config=label_config(labels))
+        return labels
 
     def connect_storage(self, project_id: int, store) -> None:
         """Let the project load images from the frame store (idempotent)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from cvloop.errors import CvloopError
 
@@ -35,6 +35,27 @@ class SchemaChange:
     why: str = ""
     who: str = ""
     when: str = ""
+    # an added class: where it is likely to appear (routed to review by the next retrain)
+    seed_keys: tuple[str, ...] = ()  # frame-store keys of the operator's example frames
+    cameras: tuple[str, ...] = ()  # cameras that start to show it
+
+    def same_request(self, other: SchemaChange) -> bool:
+        """The same operation (``when``/``who``/``why`` aside): a re-run of a request."""
+        return (self.op, self.name, self.new_name, self.merge_into) == (
+            other.op,
+            other.name,
+            other.new_name,
+            other.merge_into,
+        )
+
+    def describe(self) -> str:
+        if self.op == "add":
+            return f"add class '{self.name}'"
+        if self.op == "rename":
+            return f"rename class '{self.name}' to '{self.new_name}'"
+        if self.merge_into:
+            return f"retire class '{self.name}' (boxes merged into '{self.merge_into}')"
+        return f"retire class '{self.name}' (boxes dropped)"
 
 
 @dataclass(frozen=True)
@@ -62,8 +83,15 @@ class ClassSchema:
             int(d["version"]),
             tuple(d["classes"]),
             int(d.get("label_policy_version", 1)),
-            tuple(SchemaChange(**c) for c in d.get("history", [])),
+            tuple(_change(c) for c in d.get("history", [])),
         )
+
+
+def _change(d: dict) -> SchemaChange:
+    d = dict(d)
+    d["seed_keys"] = tuple(d.get("seed_keys") or ())
+    d["cameras"] = tuple(d.get("cameras") or ())
+    return SchemaChange(**d)
 
 
 def _check_name(name: str) -> None:
@@ -130,14 +158,8 @@ def apply(schema: ClassSchema, change: SchemaChange) -> tuple[ClassSchema, dict[
                 mapping[i] = new.index(c)
     else:
         raise CvloopError(f"unknown schema change {change.op!r}", fix="add, rename or retire")
-    stamped = SchemaChange(
-        change.op,
-        change.name,
-        change.new_name,
-        change.merge_into,
-        change.why,
-        change.who,
-        change.when or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    stamped = replace(
+        change, when=change.when or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     )
     # a label policy change: renames keep the policy; adding, retiring or merging changes
     # what reviewers draw
@@ -173,8 +195,12 @@ def migrate_label_text(
 ) -> tuple[str, MigrationCounts]:
     """A YOLO label file (``class cx cy w h`` per line) under ``mapping``, with counts."""
     counts = MigrationCounts()
-    last = new.history[-1] if new.history else None
-    merged_from = last.name if last and last.op == "retire" and last.merge_into else None
+    # several old ids onto one new id: a merge; the class that owns the id (same name, else
+    # the first) is kept, the others count as merged into it
+    owners: dict[int, int] = {}
+    for i, j in sorted(mapping.items()):
+        if j is not None and (j not in owners or old.classes[i] == new.classes[j]):
+            owners[j] = i
     out = []
     for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
@@ -196,9 +222,267 @@ def migrate_label_text(
         if to is None:
             counts.dropped[old.classes[cid]] = counts.dropped.get(old.classes[cid], 0) + 1
             continue
-        if merged_from == old.classes[cid]:
-            counts.merged[merged_from] = counts.merged.get(merged_from, 0) + 1
+        if owners[to] != cid:
+            what = old.classes[cid]
+            counts.merged[what] = counts.merged.get(what, 0) + 1
         name = new.classes[to]
         counts.kept[name] = counts.kept.get(name, 0) + 1
         out.append(" ".join([str(to), *parts[1:]]))
     return ("\n".join(out) + "\n") if out else "", counts
+
+
+# ---- the schema's versions, as stored in the data repository ------------------------------
+
+SCHEMA_FILE = "schema.yaml"
+MARKER = "SCHEMA"  # in a dataset folder: the schema version its labels follow
+
+
+class SchemaLog:
+    """Every version of the class schema (``schema.yaml`` in the data repository, committed
+    with the dataset versions and tagged ``schema-v<n>``). Version 1 is params.yaml's
+    ``schema`` section; each later version is one change applied to the one before."""
+
+    def __init__(self, versions: list[ClassSchema]) -> None:
+        if not versions:
+            raise CvloopError("a schema log needs at least version 1")
+        self.versions = versions
+
+    @property
+    def current(self) -> ClassSchema:
+        return self.versions[-1]
+
+    def get(self, version: int) -> ClassSchema:
+        for v in self.versions:
+            if v.version == version:
+                return v
+        raise CvloopError(
+            f"schema-v{version} is not in the schema log (versions 1..{self.current.version})",
+            fix="check the data repository's schema.yaml and its schema-v* tags",
+        )
+
+    def version_of(self, classes: list[str] | tuple[str, ...]) -> ClassSchema | None:
+        """The latest version with exactly this class list (a model's classes -> its schema)."""
+        for v in reversed(self.versions):
+            if list(v.classes) == list(classes):
+                return v
+        return None
+
+    def mapping(self, old: int, new: int | None = None) -> dict[int, int | None]:
+        """Old id -> id in version ``new`` (default: current), composed over the changes."""
+        new = self.current.version if new is None else new
+        if new < old:
+            raise CvloopError(f"cannot map schema-v{old} back to schema-v{new}")
+        mapping: dict[int, int | None] = {i: i for i in range(len(self.get(old).classes))}
+        for v in range(old + 1, new + 1):
+            step = _step_mapping(self.get(v - 1), self.get(v))
+            mapping = {i: (None if j is None else step[j]) for i, j in mapping.items()}
+        return mapping
+
+    def sources(self, old_classes: list[str], new: int | None = None) -> dict[str, str]:
+        """New class name -> the old class whose learned head row it inherits (same class,
+        renamed, or the target of a merge keeps its own row). Unknown old lists give {}."""
+        old = self.version_of(old_classes)
+        if old is None:
+            return {}
+        target = self.get(self.current.version if new is None else new)
+        out: dict[str, str] = {}
+        for i, j in self.mapping(old.version, target.version).items():
+            if j is None:
+                continue
+            name = target.classes[j]
+            # a merged class shares the target's id: the target keeps its own row
+            if name not in out or old.classes[i] == name:
+                out[name] = old.classes[i]
+        return out
+
+    def translate(self) -> dict[str, str | None]:
+        """Every class name of every version -> its name now (None: retired, boxes dropped).
+        A name used twice (retired, later added again) follows its latest use."""
+        out: dict[str, str | None] = {}
+        for v in self.versions:
+            m = self.mapping(v.version)
+            for i, n in enumerate(v.classes):
+                out[n] = None if m[i] is None else self.current.classes[m[i]]
+        return out
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        body = {
+            "current": self.current.version,
+            "versions": [
+                {
+                    "version": v.version,
+                    "classes": list(v.classes),
+                    "label_policy_version": v.label_policy_version,
+                    "change": asdict(v.history[-1]) if v.version > 1 and v.history else None,
+                }
+                for v in self.versions
+            ],
+        }
+        for v in body["versions"]:
+            if v["change"]:
+                v["change"]["seed_keys"] = list(v["change"]["seed_keys"])
+                v["change"]["cameras"] = list(v["change"]["cameras"])
+        return (
+            "# cvloop class schema: every version, oldest first. Written by `cvloop schema`\n"
+            "# (never by hand); committed with the dataset versions and tagged schema-v<n>.\n"
+            + yaml.safe_dump(body, sort_keys=False)
+        )
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = SCHEMA_FILE) -> SchemaLog:
+        import yaml
+
+        try:
+            body = yaml.safe_load(text) or {}
+            history: list[SchemaChange] = []
+            versions = []
+            for v in body["versions"]:
+                if v.get("change"):
+                    history.append(_change(v["change"]))
+                versions.append(
+                    ClassSchema(
+                        int(v["version"]),
+                        tuple(v["classes"]),
+                        int(v.get("label_policy_version", 1)),
+                        tuple(history),
+                    )
+                )
+        except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+            raise CvloopError(
+                f"{source} is not a cvloop schema log: {exc}",
+                fix="restore it from git (`git checkout schema-v<n> -- schema.yaml`)",
+            ) from None
+        return cls(versions)
+
+    @classmethod
+    def initial(cls, classes: list[str], label_policy_version: int = 1) -> SchemaLog:
+        return cls([ClassSchema(1, tuple(classes), label_policy_version)])
+
+    def applied(self, change: SchemaChange) -> tuple[SchemaLog, bool]:
+        """The log with ``change`` applied, and whether it was new. A request equal to the
+        last change whose result is the current version (a re-run) returns the log as is."""
+        last = self.current.history[-1] if self.current.history else None
+        if last is not None and last.same_request(change):
+            return self, False
+        new, _ = apply(self.current, change)
+        return SchemaLog([*self.versions, new]), True
+
+
+def _step_mapping(before: ClassSchema, after: ClassSchema) -> dict[int, int | None]:
+    change = after.history[-1]
+    replayed, mapping = apply(before, replace(change))
+    if replayed.classes != after.classes:
+        raise CvloopError(
+            f"schema-v{after.version} does not follow from schema-v{before.version} by "
+            f"'{change.describe()}'",
+            fix="the schema log was edited by hand: restore it from git",
+        )
+    return mapping
+
+
+def folder_schema(root) -> int:
+    """The schema version a dataset folder's labels follow (its ``SCHEMA`` marker; folders
+    made before schemas were versioned follow version 1)."""
+    from pathlib import Path
+
+    marker = Path(root) / MARKER
+    if not marker.exists():
+        return 1
+    text = marker.read_text().strip()
+    try:
+        return int(text.rsplit("-v", 1)[1])
+    except (IndexError, ValueError):
+        raise CvloopError(
+            f"{marker} says {text!r}, not schema-v<n>",
+            fix="restore the folder from its DVC version (`dvc checkout`)",
+        ) from None
+
+
+def mark_folder(root, schema: ClassSchema) -> None:
+    from pathlib import Path
+
+    (Path(root) / MARKER).write_text(schema.tag + "\n")
+
+
+@dataclass
+class FolderMigration:
+    folder: str
+    from_version: int
+    to_version: int
+    frames: int = 0
+    labels_rewritten: int = 0
+    counts: MigrationCounts = field(default_factory=MigrationCounts)
+    already: bool = False
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["counts"] = asdict(self.counts)
+        return d
+
+
+def migrate_folder(root, log: SchemaLog, version_name: str) -> FolderMigration:
+    """Bring a dataset folder's labels (``labels/<split>/*.txt``), ``data.yaml`` and manifest
+    to the log's current schema; resumable after a crash, a no-op when already there.
+
+    The new labels are written beside the old ones (``labels.schema-v<n>``) and swapped in
+    by two renames, so a crash leaves either the old labels or the new ones, never a mix;
+    the ``SCHEMA`` marker is written last.
+    """
+    import json
+    import os
+    import shutil
+    from pathlib import Path
+
+    from cvloop.datasets import MANIFEST, read_manifest, write_data_yaml
+
+    root = Path(root)
+    target = log.current
+    have = folder_schema(root)
+    result = FolderMigration(str(root), have, target.version)
+    if have == target.version:
+        result.already = True
+        return result
+    if have > target.version:
+        raise CvloopError(
+            f"{root} follows schema-v{have}, newer than the schema log's current "
+            f"schema-v{target.version}",
+            fix="the data repository's schema.yaml is behind its data: `git pull` it",
+        )
+    old = log.get(have)
+    mapping = log.mapping(have)
+    labels, staging = root / "labels", root / f"labels.{target.tag}"
+    previous = root / f"labels.{old.tag}"
+    entries = read_manifest(root)
+    if previous.exists():  # a crash after the first rename: finish the swap
+        if staging.exists():
+            os.replace(staging, labels)
+    else:
+        if staging.exists():
+            shutil.rmtree(staging)
+        for e in entries:
+            src = labels / e.split / f"{e.id}.txt"
+            text = src.read_text() if src.exists() else ""
+            new_text, counts = migrate_label_text(text, mapping, old, target, str(src))
+            dst = staging / e.split / f"{e.id}.txt"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(new_text)
+            result.counts.add(counts)
+            result.labels_rewritten += int(new_text != text)
+        staging.mkdir(parents=True, exist_ok=True)
+        os.replace(labels, previous)
+        os.replace(staging, labels)
+    # manifest box counts, data.yaml, VERSION, then the marker
+    for e in entries:
+        f = labels / e.split / f"{e.id}.txt"
+        e.boxes = sum(1 for line in f.read_text().splitlines() if line.strip()) if f.exists() else 0
+    tmp = root / f".{MANIFEST}.tmp"
+    tmp.write_text("".join(json.dumps(asdict(e)) + "\n" for e in entries))
+    os.replace(tmp, root / MANIFEST)
+    write_data_yaml(root, list(target.classes), sorted({e.split for e in entries}) or ["train"])
+    (root / "VERSION").write_text(version_name + "\n")
+    mark_folder(root, target)
+    shutil.rmtree(previous, ignore_errors=True)
+    result.frames = len(entries)
+    return result

@@ -59,3 +59,34 @@ def build_slice_sets(
                     shutil.copy2(src, dst)
         out[tag] = (write_data_yaml(root, classes, ["holdout"]), len(chosen))
     return out
+
+
+def class_view(
+    src_root: Path, out_root: Path, to_classes: list[str], mapping: dict[int, int | None]
+) -> Path:
+    """An evaluation folder (one ``holdout`` split) relabelled for a model with another class
+    list: each box's id through ``mapping`` (None: the model cannot predict that class, the
+    box is left out). Images are hard links. Returns the view's ``data.yaml``.
+
+    The champion is scored on such a view of the holdout after the schema changed, so it is
+    judged on the classes it knows, by the same frames as the challenger."""
+    if out_root.exists():
+        shutil.rmtree(out_root)
+    for img in sorted((src_root / "images" / "holdout").glob("*.jpg")):
+        dst = out_root / "images" / "holdout" / img.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(img, dst)
+        except OSError:
+            shutil.copy2(img, dst)
+        src_label = src_root / "labels" / "holdout" / f"{img.stem}.txt"
+        lines = []
+        if src_label.exists():
+            for line in src_label.read_text().splitlines():
+                parts = line.split()
+                if parts and (to := mapping.get(int(parts[0]))) is not None:
+                    lines.append(" ".join([str(to), *parts[1:]]))
+        lbl = out_root / "labels" / "holdout" / f"{img.stem}.txt"
+        lbl.parent.mkdir(parents=True, exist_ok=True)
+        lbl.write_text("\n".join(lines) + ("\n" if lines else ""))
+    return write_data_yaml(out_root, to_classes, ["holdout"])

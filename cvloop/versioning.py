@@ -77,6 +77,23 @@ class DataRepo:
         out = self.git("tag", "--list", pattern)
         return sorted((t for t in out.splitlines() if t), key=_version_key)
 
+    def tag_message(self, tag: str) -> str | None:
+        """The message of an annotated tag (None: no such tag)."""
+        if not self.git("rev-parse", "-q", "--verify", f"refs/tags/{tag}", check=False):
+            return None
+        return self.git("tag", "-l", "--format=%(contents)", tag).strip()
+
+    def tag_at_head(self, name: str, message: str) -> str:
+        """Tag HEAD ``name`` (annotated); idempotent when the tag is already there."""
+        rev = self.head()
+        existing = self.git(
+            "rev-parse", "-q", "--verify", f"refs/tags/{name}^{{commit}}", check=False
+        )
+        if existing:
+            return existing
+        self.git("tag", "-a", name, "-m", message, rev)
+        return rev
+
     # ---- dvc ----------------------------------------------------------------------------
     def ensure(self) -> None:
         """Check the repo is a git repo, ``dvc init`` it if needed, configure the remote."""
@@ -217,8 +234,11 @@ class DataRepo:
             ) from None
 
     # ---- versions -----------------------------------------------------------------------
-    def commit_version(self, name: str, pointers: list[str], message: str) -> VersionRecord:
-        """Commit the pointer files, tag ``name`` and push the data; idempotent.
+    def commit_version(
+        self, name: str, pointers: list[str], message: str, files: tuple[str, ...] = ()
+    ) -> VersionRecord:
+        """Commit the pointer files (and ``files``: small git-tracked files that belong to
+        the version, e.g. ``schema.yaml``), tag ``name`` and push the data; idempotent.
 
         If ``name`` is already tagged on a commit holding these exact pointers, nothing new
         is committed (a re-run after a crash ends in the same state).
@@ -227,7 +247,7 @@ class DataRepo:
             "rev-parse", "-q", "--verify", f"refs/tags/{name}^{{commit}}", check=False
         )
         if existing:
-            for p in pointers:
+            for p in [*pointers, *files]:
                 at_tag = self.git("show", f"{existing}:{p}", check=False)
                 if at_tag != (self.root / p).read_text().strip():
                     raise VersioningError(
@@ -241,10 +261,11 @@ class DataRepo:
             )
         gitignores = [str(Path(p).parent / ".gitignore") for p in pointers]
         gitignores = [g for g in gitignores if (self.root / g).exists()]
-        self.git("add", *pointers, *gitignores)
-        staged = self.git("diff", "--cached", "--name-only", "--", *pointers, *gitignores)
+        tracked = [*pointers, *files, *gitignores]
+        self.git("add", *tracked)
+        staged = self.git("diff", "--cached", "--name-only", "--", *tracked)
         if staged:
-            self.git("commit", "-m", message, "--", *pointers, *gitignores)
+            self.git("commit", "-m", message, "--", *tracked)
         rev = self.head()
         prefix = name.rsplit("-v", 1)[0]
         earlier = [t for t in self.tags(f"{prefix}-v*") if t != name]

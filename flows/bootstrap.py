@@ -25,6 +25,7 @@ from tasks.model import (
     training_dir_task,
 )
 from tasks.rollout import publish_bootstrap_report_task, write_initial_manifest_task
+from tasks.schema import current_schema_task
 
 
 @flow(name="bootstrap", log_prints=True)
@@ -41,7 +42,8 @@ def bootstrap(
     if champion and not force:
         print(f"champion is version {champion}; nothing to bootstrap (use force=True to redo)")
         return champion
-    # 1. dataset v1 and holdout v1 from clean conditions
+    # 1. dataset v1 and holdout v1 from clean conditions, under the schema's current version
+    schema = current_schema_task()
     data = build_baseline_data_task(
         p.fleet.seed,
         p.fleet.cameras,
@@ -50,14 +52,18 @@ def bootstrap(
         p.bootstrap.days,
         train_frames or p.bootstrap.train_frames,
         holdout_frames or p.bootstrap.holdout_frames,
-        p.classes,
-        p.schema_.label_policy_version,
+        list(schema.classes),
+        schema.label_policy_version,
         p.version.val_share,
         p.holdout.near_duplicate_hamming,
     )
     # 2. version both with DVC (tags dataset-v1, holdout-v1; pushed to the remote)
     dataset = version_data_task(
-        DATASET_DIR, DATASET_POINTER, "dataset-v1", "dataset v1: clean baseline (cvloop bootstrap)"
+        DATASET_DIR,
+        DATASET_POINTER,
+        "dataset-v1",
+        f"dataset v1: clean baseline (cvloop bootstrap, {schema.tag})",
+        schema_log=True,
     )
     holdout = version_data_task(
         HOLDOUT_DIR,
@@ -91,7 +97,7 @@ def bootstrap(
         run_id,
         data.dataset_yaml,
         source,
-        p.classes,
+        list(schema.classes),
         training_dir_task(),
         epochs=epochs or p.train.bootstrap_epochs,
         lr0=p.train.bootstrap_lr0,
@@ -121,7 +127,8 @@ def bootstrap(
             "git_commit": git_commit(),
             "params_sha256": params_sha256(),
             "parent_version": "none",
-            "schema_version": str(p.schema_.label_policy_version),
+            "schema_version": schema.tag,
+            "label_policy_version": str(schema.label_policy_version),
         },
         holdout_pt,
         {

@@ -70,7 +70,7 @@ def train_and_gate(
         trained, champion, data.holdout_dir, drift_tags, work_dir, p.train.device, p.prefilter.conf
     )
     exported = export_and_benchmark_task(trained, champion, data, p.export)
-    gate = gate_candidate_task(trained, evals, exported, p.classes, p.gate)
+    gate = gate_candidate_task(trained, evals, exported, trained.classes, p.gate)
     # 8. register either way; alias `challenger` only if every gate passed
     version = register_candidate_task(
         trained,

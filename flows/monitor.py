@@ -20,6 +20,7 @@ from tasks.monitor import (
     resolve_windows_task,
 )
 from tasks.reports import publish_monitor_report_task
+from tasks.schema import current_schema_task
 
 
 @flow(name="monitor", log_prints=True)
@@ -41,7 +42,7 @@ def monitor(
         reference_start or (str(m.reference_start) if m.reference_start else None),
     )
     # 2. drift signals per slice (exact when small, daily rollups when large)
-    rows = compute_drift_signals_task(w, p.classes, m)
+    rows = compute_drift_signals_task(w, list(current_schema_task().classes), m)
     # 3. the champion on the holdout, and its weekly trend
     holdout = check_holdout_task(w, p.train.imgsz, p.train.device)
     labels = count_new_labels_task(holdout.days_since_training)

@@ -22,7 +22,7 @@ from tasks.annotate import (
     publish_review_queue,
     push_to_label_studio_task,
 )
-from tasks.candidate import slice_tags_task, training_data_task
+from tasks.candidate import resolve_champion_task, slice_tags_task, training_data_task
 from tasks.collect import collect_frames_task, publish_collect_report
 from tasks.dataset import (
     export_reviews_task,
@@ -39,6 +39,7 @@ from tasks.review import (
     record_review_task,
     wait_for_review,
 )
+from tasks.schema import current_schema_task, new_class_routes_task
 
 
 @flow(name="retrain", log_prints=True)
@@ -77,10 +78,18 @@ def retrain(
         p.collect.near_duplicate_hamming,
     )
     publish_collect_report(batch, drift_slices or [])
-    # 2. prefilter with the champion, then select within the labeling budget
+    # 2. prefilter with the champion, then select within the labeling budget; classes the
+    # champion does not know yet (added to the schema) have their frames routed to review
+    schema = current_schema_task()
+    routes = new_class_routes_task(resolve_champion_task().classes)
+    if routes.classes:
+        print(f"new classes {routes.classes}: {len(routes.seed_keys)} seed frames, "
+              f"cameras {routes.cameras or 'any'} weighed like drift")  # fmt: skip
+    watched = sorted({*(classes or []), *routes.classes})
     selection = prefilter_and_select_task(
-        run_id, batch.frames_key, cameras or [], classes or [], p.prefilter, p.select
-    )
+        run_id, batch.frames_key, cameras or [], watched, p.prefilter, p.select,
+        routes.cameras, routes.seed_keys, routes.classes,
+    )  # fmt: skip
     publish_selection_report(selection)
     # 3. pre-annotate at conf 0.5 and push to Label Studio's review queue (project per version)
     version = next_dataset_version_task()
@@ -88,7 +97,7 @@ def retrain(
         f"runs/retrain/{run_id}",
         selection.selected_key,
         version,
-        p.classes,
+        list(schema.classes),
         p.annotate.conf,
         p.annotate.import_batch_size,
         mlflow_run,
@@ -96,23 +105,26 @@ def retrain(
     publish_review_queue(queue)
     # 4. wait for the reviewers: until the drift classes' edit rate is stable (or go)
     r = p.review
-    status = check_review_task(queue, p.classes, classes or [], r)
+    status = check_review_task(queue, list(schema.classes), watched, r)
     go = wait_for_review(status, r.deadline_hours, r.poll_seconds)
-    status = check_review_task(queue, p.classes, classes or [], r, operator_go=go.go)
+    # the schema may have changed while the frames were in review: read it again
+    schema = current_schema_task()
+    status = check_review_task(queue, list(schema.classes), watched, r, operator_go=go.go)
     record_review_task(queue, status, mlflow_run)
     ensure_reviewed_task(queue, status, go.go, go.reason)
     # 5. validate the annotations (Great Expectations); version dataset v_n+1 and holdout
-    export = export_reviews_task(queue, r.iou_match, r.moved_iou, classes or [])
+    # (frames with a new class's boxes are tagged drift:class <name>: holdout candidates)
+    export = export_reviews_task(queue, r.iou_match, r.moved_iou, watched)
     v = p.validate_
     validated = validate_reviews_task(
-        export, p.classes, v.min_box_area, v.max_box_area, v.duplicate_iou
+        export, list(schema.classes), v.min_box_area, v.max_box_area, v.duplicate_iou
     )
     publish_validation_report(validated)
     versions = version_reviewed_data_task(
         validated,
         queue.dataset_version,
-        p.classes,
-        p.schema_.label_policy_version,
+        list(schema.classes),
+        schema.label_policy_version,
         holdout_quota=p.holdout.add_per_retrain,
         holdout_max_frames=p.holdout.max_frames,
         holdout_max_drift_share=p.holdout.max_drift_share,
@@ -143,7 +155,7 @@ def retrain(
     # 6.–8. fine-tune from the champion, judge against it on the same frames, export and
     # benchmark, gate, register (alias `challenger` only if every gate passed)
     data = training_data_task(versions)
-    candidate = train_and_gate(p, mlflow_run, data, slice_tags_task(cameras, classes))
+    candidate = train_and_gate(p, mlflow_run, data, slice_tags_task(cameras, watched))
     return {
         **batch.summary,
         **selection.summary,

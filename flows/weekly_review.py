@@ -67,7 +67,14 @@ def gather_week(start: dt.datetime, end: dt.datetime) -> dict:
         for h in history(open_storage(), since=start)
         if dt.datetime.fromisoformat(h.updated_at) < end
     ]
-    return {"monitor": monitor, "versions": versions, "changes": changes}
+    from tasks.schema import data_changes
+
+    return {
+        "monitor": monitor,
+        "versions": versions,
+        "changes": changes,
+        "data": data_changes(start, end),
+    }
 
 
 @task(name="failed_flow_runs")
@@ -136,6 +143,15 @@ def review_markdown(week: str, data: dict, failed: list[dict]) -> tuple[str, lis
         ]
     else:
         lines.append("No change: the same split served all week.")
+    lines += ["", "## Did the data change, and why?", ""]
+    if data.get("data"):
+        lines += ["| when | version | what | who | why |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {d['when']} | {d['version']} | {d['what']} | {d['who']} | {d['why'] or '-'} |"
+            for d in data["data"]
+        ]
+    else:
+        lines.append("No new schema, dataset or holdout version.")
     lines += ["", "## Model versions registered", ""]
     if data["versions"]:
         lines += ["| version | dataset | gate | rollout |", "|---|---|---|---|"]
@@ -187,6 +203,7 @@ def weekly_review(end: str | None = None, days: int = 7) -> dict:
         "red": red,
         "changes": data["changes"],
         "versions": data["versions"],
+        "data": data.get("data", []),
         "markdown": md,
     }
 

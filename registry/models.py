@@ -39,7 +39,8 @@ LINEAGE_TAGS = {
     "sha256_onnx": "cvloop.sha256.onnx",
     "classes": "cvloop.classes",
     "imgsz": "cvloop.imgsz",
-    "schema_version": "cvloop.schema.label_policy_version",
+    "schema_version": "cvloop.schema.version",  # schema-v<n> (the class list it predicts)
+    "label_policy_version": "cvloop.schema.label_policy_version",
 }
 
 

@@ -52,16 +52,27 @@ def _size(jpeg: bytes) -> tuple[int, int]:
         return im.size
 
 
-def task_specs(store, rows: list[dict], conf: float) -> list[TaskSpec]:
-    """Review tasks for the selected frames: image URL, identity, pre-annotation >= conf."""
+def task_specs(
+    store, rows: list[dict], conf: float, translate: dict[str, str | None] | None = None
+) -> list[TaskSpec]:
+    """Review tasks for the selected frames: image URL, identity, pre-annotation >= conf.
+
+    ``translate`` (from the schema log) gives the champion's class names their current
+    names (a class renamed or merged since it was trained; None: retired, not proposed)."""
     from cvloop.datasets import content_hash
 
+    translate = translate or {}
     specs = []
     for row in rows:
         key = image_key(store, row["key"])
         data = store.get_bytes(key)
         width, height = _size(data)
-        dets = [d for d in row.get("detections") or [] if d["conf"] >= conf]
+        dets = [
+            {**d, "label": translate.get(d["label"], d["label"])}
+            for d in row.get("detections") or []
+            if d["conf"] >= conf
+        ]
+        dets = [d for d in dets if d["label"] is not None]
         specs.append(
             TaskSpec(
                 sha256=content_hash(data),
@@ -125,7 +136,9 @@ def push_to_label_studio(
         title, classes, description or f"cvloop review queue for {dataset_version}"
     )
     queue.connect_storage(project, store)
-    specs = task_specs(store, rows, conf)
+    from tasks.schema import schema_log
+
+    specs = task_specs(store, rows, conf, schema_log().translate())
 
     def progress(done: int, total: int) -> None:
         print(f"label studio: imported {done}/{total} tasks into {title!r}")

@@ -8,7 +8,7 @@ Each passes run ids, paths and small records.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import task
@@ -44,6 +44,7 @@ class Evaluations:
     challenger: dict
     sets: dict  # name -> frames
     slices: list[str]  # the drift slices that gate (each tag, then drift:all)
+    new_classes: list[str] = field(default_factory=list)  # no champion baseline
 
 
 def training_data(versions=None, dataset_version: str | None = None) -> TrainingData:
@@ -154,9 +155,15 @@ def fine_tune(
         # the class schema changed: start from best.pt with the head resized, each kept
         # class keeping its learned output (cvloop/head.py), new classes from the prior
         from cvloop.head import resize_checkpoint
+        from tasks.schema import schema_log
 
+        # renamed classes keep their rows under the new name (the schema log knows which)
+        sources = schema_log().sources(classes)
         init, rep = resize_checkpoint(
-            champion.pt, names, Path(out_dir) / run_id / "init" / "resized-from-champion.pt"
+            champion.pt,
+            names,
+            Path(out_dir) / run_id / "init" / "resized-from-champion.pt",
+            sources or None,
         )
         _client().set_tag(
             run_id,
@@ -215,25 +222,35 @@ def evaluate_pair(
     recall, per-class AP (Ultralytics on the .pt) and the expected calibration error of the
     served model (ONNX, at the serving threshold). Logged to the candidate's training run."""
     from cvloop.calibration import model_ece
-    from cvloop.slices import build_slice_sets
+    from cvloop.slices import build_slice_sets, class_view
 
     sets = {"holdout": (Path(holdout_dir) / "data.yaml", None)}
     for tag, (yaml_path, n) in build_slice_sets(
         Path(holdout_dir), slice_tags, Path(work_dir) / "slices", trained.classes
     ).items():
         sets[f"slice:{tag}"] = (yaml_path, n)
+    # after a schema change the champion predicts another class list: it is scored on a
+    # view of the same frames labelled in its classes, and its per-class results are named
+    # by today's classes (a class it cannot predict has no champion baseline)
+    view, renamed = _champion_view(champion, trained.classes)
     client = _client()
     champ, chall = {}, {}
     for name, (yaml_path, _n) in sets.items():
         key = name.replace(":", ".").replace(" ", "_")
-        for who, pt, onnx, out in (
-            ("champion", champion.pt, champion.onnx, champ),
-            ("challenger", trained.best_pt, trained.onnx, chall),
+        champ_yaml = yaml_path
+        if view is not None:
+            champ_yaml = class_view(Path(yaml_path).parent, Path(work_dir) / "champion-view" /
+                                    key, list(champion.classes), view)  # fmt: skip
+        for who, pt, onnx, out, yml, names in (
+            ("champion", champion.pt, champion.onnx, champ, champ_yaml, champion.classes),
+            ("challenger", trained.best_pt, trained.onnx, chall, yaml_path, trained.classes),
         ):
-            res = evaluate_model(trained.run_id, pt, str(yaml_path), trained.imgsz,
+            res = evaluate_model(trained.run_id, pt, str(yml), trained.imgsz,
                                  f"{who}.{key}", device)  # fmt: skip
             out[name] = _metrics(res)
-            ece = model_ece(Path(onnx), trained.classes, trained.imgsz, Path(yaml_path),
+            if who == "champion" and renamed is not None:
+                out[name] = _renamed(out[name], renamed)
+            ece = model_ece(Path(onnx), list(names), trained.imgsz, Path(yml),
                             conf=serving_conf)  # fmt: skip
             if ece is not None:
                 out[name]["ece"] = ece
@@ -243,7 +260,43 @@ def evaluate_pair(
         chall,
         {k: n for k, (_, n) in sets.items()},
         [*slice_tags, "drift:all"] if slice_tags else [],
+        [c for c in trained.classes if c not in set((renamed or {}).values())]
+        if renamed is not None
+        else [],
     )
+
+
+def _champion_view(
+    champion: ChampionRef, classes: list[str]
+) -> tuple[dict[int, int | None] | None, dict[str, str] | None]:
+    """(today's id -> champion id, champion name -> today's name) when the class lists
+    differ; (None, None) when they are the same."""
+    if list(champion.classes) == list(classes):
+        return None, None
+    from tasks.schema import schema_log
+
+    sources = schema_log().sources(list(champion.classes)) or {
+        c: c for c in classes if c in champion.classes
+    }
+    view = {
+        i: (champion.classes.index(sources[c]) if c in sources else None)
+        for i, c in enumerate(classes)
+    }
+    return view, {old: new for new, old in sources.items()}
+
+
+def _renamed(metrics: dict, names: dict[str, str]) -> dict:
+    """Per-class keys of the champion's metrics under today's class names (a class of its
+    own that no longer exists is left out)."""
+    out = {}
+    for k, v in metrics.items():
+        if k.startswith(("ap50_95.", "ap50.")):
+            kind, cls = k.split(".", 1)
+            if cls in names:
+                out[f"{kind}.{names[cls]}"] = v
+        else:
+            out[k] = v
+    return out
 
 
 def export_and_benchmark(
@@ -273,10 +326,11 @@ def export_and_benchmark(
     }
     bench = {
         f"{who}.onnx": benchmark_onnx_isolated(
-            Path(path), trained.classes, trained.imgsz, batch=export.bench_batch,
+            Path(path), list(names), trained.imgsz, batch=export.bench_batch,
             warmup=export.bench_warmup, iterations=export.bench_iterations,
         ).as_dict()
-        for who, path in (("challenger", trained.onnx), ("champion", champion.onnx))
+        for who, path, names in (("challenger", trained.onnx, trained.classes),
+                                 ("champion", champion.onnx, champion.classes))
     }  # fmt: skip
     ok, why = tensorrt_status()
     wanted = [
@@ -338,6 +392,7 @@ def gate_candidate(
         int8_parity_points=gate.int8_parity_points,
         slice_frames={t: evals.sets.get(f"slice:{t}") or 0 for t in evals.slices},
         min_slice_frames=gate.min_slice_frames,
+        new_classes=evals.new_classes,
     )
     client = _client()
     client.log_text(trained.run_id, report.markdown(), "gate/report.md")
@@ -476,7 +531,6 @@ def publish_gate_report(
 def candidate_lineage(data: TrainingData) -> dict:
     """Lineage tags of a candidate trained on ``data``."""
     from cvloop.lineage import git_commit, params_sha256
-    from cvloop.params import params
 
     return {
         "dataset_version": data.dataset["name"],
@@ -485,8 +539,18 @@ def candidate_lineage(data: TrainingData) -> dict:
         "holdout_version": data.holdout.get("name", "unknown"),
         "git_commit": git_commit(),
         "params_sha256": params_sha256(),
-        "schema_version": str(params().schema_.label_policy_version),
+        **dataset_schema(data.dataset_yaml),
     }
+
+
+def dataset_schema(dataset_yaml: str) -> dict:
+    """The schema version a dataset folder's labels follow, and its label policy."""
+    from cvloop.schema import folder_schema
+    from tasks.schema import schema_log
+
+    n = folder_schema(Path(dataset_yaml).parent)
+    policy = schema_log().get(n).label_policy_version
+    return {"schema_version": f"schema-v{n}", "label_policy_version": str(policy)}
 
 
 def slice_tags(cameras: list[str] | None, classes: list[str] | None) -> list[str]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from prefect import task
 
 from cvloop.baseline import build_baseline
+from cvloop.errors import CvloopError
 from cvloop.fleet.generate import FleetConfig, cameras_named
 from cvloop.versioning import DataRepo, VersionRecord
 
@@ -69,6 +70,17 @@ def build_baseline_data(
         near_dup_bits,
         store=open_storage(load_settings().frame_store_uri, create_bucket=True),
     )
+    from cvloop.schema import mark_folder
+    from tasks.schema import current_schema
+
+    schema = current_schema()
+    if list(schema.classes) != list(classes):
+        raise CvloopError(
+            f"the baseline's classes {classes} are not {schema.tag}'s {list(schema.classes)}",
+            fix="bootstrap with the schema's classes (`cvloop schema show`)",
+        )
+    for folder in (paths.dataset_dir, paths.holdout_dir):
+        mark_folder(folder, schema)
     return BaselineData(
         str(paths.dataset_dir / "data.yaml"),
         str(paths.holdout_dir / "data.yaml"),
@@ -89,12 +101,28 @@ def labeled_hashes() -> set[str]:
     return {e.sha256 for d in (DATASET_DIR, HOLDOUT_DIR) for e in read_manifest(root / d)}
 
 
-def version_data(folder: str, pointer: str, name: str, message: str) -> VersionRecord:
-    """``dvc add`` the folder, commit its pointer, tag ``name``, push to the DVC remote."""
+def version_data(
+    folder: str, pointer: str, name: str, message: str, schema_log: bool = False
+) -> VersionRecord:
+    """``dvc add`` the folder, commit its pointer, tag ``name``, push to the DVC remote.
+
+    With ``schema_log`` (the first version), the schema log (``schema.yaml``) is written if
+    the repository has none yet and committed with it, tagged ``schema-v<n>``."""
+    from cvloop.schema import SCHEMA_FILE
+    from tasks.schema import schema_log as load_log
+
     repo = data_repo()
     repo.ensure()
     repo.add(folder)
-    return repo.commit_version(name, [pointer], message)
+    if not schema_log:
+        return repo.commit_version(name, [pointer], message)
+    log = load_log()
+    path = repo.root / SCHEMA_FILE
+    if not path.exists():
+        path.write_text(log.to_yaml())
+    rec = repo.commit_version(name, [pointer], message, (SCHEMA_FILE,))
+    repo.tag_at_head(log.current.tag, f"cvloop {log.current.tag}: {list(log.current.classes)}")
+    return rec
 
 
 build_baseline_data_task = task(build_baseline_data, name="build_baseline_data")

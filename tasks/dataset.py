@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from prefect import task
 
@@ -49,10 +49,19 @@ def export_reviews(
     from cvloop.labelstudio import LabelStudioQueue
     from cvloop.review import compare_boxes, frame_edits
     from cvloop.storage import open_storage
+    from tasks.schema import schema_log
 
     _total, reviewed = LabelStudioQueue.from_settings().reviewed(queue.project_id)
+    # boxes drawn under an earlier schema version (the schema changed during the review)
+    # follow it: renamed and merged classes get today's names, dropped classes go
+    translate = schema_log().translate()
     lines = []
     for r in reviewed:
+        r = replace(
+            r,
+            final=_translated(r.final, translate),
+            predicted=_translated(r.predicted, translate),
+        )
         why = [w.strip() for w in str(r.data.get("why", "")).split(";") if w.strip()]
         tags = [w for w in why if w.startswith("drift:")]
         tags += [f"drift:class {b.label}" for b in r.final if b.label in drift_classes]
@@ -77,6 +86,17 @@ def export_reviews(
     key = f"{queue.run_base}/{REVIEWED}"
     open_storage().put_text(key, "\n".join(lines) + ("\n" if lines else ""))
     return ReviewedExport(key, len(lines))
+
+
+def _translated(boxes: list[LabelBox], translate: dict[str, str | None]) -> list[LabelBox]:
+    """Boxes with class names of the current schema (an unknown name stays: validation
+    quarantines it with its rule)."""
+    out = []
+    for b in boxes:
+        name = translate.get(b.label, b.label)
+        if name is not None:
+            out.append(b if name == b.label else replace(b, label=name))
+    return out
 
 
 def _read_reviewed(store, key: str) -> list[dict]:
@@ -190,14 +210,31 @@ def version_reviewed_data(
     from cvloop.storage import open_storage
     from cvloop.versioning import next_version
     from tasks.data import DATASET_DIR, DATASET_POINTER, HOLDOUT_DIR, HOLDOUT_POINTER, data_repo
+    from tasks.schema import current_schema, require_migrated
 
     store = open_storage()
     repo = data_repo()
     repo.ensure()
     repo.checkout([DATASET_POINTER, HOLDOUT_POINTER])
     ds_root, ho_root = repo.root / DATASET_DIR, repo.root / HOLDOUT_DIR
+    schema = current_schema()
+    if list(classes) != list(schema.classes):
+        raise CvloopError(
+            f"the classes {list(classes)} are not the current schema's ({schema.tag}: "
+            f"{list(schema.classes)})",
+            fix="the schema changed after this run read it: run the step again",
+        )
+    require_migrated(ds_root, schema)
+    require_migrated(ho_root, schema)
     training, holdout = read_manifest(ds_root), read_manifest(ho_root)
     rows = {r["sha256"]: r for r in _read_reviewed(store, validated.reviewed_key)}
+    if (repo.tag_message(dataset_version) or "").startswith("cvloop schema-v"):
+        # a schema change took this name while the frames were in review: the next free
+        # one (or the one a crashed run of this step already wrote these frames under)
+        mine = {e.added_in for e in training if e.sha256 in rows}
+        last = (ds_root / "VERSION").read_text().strip()
+        reuse = last in mine and not (repo.tag_message(last) or "").startswith("cvloop schema")
+        dataset_version = last if reuse else f"dataset-v{next_version(repo, 'dataset')}"
     valid = [rows[s] for s in validated.valid if s in rows]
     images = {r["sha256"]: store.get_bytes(r["image_key"]) for r in valid}  # read once
     pixels = {sha: decode_jpeg(data) for sha, data in images.items()}

@@ -214,9 +214,11 @@ def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
         # resume a little before the pause times out: the watcher runs every few minutes
         margin = dt.timedelta(seconds=max(2 * poll, DEADLINE_MARGIN_S))
         passed = bool(deadline) and dt.datetime.now(dt.UTC) >= deadline - margin
+        from tasks.schema import current_schema
+
         status = check_review(
             queue,
-            p.classes,
+            list(current_schema().classes),
             list((run.parameters or {}).get("classes") or []),
             p.review,
             deadline_passed=passed,

@@ -452,6 +452,8 @@ def production_status(history: int = 10) -> dict:
                 "dataset_version": t.get("cvloop.dataset.version"),
                 "dataset_dvc_md5": t.get("cvloop.dataset.dvc_md5"),
                 "holdout_version": t.get("cvloop.holdout.version"),
+                "schema_version": t.get("cvloop.schema.version") or "schema-v1",
+                "classes": json.loads(t.get("cvloop.classes", "[]") or "[]"),
                 "parent_version": t.get("cvloop.parent_version"),
                 "git_commit": t.get("cvloop.git_commit"),
                 "params_sha256": t.get("cvloop.params_sha256"),
@@ -469,7 +471,14 @@ def production_status(history: int = 10) -> dict:
             }
         )
     changes = manifest_history(store)[-history:]
+    from tasks.schema import schema_summary
+
+    try:
+        data = schema_summary()
+    except Exception as exc:  # the data repository is elsewhere: say so, never fail status
+        data = {"error": str(exc).splitlines()[0]}
     return {
+        "data": data,
         "manifest": json.loads(m.to_json()) if m else None,
         "aliases": aliases,
         "versions": rows,
@@ -496,6 +505,15 @@ def status_text(s: dict) -> str:
     )
     if m:
         lines.append(f"  since {m['updated_at']} by {m['updated_by']}: {m['reason']}")
+    d = s.get("data") or {}
+    if "schema" in d:
+        lines.append(
+            f"DATA        {d['schema']} ({', '.join(d['classes'])}; label policy "
+            f"v{d['label_policy_version']}; last change: {d['last_change']})  newest "
+            f"{d['dataset']}, {d['holdout']}"
+        )
+    elif d:
+        lines.append(f"DATA        unknown: {d.get('error')}")
     for r in s["versions"]:
         b = r["bench_onnx"]
         lines += [
@@ -503,7 +521,8 @@ def status_text(s: dict) -> str:
             f"v{r['version']}  {r['share']:g}%  [{', '.join(r['aliases']) or 'no alias'}]"
             f"  rollout: {r['rollout_status'] or '-'}  approved by: {r['approved_by'] or '-'}",
             f"  trained on   {r['dataset_version']} (DVC {str(r['dataset_dvc_md5'])[:16]}), "
-            f"holdout {r['holdout_version']}, "
+            f"holdout {r['holdout_version']}, {r.get('schema_version', 'schema-v1')} "
+            f"({', '.join(r.get('classes') or [])}), "
             + (
                 f"fine-tuned from v{r['parent_version']}"
                 if (r["parent_version"] or "none") != "none"

@@ -134,11 +134,15 @@ def simulate_review(
     if signed:
         report.reviewer_id = queue.ensure_user(*REVIEWER)
     todo = [(tid, data) for tid, data, n in sorted(queue.tasks(project_id)) if n == 0]
+    # a reviewer can only draw the labels the project offers (a class the schema does not
+    # have yet is left unlabelled, as a person would)
+    offered = set(queue.labels(project_id))
     for tid, data in todo[:frames] if frames is not None else todo:
         boxes = index.boxes(str(data.get("key")), str(data.get("camera")))
         if boxes is None:
             report.no_truth += 1
             continue
+        boxes = [b for b in boxes if b.label in offered]
         boxes, j, m = imperfect(boxes, rng, jitter_px, miss_rate, width, height)
         report.jittered += j
         report.missed += m

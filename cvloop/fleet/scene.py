@@ -22,6 +22,9 @@ Drift scenarios change what a camera sees from a date on:
 * ``new-class-look``: crates become green plastic crates with a grid of holes
 * ``new-camera``: cameras whose names start with ``new-`` have a high, wide viewpoint with
   small objects and a different ground (see :func:`camera_spec`)
+* ``new-object``: a fourth kind of object appears, ``pallet`` (a low, wide, pale wooden
+  pallet with dark gaps between its slats); its ground truth says ``pallet`` whatever the
+  schema, so a reviewer draws it only once the schema has the class
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 CLASSES: tuple[str, ...] = ("crate", "barrel", "cone")
-SCENARIOS: tuple[str, ...] = ("night", "weather", "new-class-look", "new-camera")
+SCENARIOS: tuple[str, ...] = ("night", "weather", "new-class-look", "new-camera", "new-object")
+#: the object the ``new-object`` scenario brings: a class the schema does not have yet
+NEW_OBJECT = "pallet"
+NEW_OBJECT_SHARE = 0.45  # of the objects of a frame under the scenario
 MIN_VISIBLE = 0.4
 
 
@@ -203,6 +209,21 @@ def _draw_cone(d: ImageDraw.ImageDraw, x0, y0, x1, y1, rng) -> None:
     )
 
 
+def _draw_pallet(d: ImageDraw.ImageDraw, x0, y0, x1, y1, rng) -> None:
+    wood = (int(rng.integers(200, 230)), int(rng.integers(175, 200)), int(rng.integers(120, 150)))
+    dark = (60, 45, 30)
+    d.rectangle([x0, y0, x1, y1], fill=dark)
+    h = y1 - y0
+    d.rectangle([x0, y0, x1, y0 + h * 0.35], fill=wood)  # top deck
+    n = 3
+    for k in range(n):  # blocks, with dark openings between them
+        bx0 = x0 + (x1 - x0) * (k / (n - 1)) * 0.85
+        d.rectangle([bx0, y0 + h * 0.35, bx0 + (x1 - x0) * 0.15, y1], fill=wood)
+    for k in range(1, 5):  # gaps between the deck boards
+        gx = x0 + (x1 - x0) * k / 5
+        d.line([gx, y0, gx, y0 + h * 0.35], fill=dark, width=1)
+
+
 def _draw_distractor(d: ImageDraw.ImageDraw, x0, y0, x1, y1, rng) -> None:
     kind = int(rng.integers(0, 4))
     grey = int(rng.integers(90, 170))
@@ -273,6 +294,21 @@ def layout(
     return placed
 
 
+def _with_new_objects(objects: list[_Placed]) -> list[_Placed]:
+    """Some labelled objects become pallets: the same foot point and width, low and wide
+    (height 0.35-0.5 of the width); the other objects, and so the frame's layout, stay."""
+    out = []
+    for p in objects:
+        rng = np.random.default_rng([p.seed, 4])
+        if p.label is not None and rng.random() < NEW_OBJECT_SHARE:
+            w = (p.x1 - p.x0) * float(rng.uniform(1.2, 1.5))
+            h = w * float(rng.uniform(0.35, 0.5))
+            cx = (p.x0 + p.x1) / 2
+            p = _Placed(NEW_OBJECT, cx - w / 2, p.y1 - h, cx + w / 2, p.y1, p.seed)
+        out.append(p)
+    return out
+
+
 def render(
     cam: CameraSpec,
     event: int,
@@ -295,6 +331,8 @@ def render(
     dx = float(drift_rng.uniform(-1, 1)) * motion_px * frame_in_event
     dy = float(drift_rng.uniform(-0.3, 0.3)) * motion_px * frame_in_event
     objects = layout(cam, event, size, classes)
+    if "new-object" in scenarios:
+        objects = _with_new_objects(objects)
     areas: dict[int, float] = {}
     for idx, p in enumerate(objects, start=1):
         x0, y0, x1, y1 = p.x0 + dx, p.y0 + dy, p.x1 + dx, p.y1 + dy
@@ -305,6 +343,8 @@ def render(
             _draw_barrel(d, x0, y0, x1, y1, rng)
         elif p.label == "cone":
             _draw_cone(d, x0, y0, x1, y1, rng)
+        elif p.label == NEW_OBJECT:
+            _draw_pallet(d, x0, y0, x1, y1, rng)
         else:
             _draw_distractor(d, x0, y0, x1, y1, rng)
         md.rectangle([x0, y0, x1, y1], fill=idx)

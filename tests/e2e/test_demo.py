@@ -199,3 +199,42 @@ def test_every_url_the_demo_prints_answers(demo):
     drift = next(u for u in urls if "drift-report.html" in u)
     report = httpx.get(drift, timeout=30).text
     assert "root_metric" in report and "box_area" in report and "confidence" in report
+
+
+# ---- chapter new-class: a fourth class appears; the schema changes; one retrain learns it --
+
+
+@pytest.fixture(scope="module")
+def new_class(demo):
+    """`cvloop demo --fast --chapter new-class` on the demo's stack (after the tests above:
+    it adds a retrain and model versions)."""
+    home, env, repo, _, cli = demo
+    proc = cli("demo", "--fast", "--chapter", "new-class", timeout=DEMO_TIMEOUT_S)
+    (home / "new-class.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith('  {"candidate"')]
+    assert lines, f"no result ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    return proc, json.loads(lines[-1]), repo, env
+
+
+def test_after_one_retrain_the_new_class_is_detected_and_the_old_ones_hold(new_class):
+    proc, out, repo, _env = new_class
+    from cvloop.params import load_params
+
+    floor = load_params().gate.new_class_min_ap
+    assert out["classes"] == ["crate", "barrel", "cone", "pallet"]
+    pallet = out["class_gates"]["pallet"]
+    assert "no champion baseline" in pallet["detail"]
+    ap50 = float(pallet["detail"].split("AP50 ")[1].split(" ")[0])
+    assert pallet["passed"] and ap50 >= floor, pallet
+    for old in ("crate", "barrel", "cone"):  # no regression beyond the tolerance
+        assert out["class_gates"][old]["passed"], out["class_gates"][old]
+    assert out["gate"] == "passed" and proc.returncode == 0, proc.stdout[-4000:]
+    # the head was resized from the champion, keeping the three learned classes
+    resize = json.loads(out["head_resize"])
+    assert resize["new"] == ["pallet"] and set(resize["kept"]) == {"crate", "barrel", "cone"}
+    # the dataset, the holdout and the model version all name the new schema version
+    assert out["model_schema"] == out["dataset_schema"] == out["holdout_schema"] == "schema-v2"
+    for tag in (out["dataset_version"], out["holdout_version"]):
+        logged = subprocess.run(["git", "show", f"{tag}:schema.yaml"], cwd=repo,
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert "current: 2" in logged, tag

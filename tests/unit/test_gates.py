@@ -97,7 +97,7 @@ def test_new_class_needs_the_floor_and_exports_skip_or_fail():
         "onnx": {"status": "ok", "map50_95": 0.51},
     })  # fmt: skip
     assert rep.reasons == [
-        "class_ap:cone: new class: AP50 0.4500 (minimum 0.5)",
+        "class_ap:cone: new class (no champion baseline): AP50 0.4500 (minimum 0.5)",
         "export_parity:tensorrt_int8: export failed: calibration crashed",
         "export_parity:onnx: mAP50-95 .pt 0.5000 vs onnx 0.5100 (+1.00 points; limit ±0.5)",
     ]
@@ -150,3 +150,52 @@ def test_gate_reasons_tag_stays_valid_json_within_the_limit():
     assert len(text) <= 4900 and got[:-1] == reasons[: len(got) - 1]
     assert got[-1] == f"... and {10 - len(got) + 1} more (gate/report.json)"
     assert json.loads(_fit_json(reasons[:2], 4900)) == reasons[:2]
+
+
+def test_a_class_added_to_the_schema_is_judged_alone_and_the_rest_apples_to_apples():
+    """The champion knows three classes, the challenger four: mAP gates compare the mean AP
+    over the three; the new class must reach its floor; its drift slice defers to it."""
+    four = [*CLASSES, "pallet"]
+    champ = {
+        "holdout": _holdout(0.50),
+        "slice:drift:class pallet": {"map50_95": 0.5, "ap50_95.crate": 0.6},
+        "slice:drift:all": {"map50_95": 0.5, **{f"ap50_95.{c}": 0.5 for c in CLASSES}},
+    }
+    # overall mAP over 4 classes drops (the new class is weak), old classes hold
+    chall_hold = {
+        **_holdout(0.40, aps=(0.61, 0.5, 0.4)),
+        "ap50_95.pallet": 0.1,
+        "ap50.pallet": 0.55,
+    }
+    chall = {
+        "holdout": chall_hold,
+        "slice:drift:class pallet": {"map50_95": 0.2},
+        "slice:drift:all": {"map50_95": 0.3, **{f"ap50_95.{c}": 0.52 for c in CLASSES}},
+    }
+    kw = dict(**KW, new_classes=["pallet"])
+    slices = ["drift:class pallet", "drift:all"]
+    rep = evaluate_gates(champ, chall, four, slices, ONNX_OK, **kw)
+    by = {c.name: c for c in rep.checks}
+    assert by["holdout_map"].passed, by["holdout_map"].detail  # 0.5 -> 0.5033 over 3 classes
+    assert "over the 3 classes both know" in by["holdout_map"].detail
+    assert by["class_ap:pallet"].passed and "no champion baseline" in by["class_ap:pallet"].detail
+    assert by["drift_slice:drift:class pallet"].skipped
+    assert by["drift_slice:drift:all"].skipped  # only a new class's slice: its gate judges
+    # with a real drift slice as well, the pooled slice gates over the old classes
+    champ["slice:camera cam-02"] = {"map50_95": 0.5, "ap50_95.crate": 0.3}
+    chall["slice:camera cam-02"] = {"map50_95": 0.4, "ap50_95.crate": 0.35}
+    rep = evaluate_gates(champ, chall, four, ["camera cam-02", *slices], ONNX_OK, **kw)
+    by = {c.name: c for c in rep.checks}
+    assert by["drift_slice:camera cam-02"].passed  # crate 0.30 -> 0.35, not 0.5 -> 0.4
+    assert by["drift_slice:drift:all"].passed and not by["drift_slice:drift:all"].skipped
+    assert "+2.00 points" in by["drift_slice:drift:all"].detail
+    # export parity still compares the challenger's own full mAP
+    assert not by["export_parity:onnx"].passed and ".pt 0.4000" in by["export_parity:onnx"].detail
+    # a new class below its floor, or an old class regressing, rejects
+    weak = {**chall, "holdout": {**chall_hold, "ap50.pallet": 0.3, "ap50_95.crate": 0.5}}
+    rep = evaluate_gates(champ, weak, four, slices, ONNX_OK, **kw)
+    failed = {c.name for c in rep.checks if not c.passed}
+    assert {"class_ap:pallet", "class_ap:crate"} <= failed
+    # without new_classes, the same numbers compare all-class mAP: the holdout gate fails
+    plain = evaluate_gates(champ, chall, four, slices, ONNX_OK, **KW)
+    assert not {c.name: c for c in plain.checks}["holdout_map"].passed

@@ -76,3 +76,129 @@ def test_a_label_outside_the_schema_names_the_file():
 def test_schema_round_trips_through_its_dict():
     v2, _ = apply(V1, SchemaChange("retire", "barrel", merge_into="crate", why="same handling"))
     assert ClassSchema.from_dict(v2.to_dict()) == v2
+
+
+# ---- the schema log: every version, composed mappings, names across versions -----------
+
+
+def _log():
+    from cvloop.schema import SchemaLog
+
+    log = SchemaLog.initial(["crate", "barrel", "cone"])
+    for change in (
+        SchemaChange("add", "pallet", cameras=("cam-03",), seed_keys=("seeds/pallet/a.jpg",)),
+        SchemaChange("rename", "barrel", new_name="drum"),
+        SchemaChange("retire", "cone", merge_into="crate"),
+    ):
+        log, new = log.applied(change)
+        assert new
+    return log
+
+
+def test_the_log_composes_mappings_and_names_across_versions():
+    from cvloop.schema import SchemaLog
+
+    log = _log()
+    assert log.current.classes == ("crate", "drum", "pallet") and log.current.version == 4
+    # v1 ids -> v4 ids: crate 0, barrel 1 (now drum), cone merged into crate
+    assert log.mapping(1) == {0: 0, 1: 1, 2: 0}
+    assert log.mapping(2) == {0: 0, 1: 1, 2: 0, 3: 2}  # pallet shifted down after cone left
+    # the head rows a v1 model's classes pass on; a merged class leaves the target's own row
+    assert log.sources(["crate", "barrel", "cone"]) == {"crate": "crate", "drum": "barrel"}
+    assert log.sources(["not", "a", "version"]) == {}
+    assert log.translate() == {
+        "crate": "crate", "barrel": "drum", "cone": "crate", "pallet": "pallet", "drum": "drum"
+    }  # fmt: skip
+    # round trip through schema.yaml keeps every version and the seeds/cameras of the add
+    again = SchemaLog.from_yaml(log.to_yaml())
+    assert [v.classes for v in again.versions] == [v.classes for v in log.versions]
+    assert again.get(2).history[-1].cameras == ("cam-03",)
+    assert again.mapping(1) == log.mapping(1)
+
+
+def test_a_rerun_of_the_last_request_is_not_a_second_change():
+    log = _log()
+    same, new = log.applied(SchemaChange("retire", "cone", merge_into="crate", who="someone"))
+    assert not new and same is log
+    with pytest.raises(CvloopError, match="cannot rename 'drum' to 'crate'"):
+        log.applied(SchemaChange("rename", "drum", new_name="crate"))
+
+
+def test_a_hand_edited_log_is_refused():
+    from cvloop.schema import SchemaLog
+
+    text = _log().to_yaml().replace("- drum\n  - pallet", "- pallet\n  - drum", 1)
+    with pytest.raises(CvloopError, match="does not follow"):
+        SchemaLog.from_yaml(text).mapping(1)
+    with pytest.raises(CvloopError, match="not a cvloop schema log"):
+        SchemaLog.from_yaml("versions: 3")
+
+
+def _folder(root, labels: dict[str, str]):
+    import json
+
+    from cvloop.datasets import write_data_yaml
+
+    for fid, text in labels.items():
+        (root / "labels" / "train").mkdir(parents=True, exist_ok=True)
+        (root / "labels" / "train" / f"{fid}.txt").write_text(text)
+    entry = dict(sha256="0" * 64, split="train", source_key="k", camera="cam-01", ts_ms=0,
+                 dhash="0" * 16, boxes=0, label_source="reviewed", label_policy_version=1,
+                 added_in="dataset-v1")  # fmt: skip
+    (root / "manifest.jsonl").write_text(
+        "".join(json.dumps({**entry, "id": fid}) + "\n" for fid in labels)
+    )
+    write_data_yaml(root, ["crate", "barrel", "cone"], ["train"])
+
+
+def test_a_folder_migrates_once_and_a_crash_mid_swap_resumes(tmp_path, monkeypatch):
+    import os
+
+    import yaml
+
+    from cvloop.datasets import read_manifest
+    from cvloop.schema import folder_schema, migrate_folder
+
+    log = _log()
+    root = tmp_path / "ds"
+    _folder(root, {"a": LABELS, "b": "2 0.5 0.5 0.1 0.1\n", "c": ""})
+    real = os.replace
+    calls = []
+
+    def crash_after_first_rename(src, dst):
+        real(src, dst)
+        calls.append(dst)
+        if str(dst).endswith("labels.schema-v1"):
+            raise RuntimeError("worker died")
+
+    monkeypatch.setattr(os, "replace", crash_after_first_rename)
+    with pytest.raises(RuntimeError):
+        migrate_folder(root, log, "dataset-v2")
+    monkeypatch.setattr(os, "replace", real)
+    assert folder_schema(root) == 1 and not (root / "labels").exists()  # mid-swap
+    migrate_folder(root, log, "dataset-v2")  # resumes: finishes the swap
+    assert folder_schema(root) == 4 and (root / "VERSION").read_text() == "dataset-v2\n"
+    # v1 -> v4: crate 0, barrel->drum 1, cone merged into crate 0
+    assert (root / "labels/train/a.txt").read_text() == (
+        "0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n0 0.7 0.7 0.05 0.05\n1 0.2 0.8 0.1 0.1\n"
+    )
+    assert (root / "labels/train/b.txt").read_text() == "0 0.5 0.5 0.1 0.1\n"
+    names = yaml.safe_load((root / "data.yaml").read_text())["names"]
+    assert names == {0: "crate", 1: "drum", 2: "pallet"}
+    assert {e.id: e.boxes for e in read_manifest(root)} == {"a": 4, "b": 1, "c": 0}
+    assert not list(tmp_path.glob("ds/labels.*"))
+    # a second run changes nothing (the labels are not mapped twice)
+    again = migrate_folder(root, log, "dataset-v3")
+    assert again.already and (root / "VERSION").read_text() == "dataset-v2\n"
+    assert (root / "labels/train/b.txt").read_text() == "0 0.5 0.5 0.1 0.1\n"
+
+
+def test_a_clean_migration_reports_its_counts(tmp_path):
+    from cvloop.schema import migrate_folder
+
+    root = tmp_path / "ds"
+    _folder(root, {"a": LABELS, "b": "2 0.5 0.5 0.1 0.1\n"})
+    out = migrate_folder(root, _log(), "dataset-v2")
+    assert out.counts.merged == {"cone": 2}
+    assert out.counts.kept == {"crate": 3, "drum": 2}  # 1 crate + 2 merged cones
+    assert out.labels_rewritten == 2 and out.frames == 2

@@ -51,3 +51,20 @@ def test_slice_sets_hold_exactly_the_tagged_holdout_frames(tmp_path):
     again = build_slice_sets(holdout, ["drift:class cone"], tmp_path / "slices", CLASSES)
     assert again["drift:class cone"][1] == 1
     assert again["drift:all"][1] == 1  # only frame 2 carries the one slice asked for
+
+
+def test_a_class_view_relabels_the_frames_for_a_model_with_another_class_list(tmp_path):
+    from cvloop.slices import class_view
+
+    holdout = tmp_path / "holdout"
+    four = [*CLASSES, "pallet"]
+    frame = _frame(1, [])
+    frame.boxes = [LabelBox("pallet", 0.2, 0.2, 0.1, 0.1), LabelBox("cone", 0.5, 0.5, 0.2, 0.2)]
+    add_frames(holdout, [frame, _frame(2, [])], four, "holdout-v3", 2)
+    # the champion knows the three old classes: pallet boxes are left out, the rest keep ids
+    data = class_view(holdout, tmp_path / "view", CLASSES, {0: 0, 1: 1, 2: 2, 3: None})
+    assert yaml.safe_load(data.read_text())["names"] == dict(enumerate(CLASSES))
+    labels = sorted((tmp_path / "view" / "labels" / "holdout").glob("*.txt"))
+    assert [p.read_text() for p in labels] == ["2 0.500000 0.500000 0.200000 0.200000\n"] * 2
+    images = sorted((tmp_path / "view" / "images" / "holdout").glob("*.jpg"))
+    assert len(images) == 2 and images[0].stat().st_nlink == 2  # hard links, not copies
