@@ -135,6 +135,7 @@ def demo_params(settings: Settings, size: DemoSize) -> Path:
 def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, float]:
     """Run the demo; returns the wall time of each phase in seconds."""
     phases: dict[str, float] = {}
+    problems: list[str] = []  # what kept the demo from its end (exit 1 after the summary)
     began, began_at = time.perf_counter(), dt.datetime.now(dt.UTC)
 
     def phase(name: str) -> float:
@@ -218,8 +219,10 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
             f"fine-tune from the champion ({size.train_epochs} epochs), judge on the holdout "
             "and the drift slices, export + benchmark, gate, register (in the worker)"
         )
-        _, state = _follow(settings, retrain_run["id"], out, timeout_s=5400)
+        _, state = _follow(settings, retrain_run["id"], out, timeout_s=5400, pause_ends=False)
         phases["candidate"] = time.perf_counter() - t
+        if state != "Completed":
+            problems.append(f"the retrain ended {state} (Prefect UI: flow run {retrain_run['id']})")
         for line in _candidate_lines(settings, retrain_run["id"]):
             out(f"  {line}")
         if _rolling_out():
@@ -227,8 +230,17 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
                 "rollout 10% -> 50% -> approval -> 100%: the fleet serves a day per stage, "
                 "the rollout/tick deployment judges the canary"
             )
-            _rollout(settings, size, out)
+            stage = _rollout(settings, size, out)
             phases["rollout"] = time.perf_counter() - t
+            from cvloop.storage import open_storage
+            from registry.manifest import read_manifest
+            from registry.models import CHAMPION, ModelRegistry
+
+            champ = ModelRegistry.from_settings().alias_version(CHAMPION)
+            if stage != "stable" or champ == str(version):
+                m = read_manifest(open_storage())
+                problems.append(f"the rollout ended at {stage} with v{champ} champion: "
+                                f"{m.reason if m else 'no manifest'}")  # fmt: skip
     if "retrain" not in phases:
         phases["retrain"] = time.perf_counter() - t
 
@@ -265,6 +277,11 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
         out(f"  picture         {pic}")
     out("\nStop everything with `cvloop services down` (or `make down`).")
     out("phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
+    if problems:
+        raise CvloopError(
+            "the demo did not reach its end: " + "; ".join(problems),
+            fix="see the runs in the Prefect UI and `cvloop status`; the stack is still up",
+        )
     try:
         from cvloop.orchestration import orchestration_share
 
@@ -368,7 +385,10 @@ def _wait_for_event_run(
     return None
 
 
-def _follow(settings: Settings, flow_run_id: str, out, timeout_s: float = 1800):
+def _follow(
+    settings: Settings, flow_run_id: str, out, timeout_s: float = 1800, pause_ends: bool = True
+):
+    """Print the run's state changes until it ends (or pauses, with ``pause_ends``)."""
     import httpx
 
     deadline = time.time() + timeout_s
@@ -379,13 +399,8 @@ def _follow(settings: Settings, flow_run_id: str, out, timeout_s: float = 1800):
         if state != last:
             out(f"  retrain: {state}")
             last = state
-        if fr.get("state", {}).get("type") in (
-            "COMPLETED",
-            "FAILED",
-            "CRASHED",
-            "CANCELLED",
-            "PAUSED",
-        ):
+        ends = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED", *(("PAUSED",) if pause_ends else ()))
+        if fr.get("state", {}).get("type") in ends:
             return flow_run_id, state
         time.sleep(2)
     return flow_run_id, "still running"
@@ -584,7 +599,7 @@ def _rolling_out() -> bool:
     return m is not None and m.stage != "stable"
 
 
-def _rollout(settings: Settings, size: DemoSize, out) -> None:
+def _rollout(settings: Settings, size: DemoSize, out) -> str:
     """Each stage: the fleet captures and serves a day (the inference log grows), then the
     rollout/tick deployment judges it. The ML lead's approval is simulated, and says so."""
     from cvloop.fleet.serve import serve_current_manifest
@@ -603,9 +618,10 @@ def _rollout(settings: Settings, size: DemoSize, out) -> None:
     from registry.models import ModelRegistry
 
     reg = ModelRegistry.from_settings()
-    for _ in range(3 * len(load_params().rollout.stages)):
+    m = None
+    for _ in range(6 * len(load_params().rollout.stages)):  # holds for a small sample repeat
         m = read_manifest(store)
-        if m is None or m.stage == "stable":
+        if m is None or m.stage in ("stable", "rolled-back"):
             break
         version = m.extra[K_CHALLENGER]
         if m.extra.get(K_APPROVAL_ASKED) and not reg.get_version(version).tags.get(APPROVED_BY):
@@ -621,6 +637,8 @@ def _rollout(settings: Settings, size: DemoSize, out) -> None:
         after = read_manifest(store)
         out(f"  rollout/tick: {after.stage}: {after.reason}")
         out(f"    {settings.prefect_ui_url}/runs/flow-run/{run_id} (artifact rollout-status)")
+    m = read_manifest(store)
+    return m.stage if m is not None else "none"
 
 
 def _serve(start: dt.date, days: int, out) -> dict[str, float]:

@@ -247,6 +247,7 @@ class HoldoutParams(_Section):
     add_per_retrain: Annotated[int, Field(ge=0)] = 50
     max_drift_share: Annotated[float, Field(ge=0, le=1)] = 0.5
     refresh_days: PosInt = 90
+    refresh_frames: PosInt = 300
     near_duplicate_hamming: Annotated[int, Field(ge=0, le=64)] = 4
 
     @model_validator(mode="after")

@@ -27,6 +27,7 @@ def collect_frames(
     cameras: list[str] | None,
     video_fps: float,
     near_dup_bits: int,
+    base: str | None = None,
 ) -> CollectedBatch:
     """Collect, then write ``collected.parquet`` and ``quarantine.json`` under the run's
     folder in the store (a re-run of the same flow run rewrites the same keys)."""
@@ -37,7 +38,7 @@ def collect_frames(
     rep = collect(
         store, end_day, days, cameras=cameras, video_fps=video_fps, near_dup_bits=near_dup_bits
     )
-    base = f"runs/retrain/{run_id}"
+    base = base or f"runs/retrain/{run_id}"
     store.put_bytes(f"{base}/collected.parquet", to_parquet(rep.collected))
     store.put_text(
         f"{base}/quarantine.json", json.dumps([asdict(q) for q in rep.quarantined], indent=2)

@@ -148,30 +148,42 @@ def check_holdout(w: Windows, imgsz_default: int, device: str) -> HoldoutCheck:
         return HoldoutCheck(None, None, None, None, {}, None, {}, [], None, "no champion")
     model = reg.fetch(version)
     tags = model.tags
-    ref_map = float(tags["cvloop.holdout.map50_95"]) if "cvloop.holdout.map50_95" in tags else None
-    ref_cls = json.loads(tags.get("cvloop.holdout.per_class_ap50_95", "{}"))
+    holdout_yaml = load_settings().data_repo / "holdout" / "data" / "data.yaml"
+    stamp = holdout_yaml.parent / "VERSION"
+    scored = stamp.read_text().strip() if stamp.exists() else tags.get("cvloop.holdout.version")
+    # after a quarterly refresh the champion was re-scored on the new holdout: that score is
+    # the reference, and only weeks measured on the same holdout version make the trend
+    ref_version = tags.get("cvloop.holdout.reference.version")
+    if ref_version:
+        ref_map = float(tags["cvloop.holdout.reference.map50_95"])
+        ref_cls = json.loads(tags.get("cvloop.holdout.reference.per_class_ap50_95", "{}"))
+    else:
+        ref_map = (
+            float(tags["cvloop.holdout.map50_95"]) if "cvloop.holdout.map50_95" in tags else None
+        )
+        ref_cls = json.loads(tags.get("cvloop.holdout.per_class_ap50_95", "{}"))
     mv = reg.get_version(version)
     trained_ms = reg.client.get_run(mv.run_id).info.start_time
     days = (dt.datetime.now(dt.UTC).timestamp() * 1000 - trained_ms) / 86_400_000
-    holdout_yaml = load_settings().data_repo / "holdout" / "data" / "data.yaml"
+    past = _history(version, scored, legacy=ref_version is None)
     if not holdout_yaml.exists():
         return HoldoutCheck(
             version,
-            tags.get("cvloop.holdout.version"),
+            scored,
             None,
             None,
             {},
             ref_map,
             ref_cls,
-            _history(version),
+            past,
             days,
             f"holdout not found at {holdout_yaml} (dvc pull holdout/data.dvc)",
         )
     r = evaluate(model.pt, holdout_yaml, imgsz=model.imgsz or imgsz_default, device=device)
-    history = [h for h in _history(version) if h[0] != w.iso_week] + [(w.iso_week, r.map50_95)]
+    history = [h for h in past if h[0] != w.iso_week] + [(w.iso_week, r.map50_95)]
     return HoldoutCheck(
         version,
-        tags.get("cvloop.holdout.version"),
+        scored,
         r.map50_95,
         r.map50,
         r.per_class_ap50_95,
@@ -182,8 +194,11 @@ def check_holdout(w: Windows, imgsz_default: int, device: str) -> HoldoutCheck:
     )
 
 
-def _history(version: str) -> list[tuple[int, float]]:
-    """Weekly holdout mAP50-95 of ``version`` logged by earlier monitor runs."""
+def _history(
+    version: str, holdout_version: str | None, legacy: bool = True
+) -> list[tuple[int, float]]:
+    """Weekly holdout mAP50-95 of ``version`` logged by earlier monitor runs on the same
+    holdout version (``legacy``: runs that did not record theirs count too)."""
     from mlflow import MlflowClient
 
     from cvloop.settings import load_settings
@@ -197,6 +212,9 @@ def _history(version: str) -> list[tuple[int, float]]:
     )
     out = {}
     for run in runs:
+        hv = run.data.tags.get("cvloop.holdout.version")
+        if hv != holdout_version and not (hv is None and legacy):
+            continue
         for m in client.get_metric_history(run.info.run_id, "holdout.map50_95"):
             out[int(m.step)] = float(m.value)
     return sorted(out.items())
@@ -285,6 +303,7 @@ def log_monitor_run(
         run_name=f"monitor-{w.iso_week}",
         tags={
             "cvloop.champion": str(holdout.champion),
+            "cvloop.holdout.version": str(holdout.holdout_version),
             "cvloop.window.current": f"{w.cur_start}..{w.cur_end}",
             "cvloop.window.reference": f"{w.ref_start}..{w.ref_end}",
             "cvloop.triggers.fired": ",".join(r.rule for r in results if r.fired) or "none",

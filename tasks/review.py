@@ -55,8 +55,12 @@ def check_review(
     *,
     operator_go: bool = False,
     deadline_passed: bool = False,
+    complete_only: bool = False,
 ) -> ReviewStatus:
-    """Read the reviews from Label Studio, compute edit rates, decide whether to go on."""
+    """Read the reviews from Label Studio, compute edit rates, decide whether to go on.
+
+    ``complete_only`` (a holdout refresh): only every task reviewed, an operator's go or the
+    deadline end the review; a stable edit rate does not (a holdout must be exact)."""
     total, reviewed = LabelStudioQueue.from_settings().reviewed(queue.project_id)
     progress = review_progress(
         ((r.predicted, r.final) for r in reviewed),
@@ -71,6 +75,11 @@ def check_review(
         moved_iou=review.moved_iou,
     )
     go, reason = decide(progress, operator_go=operator_go, deadline_passed=deadline_passed)
+    if complete_only and go and reason.startswith("edit rate stable"):
+        go, reason = (
+            False,
+            (f"every frame must be labeled: {progress.reviewed}/{progress.total_tasks}"),
+        )
     return ReviewStatus(
         go, reason, progress.as_dict(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     )
@@ -186,7 +195,7 @@ def _waiting_retrains():
 
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["retrain"])),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["retrain", "holdout-refresh"])),
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
             ),
@@ -204,9 +213,13 @@ def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
     out = []
     poll = poll_seconds or p.review.poll_seconds
     for run in _waiting_retrains():
-        key = f"runs/retrain/{run.id}/review-queue.json"
-        if not store.exists(key):
+        # a retrain's queue, or a holdout refresh's (every frame must be labeled there)
+        keys = [f"{base}/{run.id}/review-queue.json"
+                for base in ("runs/retrain", "runs/holdout-refresh")]  # fmt: skip
+        key = next((k for k in keys if store.exists(k)), None)
+        if key is None:
             continue  # paused for another reason (by hand)
+        refresh = key.startswith("runs/holdout-refresh/")
         info = json.loads(store.get_text(key))
         queue = ReviewQueue(**info)
         details = run.state.state_details if run.state else None
@@ -222,6 +235,7 @@ def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
             list((run.parameters or {}).get("classes") or []),
             p.review,
             deadline_passed=passed,
+            complete_only=refresh,
         )
         record_review(queue, status, info.get("mlflow_run_id"))
         if status.go:
