@@ -38,6 +38,9 @@ def _register_subcommands() -> None:
     from cvloop.cli_schema import schema_app
 
     app.add_typer(schema_app, name="schema")
+    from cvloop.cli_holdout import holdout_app
+
+    app.add_typer(holdout_app, name="holdout")
     from cvloop.cli_rollout import approve, rollback, rollout_app, status, weekly
 
     app.add_typer(rollout_app, name="rollout")

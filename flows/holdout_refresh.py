@@ -5,7 +5,7 @@
 2. sample ``holdout.refresh_frames`` (within min/max) spread over camera x month x part of
    day, leaving out every frame of any training version (and near-duplicates) and of the
    current holdout; pre-annotate with the champion into a Label Studio project
-   ``cvloop review holdout-v<n>``;
+   ``cvloop holdout-v<n>``;
 3. wait (suspended) until every frame is labeled: a holdout is exact, so the edit rate does
    not end this review (the review/watch deployment resumes the run; an operator may say go
    at the deadline with what is labeled);
