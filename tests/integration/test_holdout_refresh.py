@@ -57,6 +57,13 @@ def refresh(booted, tmp_path_factory):
         "--bursts-per-day", "4", "--frames-per-burst", "2", env=b.env,
     )  # fmt: skip
     previous = (repo / "holdout" / "data" / "VERSION").read_text().strip()
+    # a training frame that shows up again in production: it must not join the holdout
+    import datetime as dt
+
+    trained = sorted((repo / "datasets" / "images" / "train").glob("*.jpg"))[0]
+    ts = int(dt.datetime(2026, 7, 2, 13, tzinfo=dt.UTC).timestamp() * 1000)
+    again = b.store / "frames" / "cam-01" / "2026-07-02" / f"{ts}.jpg"
+    again.write_bytes(trained.read_bytes())
     code = (
         "import json; from flows.holdout_refresh import holdout_refresh; "
         f"print('RESULT ' + json.dumps(holdout_refresh(window_end='2026-07-04', days=90, "
@@ -91,6 +98,7 @@ def refresh(booted, tmp_path_factory):
     finally:
         if proc.poll() is None:
             proc.kill()
+        again.unlink(missing_ok=True)
         from mlflow import MlflowClient
 
         client = MlflowClient(b.stack.mlflow_uri)  # the shared champion: as it was
@@ -109,6 +117,7 @@ def test_the_sample_waits_in_label_studio_until_every_frame_is_labeled(refresh):
     assert '"submitted": 0' not in sim
     assert "resumed: all" in watch and queue["dataset_version"] in watch
     sample = result["sample"]
+    assert sample["already_labeled"] == 1  # the training frame seen again was left out
     assert sample["selected"] == FRAMES and sample["cameras"] == ["cam-01", "cam-02"]
     assert all(s.startswith(("cam-01 ", "cam-02 ")) for s in sample["strata"])
     assert len(sample["strata"]) >= 4  # two cameras x several parts of the day
