@@ -107,6 +107,40 @@ def generate(
     )
 
 
+@fleet_app.command("register-camera")
+def register_camera(
+    camera: Annotated[str, typer.Argument(help="camera name, e.g. north-01")],
+    group: Annotated[str, typer.Option(help="its camera group, e.g. north-dock")],
+    region: Annotated[str, typer.Option(help="its region (optional), e.g. eu-west")] = "",
+    why: Annotated[str, typer.Option(help="why (in the weekly review)")] = "",
+    by: Annotated[str | None, typer.Option(help="who (default: you)")] = None,
+) -> None:
+    """Register a camera in a group (and region) in the frame store's camera registry. Its
+    inference-log rows carry the group from then on; a group new to the fleet gets its own
+    drift reference window (its first monitor.reference_days) instead of firing on day one."""
+    from cvloop.cameras import register
+    from cvloop.cli import _settings
+    from cvloop.cli_rollout import _me
+    from cvloop.storage import open_storage
+
+    _settings()
+    reg, changed = register(open_storage(), camera, group, region, by or _me(), why)
+    print(json.dumps({"camera": reg.camera, "group": reg.group, "region": reg.region,
+                      "changed": changed}, indent=2))  # fmt: skip
+
+
+@fleet_app.command("cameras")
+def cameras() -> None:
+    """The camera registry: each camera's group and region."""
+    from cvloop.cameras import registry
+    from cvloop.cli import _settings
+    from cvloop.storage import open_storage
+
+    _settings()
+    for cam, info in sorted(registry(open_storage()).items()):
+        print(f"{cam:<16} {info['group']:<16} {info['region']}")
+
+
 @fleet_app.command("serve")
 def serve(
     start: Annotated[

@@ -79,7 +79,7 @@ class SliceDrift:
     kind: str  # overall | class | camera | group
     name: str
     stats: DriftStats
-    path: str  # exact | rollup
+    path: str  # exact | rollup (", own baseline": a new camera group's) | baselining until …
 
     def row(self) -> dict:
         return {
@@ -128,12 +128,24 @@ def _slices(tables: list[pa.Table], classes: list[str]) -> list[tuple[str, str]]
     return out
 
 
+def _only(table: pa.Table, groups: list[str] | None) -> pa.Table:
+    """The rows of ``groups`` (all rows when None)."""
+    if groups is None:
+        return table
+    return table.filter(pc.is_in(table.column("camera_group"), pa.array(groups, pa.string())))
+
+
 def drift_exact(
-    store: Storage, ref: Window, cur: Window, classes: list[str], min_samples: int
+    store: Storage,
+    ref: Window,
+    cur: Window,
+    classes: list[str],
+    min_samples: int,
+    groups: list[str] | None = None,
 ) -> list[SliceDrift]:
     cols = ["camera", "camera_group", "detections"]
-    t_ref = read_log(store, ref.start, ref.end, columns=cols)
-    t_cur = read_log(store, cur.start, cur.end, columns=cols)
+    t_ref = _only(read_log(store, ref.start, ref.end, columns=cols), groups)
+    t_cur = _only(read_log(store, cur.start, cur.end, columns=cols), groups)
     f_ref, f_cur = flatten_detections(t_ref), flatten_detections(t_cur)
     out = []
     for kind, name in _slices([t_ref, t_cur], classes):
@@ -209,15 +221,104 @@ def compute_drift(
     min_samples: int,
     exact_max: int,
     bins: dict[str, Bins] | None = None,
+    groups: list[str] | None = None,
 ) -> list[SliceDrift]:
     """Every signal on every slice; exact when both windows hold at most ``exact_max``
-    detections, else from the rollups (loaded once, for the count and the statistics)."""
+    detections, else from the rollups (loaded once, for the count and the statistics).
+    ``groups``: only the frames of these camera groups (None: all)."""
     bins = bins or signal_bins()
-    r_ref = window_rollups(store, ref, classes, bins)
-    r_cur = window_rollups(store, cur, classes, bins)
+    r_ref = _only(window_rollups(store, ref, classes, bins), groups)
+    r_cur = _only(window_rollups(store, cur, classes, bins), groups)
     if count_detections(r_ref) + count_detections(r_cur) <= exact_max:
-        return drift_exact(store, ref, cur, classes, min_samples)
+        return drift_exact(store, ref, cur, classes, min_samples, groups)
     return drift_rollups(store, ref, cur, classes, min_samples, (r_ref, r_cur), bins)
+
+
+# ---- camera groups: each starts with its own reference window -------------------------------
+GROUPS_FIRST_SEEN = "monitor/camera-groups.json"
+
+
+def group_first_days(store: Storage, until: dt.date) -> dict[str, dt.date]:
+    """The first day each camera group appears in the inference log (before ``until``).
+
+    Kept in the store (``monitor/camera-groups.json``) with the number of log parts each
+    day had when it was read, so a check reads only days that are new or got new parts
+    since (late uploads and back-filled days included)."""
+    import json
+    from collections import Counter
+
+    from cvloop.inference_log import LOG_PREFIX
+
+    seen: dict[str, str] = {}
+    scanned: dict[str, int] = {}
+    if store.exists(GROUPS_FIRST_SEEN):
+        state = json.loads(store.get_text(GROUPS_FIRST_SEEN))
+        seen, scanned = dict(state.get("first_seen", {})), dict(state.get("parts", {}))
+    parts = Counter(
+        k.split("/")[1].removeprefix("date=")
+        for k in store.keys(f"{LOG_PREFIX}/")
+        if k.split("/")[1].startswith("date=")
+    )
+    for d, n in sorted(parts.items()):
+        if d >= until.isoformat() or scanned.get(d) == n:
+            continue
+        day = dt.date.fromisoformat(d)
+        t = read_log(store, day, day + dt.timedelta(days=1), columns=["camera_group"])
+        for g in pc.unique(t.column("camera_group")).to_pylist() if t.num_rows else []:
+            if g not in seen or d < seen[g]:
+                seen[g] = d
+        scanned[d] = n
+    store.put_text(GROUPS_FIRST_SEEN, json.dumps({"first_seen": seen, "parts": scanned},
+                                                 indent=2))  # fmt: skip
+    return {g: dt.date.fromisoformat(d) for g, d in seen.items() if d < until.isoformat()}
+
+
+def compute_drift_by_group(
+    store: Storage,
+    ref: Window,
+    cur: Window,
+    classes: list[str],
+    min_samples: int,
+    exact_max: int,
+    reference_days: int,
+    bins: dict[str, Bins] | None = None,
+) -> list[SliceDrift]:
+    """:func:`compute_drift`, with camera groups that joined the fleet after the reference
+    window on their own baseline: the fleet-wide slices (overall, classes, cameras) leave
+    them out, and each such group is compared with its own first ``reference_days`` once
+    those are over ("baselining until <day>" before, never flagged). A new region or group
+    does not fire the drift trigger on its first day."""
+    first = group_first_days(store, cur.end.date())
+    ref_end = ref.end.date()
+    new = sorted(g for g, d in first.items() if d >= ref_end)
+    if not new:
+        return compute_drift(store, ref, cur, classes, min_samples, exact_max, bins)
+    old = sorted(g for g in first if g not in new)
+    out = compute_drift(store, ref, cur, classes, min_samples, exact_max, bins, groups=old)
+    for g in new:
+        start = first[g]
+        own = Window(
+            dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC),
+            dt.datetime.combine(
+                start + dt.timedelta(days=reference_days), dt.time(), tzinfo=dt.UTC
+            ),
+        )
+        if cur.start < own.end:
+            note = f"baselining until {own.end.date()}"
+            out += [
+                SliceDrift(s, "group", g, DriftStats(math.nan, math.nan, math.nan, math.nan,
+                                                     0, 0, False), note)
+                for s in SIGNALS
+            ]  # fmt: skip
+            continue
+        rows = compute_drift(store, own, cur, classes, min_samples, exact_max, bins, groups=[g])
+        for r in rows:
+            if r.kind == "overall":
+                out.append(SliceDrift(r.signal, "group", g, r.stats, f"{r.path}, own baseline"))
+            elif r.kind == "camera":
+                out.append(SliceDrift(r.signal, r.kind, r.name, r.stats,
+                                      f"{r.path}, own baseline"))  # fmt: skip
+    return out
 
 
 def most_drifted(rows: list[SliceDrift], k: int = 10) -> list[SliceDrift]:

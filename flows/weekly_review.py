@@ -73,8 +73,23 @@ def gather_week(start: dt.datetime, end: dt.datetime) -> dict:
         "monitor": monitor,
         "versions": versions,
         "changes": changes,
-        "data": data_changes(start, end),
+        "data": sorted(
+            data_changes(start, end) + _camera_changes(start, end), key=lambda r: r["when"]
+        ),
     }
+
+
+def _camera_changes(start, end) -> list[dict]:
+    """Cameras registered into a group or region this week (the camera registry)."""
+    from cvloop.cameras import registrations
+    from cvloop.storage import open_storage
+
+    return [
+        {"when": r.when, "version": "camera registry",
+         "what": f"{r.camera} -> group {r.group}" + (f", region {r.region}" if r.region else ""),
+         "who": r.who, "why": r.why}
+        for r in registrations(open_storage(), start, end)
+    ]  # fmt: skip
 
 
 @task(name="failed_flow_runs")

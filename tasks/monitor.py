@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefect import task
 
-from cvloop.monitor import SliceDrift, Window, compute_drift, most_drifted, windows
+from cvloop.monitor import SliceDrift, Window, compute_drift_by_group, most_drifted, windows
 from cvloop.params import MonitorParams, Params
 from cvloop.triggers import (
     TriggerResult,
@@ -112,9 +112,10 @@ def compute_drift_signals(w: Windows, classes: list[str], m: MonitorParams) -> l
 
     ref, cur = w.as_windows()
     bins = signal_bins(m.confidence_bins, m.size_bins, m.volume_max_per_frame)
-    rows = compute_drift(
-        open_storage(), ref, cur, classes, m.min_slice_detections, m.exact_max_detections, bins
-    )
+    rows = compute_drift_by_group(
+        open_storage(), ref, cur, classes, m.min_slice_detections, m.exact_max_detections,
+        m.reference_days, bins,
+    )  # fmt: skip
     return [r.row() for r in rows]
 
 

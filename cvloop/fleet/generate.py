@@ -287,14 +287,16 @@ def generate_fleet(
 
     store = open_storage(store_uri, endpoint_url=endpoint_url, create_bucket=True)
     open_storage(truth_uri, endpoint_url=endpoint_url, create_bucket=True)
-    registry = {c: cfg.groups.get(c, "default") for c in cfg.all_cameras()}
-    existing = {}
-    if store.exists(CAMERAS_KEY):
-        existing = json.loads(store.get_text(CAMERAS_KEY)).get("cameras", {})
+    previous = json.loads(store.get_text(CAMERAS_KEY)) if store.exists(CAMERAS_KEY) else {}
+    existing = previous.get("cameras", {})
+    # a camera keeps the group it was registered with (`cvloop fleet register-camera`);
+    # a new one is in the group the config names, else "default"
+    registry = {c: cfg.groups.get(c, existing.get(c, "default")) for c in cfg.all_cameras()}
     store.put_text(
         CAMERAS_KEY,
         json.dumps(
             {
+                **previous,
                 "cameras": {**existing, **registry},
                 "image_size": cfg.image_size,
                 "classes": list(cfg.classes),
