@@ -13,6 +13,9 @@ Gates (thresholds in ``params.yaml`` → ``gate``, in mAP *points*, i.e. x100):
   than ``class_ap_tolerance_points``; a class the champion has no AP for (new: added to the
   schema since, "no champion baseline") must reach ``new_class_min_ap`` AP50; when the class
   lists differ, the mAP gates compare the mean AP over the classes both models know;
+* ``group_map:<group>``: when the holdout spans several camera groups (the camera
+  registry), each group's mAP50-95 not below the champion's by more than
+  ``holdout_map_tolerance_points`` (a group under ``min_slice_frames`` frames is reported);
 * ``drift_slice:<slice>``: each drift slice's mAP50-95 improves by at least
   ``drift_slice_min_gain_points``; a slice with fewer than ``min_slice_frames`` holdout
   frames is reported but judged only inside the pooled ``drift:all`` slice (a dozen frames
@@ -114,6 +117,7 @@ def evaluate_gates(
     slice_frames: Mapping[str, int] | None = None,
     min_slice_frames: int = 0,
     new_classes: Sequence[str] = (),
+    group_slices: Mapping[str, int] | None = None,
 ) -> GateReport:
     """Run every gate.
 
@@ -128,6 +132,9 @@ def evaluate_gates(
         new_classes: classes the champion cannot predict (added to the schema since): each
             must reach ``new_class_min_ap`` on its own; the champion-vs-challenger mAP gates
             compare the mean AP over the classes both know (apples to apples).
+        group_slices: ``group:<name>`` -> holdout frames of that camera group (when the
+            holdout spans several): each may not regress beyond the holdout tolerance (a
+            region is not averaged away); a group under ``min_slice_frames`` is reported.
     """
     checks: list[GateCheck] = []
     new_set = set(new_classes)
@@ -182,6 +189,29 @@ def evaluate_gates(
                     f"-{class_ap_tolerance_points})",
                 )
             )
+
+    # 2b. no camera group may regress on its holdout frames
+    for sl, n in sorted((group_slices or {}).items()):
+        name = f"group_map:{sl.removeprefix('group:')}"
+        c_m = _map(champion, f"slice:{sl}", common)
+        d_m = _map(challenger, f"slice:{sl}", common)
+        if n < min_slice_frames:
+            checks.append(GateCheck(name, True, f"{n} holdout frames (< {min_slice_frames}): "
+                                    "judged within the whole holdout", True))  # fmt: skip
+            continue
+        if c_m is None or d_m is None:
+            missing = [w for w, v in (("champion", c_m), ("challenger", d_m)) if v is None]
+            checks.append(_missing(name, [f"{w} mAP50-95 on {sl}" for w in missing]))
+            continue
+        delta = _points(d_m - c_m)
+        checks.append(
+            GateCheck(
+                name,
+                delta >= -holdout_map_tolerance_points,
+                f"mAP50-95{over} {c_m:.4f} -> {d_m:.4f} on {n} frames ({delta:+.2f} points; "
+                f"tolerance -{holdout_map_tolerance_points})",
+            )
+        )
 
     # 3. every drift slice must improve
     def new_class_slice(sl: str) -> bool:

@@ -13,7 +13,7 @@ deadline is wall-clock time: it waits for a person.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -168,6 +168,31 @@ def canary(challenger: Sample, champion: Sample, c) -> Canary:
         )
     status = "ok" if all(x.passed for x in checks) else "breach"
     return Canary(status, challenger.frames, champion.frames, checks)
+
+
+def with_groups(fleet: Canary, groups: dict[str, Canary]) -> Canary:
+    """The fleet-wide canary plus each camera group's own (``groups``: group -> its canary).
+
+    A breach in any one group is a breach (a region where the challenger is slow or blind is
+    not averaged away by the others); a group with too few frames to judge alone is judged
+    inside the fleet-wide sample and does not hold the stage."""
+    if len(groups) < 2:
+        return fleet
+    checks = list(fleet.checks)
+    for g, r in sorted(groups.items()):
+        if r.status == "insufficient":
+            checks.append(CanaryCheck(f"group {g}", True,
+                                      f"{r.challenger_frames} / {r.champion_frames} frames: "
+                                      "judged in the fleet-wide sample"))  # fmt: skip
+            continue
+        failed = [x for x in r.checks if not x.passed]
+        checks += [CanaryCheck(f"group {g}: {x.name}", False, x.detail) for x in failed]
+        if not failed:
+            checks.append(CanaryCheck(f"group {g}", True, "every check passed"))
+    status = fleet.status
+    if status != "insufficient" and not all(x.passed for x in checks):
+        status = "breach"
+    return replace(fleet, status=status, checks=checks)
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,15 @@ def slice_dirname(tag: str) -> str:
 
 DRIFT_ALL = "drift:all"
 CLEAN = "clean"
+GROUP_PREFIX = "group:"  # a camera group's frames of the holdout
 
 
 def build_slice_sets(
-    holdout_root: Path, tags: list[str], out_root: Path, classes: list[str]
+    holdout_root: Path,
+    tags: list[str],
+    out_root: Path,
+    classes: list[str],
+    groups: dict[str, str] | None = None,
 ) -> dict[str, tuple[Path, int]]:
     """tag -> (data.yaml, frames) for every tag with at least one holdout frame.
 
@@ -34,6 +39,10 @@ def build_slice_sets(
     slices pooled, large enough to judge when a single slice has a dozen frames), and
     ``clean``, the frames with no drift tag at all (the part of the holdout the drift did
     not touch: a candidate must not get worse there).
+
+    ``groups`` (camera -> camera group, from the camera registry): when the holdout's frames
+    come from more than one group, ``group:<name>`` holds each group's frames (a camera
+    not in the registry is in ``default``).
     """
     entries = read_manifest(holdout_root)
     wanted = set(tags)
@@ -41,6 +50,13 @@ def build_slice_sets(
     if tags:
         chosen_by[DRIFT_ALL] = [e for e in entries if wanted & set(e.slice_tags)]
     chosen_by[CLEAN] = [e for e in entries if not any(t.startswith("drift:") for t in e.slice_tags)]
+    if groups is not None:
+        by_group: dict[str, list] = {}
+        for e in entries:
+            by_group.setdefault(groups.get(e.camera, "default"), []).append(e)
+        if len(by_group) > 1:
+            for g, chosen in sorted(by_group.items()):
+                chosen_by[f"{GROUP_PREFIX}{g}"] = chosen
     out: dict[str, tuple[Path, int]] = {}
     for tag, chosen in chosen_by.items():
         if not chosen:

@@ -222,11 +222,14 @@ def evaluate_pair(
     recall, per-class AP (Ultralytics on the .pt) and the expected calibration error of the
     served model (ONNX, at the serving threshold). Logged to the candidate's training run."""
     from cvloop.calibration import model_ece
+    from cvloop.cameras import registry
     from cvloop.slices import build_slice_sets, class_view
+    from cvloop.storage import open_storage
 
     sets = {"holdout": (Path(holdout_dir) / "data.yaml", None)}
+    groups = {c: r["group"] for c, r in registry(open_storage()).items()}
     for tag, (yaml_path, n) in build_slice_sets(
-        Path(holdout_dir), slice_tags, Path(work_dir) / "slices", trained.classes
+        Path(holdout_dir), slice_tags, Path(work_dir) / "slices", trained.classes, groups
     ).items():
         sets[f"slice:{tag}"] = (yaml_path, n)
     # after a schema change the champion predicts another class list: it is scored on a
@@ -393,7 +396,11 @@ def gate_candidate(
         slice_frames={t: evals.sets.get(f"slice:{t}") or 0 for t in evals.slices},
         min_slice_frames=gate.min_slice_frames,
         new_classes=evals.new_classes,
-    )
+        group_slices={
+            s.removeprefix("slice:"): n for s, n in evals.sets.items()
+            if s.startswith("slice:group:")
+        },
+    )  # fmt: skip
     client = _client()
     client.log_text(trained.run_id, report.markdown(), "gate/report.md")
     client.log_dict(trained.run_id, report.as_dict(), "gate/report.json")

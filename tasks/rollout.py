@@ -22,6 +22,7 @@ from cvloop.rollout import (
     Sample,
     canary,
     decide,
+    with_groups,
 )
 from registry.manifest import read_manifest, single, write_manifest
 
@@ -118,12 +119,31 @@ def log_watermark(store) -> dt.datetime | None:
     return pc.max(t.column("ts")).as_py()
 
 
-def window_sample(store, version: str, since: dt.datetime, until: dt.datetime, drift_cameras=()):
+def log_groups(store, since: dt.datetime, until: dt.datetime) -> list[str]:
+    """The camera groups that served frames with ``since < ts <= until``."""
+    import pyarrow.compute as pc
+
+    from cvloop.inference_log import read_log
+
+    t = read_log(store, since + dt.timedelta(milliseconds=1), until + dt.timedelta(milliseconds=1),
+                 columns=["camera_group"])  # fmt: skip
+    return sorted(pc.unique(t.column("camera_group")).to_pylist()) if t.num_rows else []
+
+
+def window_sample(
+    store,
+    version: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    drift_cameras=(),
+    group: str | None = None,
+):
     """What ``version`` served with ``since < ts <= until``, from the inference log.
 
     Latency and errors count every frame; detection volume and confidences leave out the
     ``drift_cameras`` the candidate was retrained for (it is meant to behave differently
-    there: a champion blind at night against a challenger that sees is not a breach)."""
+    there: a champion blind at night against a challenger that sees is not a breach).
+    ``group``: only the frames of that camera group."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -135,8 +155,10 @@ def window_sample(store, version: str, since: dt.datetime, until: dt.datetime, d
         since + dt.timedelta(milliseconds=1),
         until + dt.timedelta(milliseconds=1),
         model_versions=[version],
-        columns=["camera", "latency_ms", "error", "detections"],
+        columns=["camera", "camera_group", "latency_ms", "error", "detections"],
     )
+    if group is not None:
+        t = t.filter(pc.equal(t.column("camera_group"), group))
     ok = t.filter(pc.is_null(t.column("error")))
     steady = ok
     if drift_cameras:
@@ -261,6 +283,17 @@ def rollout_tick(who: str = "cvloop rollout") -> dict:
         rollout_since = dt.datetime.fromisoformat(m.extra[K_ROLLOUT_LOG])  # with its canary days
         b = window_sample(store, champ, rollout_since, mark, drift)
     result = canary(a, b, p.canary)
+    groups = log_groups(store, stage_since, mark)
+    if len(groups) > 1:  # each camera group judged on its own too
+        per = {}
+        for g in groups:
+            ag = window_sample(store, chall, stage_since, mark, drift, g)
+            bg = window_sample(store, champ, stage_since, mark, drift, g)
+            if bg.frames < p.canary.min_frames:
+                rollout_since = dt.datetime.fromisoformat(m.extra[K_ROLLOUT_LOG])
+                bg = window_sample(store, champ, rollout_since, mark, drift, g)
+            per[g] = canary(ag, bg, p.canary)
+        result = with_groups(result, per)
     if drift:
         result = replace(
             result,

@@ -199,3 +199,20 @@ def test_a_class_added_to_the_schema_is_judged_alone_and_the_rest_apples_to_appl
     # without new_classes, the same numbers compare all-class mAP: the holdout gate fails
     plain = evaluate_gates(champ, chall, four, slices, ONNX_OK, **KW)
     assert not {c.name: c for c in plain.checks}["holdout_map"].passed
+
+
+def test_a_camera_group_may_not_regress_and_a_small_one_is_only_reported():
+    champ = {**CHAMP, "slice:group:north": {"map50_95": 0.40},
+             "slice:group:default": {"map50_95": 0.52}}  # fmt: skip
+    worse_north = {**GOOD, "slice:group:north": {"map50_95": 0.30},
+                   "slice:group:default": {"map50_95": 0.53}}  # fmt: skip
+    rep = _gate(champion=champ, challenger=worse_north,
+                group_slices={"group:north": 40, "group:default": 200}, min_slice_frames=10)  # fmt: skip
+    assert not rep.passed
+    assert [r.split(": ")[0] for r in rep.reasons] == ["group_map:north"]
+    assert "-10.00 points" in rep.reasons[0] and "on 40 frames" in rep.reasons[0]
+    small = _gate(champion=champ, challenger=worse_north,
+                  group_slices={"group:north": 5, "group:default": 200}, min_slice_frames=10)  # fmt: skip
+    assert small.passed
+    (north,) = [c for c in small.checks if c.name == "group_map:north"]
+    assert north.skipped and "judged within the whole holdout" in north.detail

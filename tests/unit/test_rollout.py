@@ -105,3 +105,24 @@ def test_breach_or_rejection_rolls_back_at_any_stage():
     assert d.action == "rollback" and d.reason.startswith("canary breach at 10%: error_rate")
     ok = canary(_sample(seed=1), _sample(seed=2), C)
     assert _decide(1, 1.0, ok, rejected=True).action == "rollback"
+
+
+def test_a_breach_in_one_camera_group_is_a_breach_even_when_the_fleet_average_passes():
+    from cvloop.rollout import with_groups
+
+    # the challenger is 1.6x slower in the small north group only: fleet-wide p95 holds
+    north = canary(_sample(n=150, latency=16.0, seed=3), _sample(n=150, seed=4), C)
+    default = canary(_sample(n=900, seed=5), _sample(n=900, seed=6), C)
+    fleet = canary(_sample(n=1050, seed=7), _sample(n=1050, seed=8), C)
+    assert fleet.status == "ok" and north.status == "breach"
+    res = with_groups(fleet, {"default": default, "north": north})
+    assert res.status == "breach"
+    assert [r.split(":")[0] + ":" + r.split(":")[1] for r in res.reasons] == [
+        "group north: p95_latency"
+    ]
+    # a group too small to judge alone does not hold the stage; one group is the fleet
+    tiny = canary(_sample(n=20, seed=3), _sample(n=20, seed=4), C)
+    ok = with_groups(fleet, {"default": default, "north": tiny})
+    (small,) = [c for c in ok.checks if c.name == "group north"]
+    assert ok.status == "ok" and small.passed and "judged in the fleet-wide" in small.detail
+    assert with_groups(fleet, {"default": default}) is fleet

@@ -68,3 +68,22 @@ def test_a_class_view_relabels_the_frames_for_a_model_with_another_class_list(tm
     assert [p.read_text() for p in labels] == ["2 0.500000 0.500000 0.200000 0.200000\n"] * 2
     images = sorted((tmp_path / "view" / "images" / "holdout").glob("*.jpg"))
     assert len(images) == 2 and images[0].stat().st_nlink == 2  # hard links, not copies
+
+
+def test_each_camera_group_of_the_holdout_is_a_slice_when_there_are_several(tmp_path):
+    from dataclasses import replace
+
+    holdout = tmp_path / "holdout"
+    frames = [_frame(0, []), replace(_frame(1, []), camera="north-01"),
+              replace(_frame(2, []), camera="north-02")]  # fmt: skip
+    add_frames(holdout, frames, CLASSES, "holdout-v2", 1)
+    groups = {"north-01": "north", "north-02": "north", "cam-02": "default"}
+    sets = build_slice_sets(holdout, [], tmp_path / "slices", CLASSES, groups)
+    assert {t: n for t, (_, n) in sets.items()} == {"clean": 3, "group:default": 1,
+                                                    "group:north": 2}  # fmt: skip
+    # one group only (or no registry): no group slice, the holdout is the group
+    one = build_slice_sets(holdout, [], tmp_path / "s1", CLASSES, {"north-01": "north"} | {
+        "north-02": "north", "cam-02": "north"})  # fmt: skip
+    assert not any(t.startswith("group:") for t in one)
+    assert not any(t.startswith("group:") for t in build_slice_sets(holdout, [], tmp_path / "s2",
+                                                                    CLASSES))  # fmt: skip
