@@ -124,9 +124,21 @@ def register_camera(
     from cvloop.storage import open_storage
 
     _settings()
-    reg, changed = register(open_storage(), camera, group, region, by or _me(), why)
+    store = open_storage()
+    reg, changed = register(store, camera, group, region, by or _me(), why)
     print(json.dumps({"camera": reg.camera, "group": reg.group, "region": reg.region,
-                      "changed": changed}, indent=2))  # fmt: skip
+                      "frames_root": _frames_root(store, camera), "changed": changed},
+                     indent=2))  # fmt: skip
+
+
+def _frames_root(store, camera: str) -> str:
+    """Where the camera's new frames go: its region's root (regions file) or the main
+    store."""
+    from cvloop.regions import RegionalStorage
+
+    if isinstance(store, RegionalStorage):
+        return store.store_for(f"frames/{camera}/x").uri
+    return store.uri
 
 
 @fleet_app.command("cameras")
@@ -137,8 +149,10 @@ def cameras() -> None:
     from cvloop.storage import open_storage
 
     _settings()
-    for cam, info in sorted(registry(open_storage()).items()):
-        print(f"{cam:<16} {info['group']:<16} {info['region']}")
+    store = open_storage()
+    for cam, info in sorted(registry(store).items()):
+        print(f"{cam:<16} {info['group']:<16} {info['region'] or '-':<12} "
+              f"{_frames_root(store, cam)}")  # fmt: skip
 
 
 @fleet_app.command("serve")

@@ -242,9 +242,16 @@ class LabelStudioQueue:
         return labels
 
     def connect_storage(self, project_id: int, store) -> None:
-        """Let the project load images from the frame store (idempotent)."""
+        """Let the project load images from the frame store (idempotent); a regional store
+        connects the main store and every region's root."""
+        from cvloop.regions import RegionalStorage
         from cvloop.storage import LocalStorage
 
+        if isinstance(store, RegionalStorage):
+            for part in (store.home, *store.regions.values()):
+                _check_served(store.home, part)
+                self.connect_storage(project_id, part)
+            return
         if isinstance(store, LocalStorage):
             with self._call("listing local storages"):
                 existing = self.client.import_storage.local.list(project=project_id)
@@ -265,7 +272,7 @@ class LabelStudioQueue:
             existing = self.client.import_storage.s3.list(project=project_id)
         if any(st.bucket == store.bucket for st in existing):
             return
-        kw = s.s3_client_kwargs()
+        kw = s.s3_client_kwargs(store.endpoint_url)
         with self._call(f"connecting the frame store (S3 bucket {store.bucket})"):
             self.client.import_storage.s3.create(
                 project=project_id,
@@ -388,6 +395,27 @@ class LabelStudioQueue:
         ]
 
 
+def _check_served(home, part) -> None:
+    """Label Studio serves local files only below its document root (the main store's
+    parent folder, set by ``cvloop services up``): a local region root must sit beside the
+    main store."""
+    from cvloop.errors import ConfigError
+    from cvloop.storage import LocalStorage
+
+    beside = (
+        isinstance(home, LocalStorage)
+        and getattr(part, "root", None) is not None
+        and (part.root.parent == home.root.parent)
+    )
+    if isinstance(part, LocalStorage) and part is not home and not beside:
+        raise ConfigError(
+            f"Label Studio cannot show frames from the local region root {part.root}: "
+            "it serves local files only beside the main frame store",
+            fix="put the region's folder next to the main store, or give the region an "
+            "s3:// storage_uri in the regions file",
+        )
+
+
 def _get(obj, name: str):
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
@@ -400,8 +428,11 @@ def _labels_of(config: str) -> list[str]:
 
 def image_url(store, key: str) -> str:
     """The URL Label Studio loads a frame from (see the module docstring)."""
+    from cvloop.regions import RegionalStorage
     from cvloop.storage import LocalStorage
 
+    if isinstance(store, RegionalStorage):
+        return image_url(store.store_holding(key), key)
     if isinstance(store, LocalStorage):
         from urllib.parse import quote
 

@@ -10,6 +10,7 @@ Variables (all optional; the defaults run the embedded local stack):
 ``CVLOOP_HOME``                runtime folder: pids, logs, service data (default ``./.cvloop``)
 ``CVLOOP_STORAGE_URI``         frame store root: a local path or ``s3://bucket/prefix``
 ``CVLOOP_S3_ENDPOINT_URL``     S3-compatible endpoint (MinIO, the loopback test server)
+``CVLOOP_REGIONS_FILE``        per-region frame roots (default ``regions.yaml`` here, if any)
 ``CVLOOP_DVC_REMOTE``          DVC remote URL (default ``$CVLOOP_HOME/dvc-remote``)
 ``CVLOOP_DATA_REPO``           git + DVC repo that versions datasets (default: this checkout)
 ``CVLOOP_TRUTH_URI``           synthetic fleet ground truth (default ``$CVLOOP_HOME/fleet-truth``)
@@ -69,6 +70,7 @@ class Settings(BaseSettings):
     dvc_remote: str | None = Field(default=None, alias="CVLOOP_DVC_REMOTE")
     data_repo_dir: Path | None = Field(default=None, alias="CVLOOP_DATA_REPO")
     truth_uri: str | None = Field(default=None, alias="CVLOOP_TRUTH_URI")
+    regions_file: Path | None = Field(default=None, alias="CVLOOP_REGIONS_FILE")
 
     prefect_port: int = Field(default=4200, alias="CVLOOP_PREFECT_PORT", ge=1, le=65535)
     mlflow_port: int = Field(default=5000, alias="CVLOOP_MLFLOW_PORT", ge=1, le=65535)

@@ -210,7 +210,12 @@ class S3Storage(Storage):
     """An S3 bucket (and optional key prefix) through boto3; endpoint URL configurable."""
 
     def __init__(
-        self, bucket: str, prefix: str = "", client: Any = None, create_bucket: bool = False
+        self,
+        bucket: str,
+        prefix: str = "",
+        client: Any = None,
+        create_bucket: bool = False,
+        endpoint_url: str | None = None,
     ) -> None:
         if not bucket:
             raise StorageError("S3 storage URI has no bucket", fix="use s3://<bucket>/<prefix>")
@@ -219,6 +224,7 @@ class S3Storage(Storage):
         if self.prefix:
             validate_key(self.prefix)
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.endpoint_url = endpoint_url  # None: the settings' (CVLOOP_S3_ENDPOINT_URL or AWS)
         self._client = client
         if create_bucket:
             self.ensure_bucket()
@@ -230,7 +236,7 @@ class S3Storage(Storage):
 
             from cvloop.settings import load_settings
 
-            self._client = boto3.client("s3", **load_settings().s3_client_kwargs())
+            self._client = boto3.client("s3", **load_settings().s3_client_kwargs(self.endpoint_url))
         return self._client
 
     def ensure_bucket(self) -> None:
@@ -340,7 +346,11 @@ class S3Storage(Storage):
 
 
 def open_storage(
-    uri: str | None = None, *, endpoint_url: str | None = None, create_bucket: bool = False
+    uri: str | None = None,
+    *,
+    endpoint_url: str | None = None,
+    create_bucket: bool = False,
+    regional: bool = True,
 ) -> Storage:
     """The storage named by ``uri`` (default: ``CVLOOP_STORAGE_URI`` / the local store).
 
@@ -348,17 +358,28 @@ def open_storage(
         uri: ``/path``, ``file:///path`` or ``s3://bucket[/prefix]``.
         endpoint_url: S3 endpoint (default ``CVLOOP_S3_ENDPOINT_URL``).
         create_bucket: create the S3 bucket if it does not exist (dev and tests).
+        regional: for the frame store, route each region's frames to the root the regions
+            file names (:mod:`cvloop.regions`); ``False`` gives the main store alone.
     """
     from cvloop.settings import load_settings
 
     settings = load_settings()
     uri = uri or settings.frame_store_uri
+    if regional and uri == settings.frame_store_uri:
+        from cvloop.regions import load_regions, open_regional
+
+        regions = load_regions(main_uri=uri)
+        if regions:
+            home = open_storage(uri, endpoint_url=endpoint_url, create_bucket=create_bucket,
+                                regional=False)  # fmt: skip
+            return open_regional(home, regions, create_bucket=create_bucket)
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         import boto3
 
         client = boto3.client("s3", **settings.s3_client_kwargs(endpoint_url))
-        return S3Storage(parsed.netloc, parsed.path, client=client, create_bucket=create_bucket)
+        return S3Storage(parsed.netloc, parsed.path, client=client, create_bucket=create_bucket,
+                         endpoint_url=endpoint_url)  # fmt: skip
     if parsed.scheme == "file":
         return LocalStorage(parsed.path)
     if parsed.scheme in ("",) or (len(parsed.scheme) == 1 and os.name == "nt"):

@@ -45,9 +45,16 @@ def check_frame_store() -> CheckResult:
     from cvloop.storage import open_storage
 
     def run() -> str:
+        from cvloop.regions import RegionalStorage
+
         store = open_storage()
         _round_trip(store, f"_cvloop/stack-check/{uuid.uuid4().hex}.txt")
-        return f"read/write ok at {store.uri}"
+        roots = [store.uri]
+        if isinstance(store, RegionalStorage):  # each region's root, with its own endpoint
+            for name, region in store.regions.items():
+                _round_trip(region, f"_cvloop/stack-check/{uuid.uuid4().hex}.txt")
+                roots.append(f"{name}: {region.uri}")
+        return f"read/write ok at {'; '.join(roots)}"
 
     return _timed("frame-store", run)
 
