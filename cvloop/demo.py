@@ -441,28 +441,45 @@ def _review(settings: Settings, flow_run_id: str, out) -> None:
         f"{rep.jittered} boxes off by ~{REVIEW_JITTER_PX} px, {rep.missed} small boxes "
         f"overlooked, bad boxes planted: {sorted(rep.planted.values())}"
     )
+    if rep.no_truth:
+        out(f"  {rep.no_truth} frame(s) have no fleet ground truth: the simulation leaves them "
+            "unreviewed")  # fmt: skip
     watch_run, state = run_and_wait("review-watch/watch", timeout_s=600, out=out)
     out(f"  review/watch run {watch_run}: {state}")
 
 
 def _wait_for_versions(settings: Settings, flow_run_id: str, out, timeout_s: float = 900) -> str:
-    """Wait until the resumed retrain has versioned the dataset (or ended)."""
+    """Wait until the resumed retrain has versioned the dataset (or ended); a run still
+    waiting for its review by then is an error that says why it waits."""
+    import json
+
     import httpx
 
     from cvloop.storage import open_storage
 
     store = open_storage()
+    progress = f"runs/retrain/{flow_run_id}/review-progress.json"
     deadline = time.time() + timeout_s
-    state = "Unknown"
+    state, why = "Unknown", "no review check recorded"
     while time.time() < deadline:
         fr = httpx.get(f"{settings.prefect_api_url}/flow_runs/{flow_run_id}", timeout=10).json()
         state = fr["state"]["name"] if fr.get("state") else "Unknown"
         if store.exists(f"runs/retrain/{flow_run_id}/versions.json"):
             return state
-        if fr.get("state", {}).get("type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+        kind = fr.get("state", {}).get("type")
+        if kind in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return state
+        if store.exists(progress):
+            check = json.loads(store.get_text(progress))
+            why = check.get("reason", why)
+            if kind == "PAUSED" and not check.get("go"):
+                break  # the review/watch check (run before this wait) said: not yet
         time.sleep(2)
-    return state
+    raise CvloopError(
+        f"the retrain {flow_run_id} is still {state} after the review: {why}",
+        fix=f"open {settings.prefect_ui_url}/runs/flow-run/{flow_run_id} and its review "
+        f"queue; `cvloop review go {flow_run_id}` lets it go on with the frames reviewed",
+    )
 
 
 def _dataset_lines(settings: Settings, flow_run_id: str) -> list[str]:

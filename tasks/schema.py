@@ -93,8 +93,10 @@ def _as_change(d: dict) -> dict:
 
 
 def store_seeds(class_name: str, paths: list[str]) -> list[str]:
-    """The operator's example frames (local image files or frame-store keys) in the frame
-    store under ``seeds/<class>/<sha>.jpg`` (idempotent: the key is the content hash)."""
+    """The operator's example frames as frame-store keys: a key of the frame store is kept
+    as it is (the frame keeps its camera, time and lineage, and is not stored twice); an
+    image file is stored under ``seeds/<class>/<sha>.jpg`` (idempotent: the key is the
+    content hash). Every seed must decode as an image."""
     from cvloop.datasets import frame_id
     from cvloop.detector import decode_jpeg
     from cvloop.storage import open_storage
@@ -103,14 +105,16 @@ def store_seeds(class_name: str, paths: list[str]) -> list[str]:
     keys = []
     for p in paths:
         local = Path(p)
+        in_store = not local.exists() and _is_key(p) and store.exists(p)
         if local.exists():
             data = local.read_bytes()
-        elif store.exists(p):
+        elif in_store:
             data = store.get_bytes(p)
         else:
             raise CvloopError(
                 f"seed frame {p!r} is neither a file here nor a key of the frame store",
-                fix="give image files (JPEG/PNG) or frame-store keys, e.g. cam-03/2026-11-20/...",
+                fix="give image files (JPEG/PNG) or frame-store keys, "
+                "e.g. frames/cam-03/2026-11-20/1795651200000.jpg",
             )
         try:
             pixels = decode_jpeg(data)
@@ -119,7 +123,10 @@ def store_seeds(class_name: str, paths: list[str]) -> list[str]:
                 f"seed frame {p!r} is not a readable image ({exc})",
                 fix="give JPEG or PNG images of the new class",
             ) from None
-        if local.exists() and local.suffix.lower() not in (".jpg", ".jpeg"):
+        if in_store:
+            keys.append(p)
+            continue
+        if local.suffix.lower() not in (".jpg", ".jpeg"):
             import cv2
 
             _ok, buf = cv2.imencode(".jpg", pixels[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -129,6 +136,17 @@ def store_seeds(class_name: str, paths: list[str]) -> list[str]:
             store.put_bytes(key, data)
         keys.append(key)
     return sorted(set(keys))
+
+
+def _is_key(text: str) -> bool:
+    from cvloop.errors import StorageError
+    from cvloop.storage import validate_key
+
+    try:
+        validate_key(text)
+        return True
+    except StorageError:
+        return False
 
 
 def plan_change(change: SchemaChange) -> tuple[SchemaLog, bool]:

@@ -202,3 +202,31 @@ def test_a_clean_migration_reports_its_counts(tmp_path):
     assert out.counts.merged == {"cone": 2}
     assert out.counts.kept == {"crate": 3, "drum": 2}  # 1 crate + 2 merged cones
     assert out.labels_rewritten == 2 and out.frames == 2
+
+
+def test_a_seed_key_stays_a_key_and_a_seed_file_is_stored_by_content(tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from cvloop.storage import open_storage
+    from tasks.schema import store_seeds
+
+    monkeypatch.setenv("CVLOOP_STORAGE_URI", str(tmp_path / "store"))
+    store = open_storage()
+    jpeg = cv2.imencode(".jpg", np.full((32, 32, 3), 90, np.uint8))[1].tobytes()
+    key = "frames/cam-03/2026-11-20/1795651200000.jpg"
+    store.put_bytes(key, jpeg)
+    png = tmp_path / "pallet.png"
+    cv2.imwrite(str(png), np.full((32, 32, 3), 30, np.uint8))
+    keys = store_seeds("pallet", [key, str(png)])
+    assert key in keys and len(keys) == 2
+    copied = next(k for k in keys if k != key)
+    assert copied.startswith("seeds/pallet/") and copied.endswith(".jpg")
+    assert store.keys("seeds/") == [copied]  # the frame-store seed is not stored twice
+    assert store_seeds("pallet", [key, str(png)]) == keys  # idempotent
+    with pytest.raises(CvloopError, match="neither a file here nor a key") as err:
+        store_seeds("pallet", ["frames/cam-03/2026-11-20/missing.jpg"])
+    assert "frames/cam-03/" in err.value.fix
+    store.put_bytes("frames/cam-03/2026-11-20/broken.jpg", b"not a jpeg")
+    with pytest.raises(CvloopError, match="not a readable image"):
+        store_seeds("pallet", ["frames/cam-03/2026-11-20/broken.jpg"])
