@@ -512,6 +512,7 @@ def production_status(history: int = 10) -> dict:
         data = {"error": str(exc).splitlines()[0]}
     return {
         "data": data,
+        "frames": _frame_roots(store),
         "manifest": json.loads(m.to_json()) if m else None,
         "aliases": aliases,
         "versions": rows,
@@ -526,6 +527,14 @@ def production_status(history: int = 10) -> dict:
             for h in reversed(changes)
         ],
     }
+
+
+def _frame_roots(store) -> dict:
+    """Where frames live: the main store and each region's root (regions file)."""
+    from cvloop.regions import RegionalStorage
+
+    regions = store.regions if isinstance(store, RegionalStorage) else {}
+    return {"store": store.uri, "regions": {n: r.uri for n, r in regions.items()}}
 
 
 def status_text(s: dict) -> str:
@@ -547,6 +556,10 @@ def status_text(s: dict) -> str:
         )
     elif d:
         lines.append(f"DATA        unknown: {d.get('error')}")
+    f = s.get("frames") or {}
+    if f.get("regions"):
+        roots = "; ".join(f"{n}: {u}" for n, u in sorted(f["regions"].items()))
+        lines.append(f"FRAMES      {f['store']}; regions {roots}")
     for r in s["versions"]:
         b = r["bench_onnx"]
         lines += [

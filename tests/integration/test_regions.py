@@ -62,6 +62,13 @@ def test_a_region_in_its_own_bucket_is_written_collected_and_reviewed(
     key = next(f.key for f in got.collected if f.camera == "cam-02")
     assert read_frame(open_storage(), key) == eu.get_bytes(key)
 
+    # `cvloop status` says where frames live
+    from tasks.rollout import production_status, status_text
+
+    status = production_status()
+    assert status["frames"] == {"store": str(main), "regions": {"eu-west": eu.uri}}
+    assert f"regions eu-west: s3://{bucket}/frames-root" in status_text(status)
+
     from cvloop.labelstudio import LabelStudioQueue, TaskSpec, image_url
 
     queue = LabelStudioQueue.from_settings()
