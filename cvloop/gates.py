@@ -101,6 +101,17 @@ def _missing(name: str, what: list[str]) -> GateCheck:
     return GateCheck(name, False, f"missing metric: {', '.join(what)} (fails closed)")
 
 
+def _slice_maps(champion, challenger, sl: str, common, name: str, checks: list) -> tuple | None:
+    """Both models' mAP50-95 on slice ``sl``; a missing one is a failing check (None)."""
+    c_m = _map(champion, f"slice:{sl}", common)
+    d_m = _map(challenger, f"slice:{sl}", common)
+    if c_m is None or d_m is None:
+        missing = [w for w, v in (("champion", c_m), ("challenger", d_m)) if v is None]
+        checks.append(_missing(name, [f"{w} mAP50-95 on slice {sl}" for w in missing]))
+        return None
+    return c_m, d_m
+
+
 def evaluate_gates(
     champion: Mapping[str, Metrics] | None,
     challenger: Mapping[str, Metrics] | None,
@@ -193,16 +204,13 @@ def evaluate_gates(
     # 2b. no camera group may regress on its holdout frames
     for sl, n in sorted((group_slices or {}).items()):
         name = f"group_map:{sl.removeprefix('group:')}"
-        c_m = _map(champion, f"slice:{sl}", common)
-        d_m = _map(challenger, f"slice:{sl}", common)
         if n < min_slice_frames:
             checks.append(GateCheck(name, True, f"{n} holdout frames (< {min_slice_frames}): "
                                     "judged within the whole holdout", True))  # fmt: skip
             continue
-        if c_m is None or d_m is None:
-            missing = [w for w, v in (("champion", c_m), ("challenger", d_m)) if v is None]
-            checks.append(_missing(name, [f"{w} mAP50-95 on {sl}" for w in missing]))
+        if (maps := _slice_maps(champion, challenger, sl, common, name, checks)) is None:
             continue
+        c_m, d_m = maps
         delta = _points(d_m - c_m)
         checks.append(
             GateCheck(
@@ -253,12 +261,9 @@ def evaluate_gates(
                 )
             )
             continue
-        c_m = _map(champion, f"slice:{sl}", common)
-        d_m = _map(challenger, f"slice:{sl}", common)
-        if c_m is None or d_m is None:
-            missing = [w for w, v in (("champion", c_m), ("challenger", d_m)) if v is None]
-            checks.append(_missing(name, [f"{w} mAP50-95 on slice {sl}" for w in missing]))
+        if (maps := _slice_maps(champion, challenger, sl, common, name, checks)) is None:
             continue
+        c_m, d_m = maps
         gain = _points(d_m - c_m)
         checks.append(
             GateCheck(
