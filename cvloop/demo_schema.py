@@ -50,6 +50,9 @@ def run_new_class(settings: Settings, size, out=print) -> dict:
     from cvloop.services import ServiceManager
 
     assert NEW_OBJECT == NEW_CLASS
+    from cvloop.demo import _merge
+
+    size = replace(size, params=_merge(size.params, size.new_class_params))
     demo_params(settings, size)
     ServiceManager(settings, out=out).up()
     deploy_all(settings)
@@ -59,7 +62,7 @@ def run_new_class(settings: Settings, size, out=print) -> dict:
     days = size.new_class_days
 
     t = _phase(out, f"the next month: {', '.join(cameras)} start to show pallets ({days} days)")
-    base = _fleet(size, start, days)
+    base = replace(_fleet(size, start, days), bursts_per_day=size.new_class_bursts_per_day)
     cfg = replace(base, scenarios=(Scenario("new-object", start, None, tuple(cameras)),))
     rep = _generate(settings, cfg, start, days, out)
     out(f"  {rep.frames_written} frames, with the new object: "

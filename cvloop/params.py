@@ -171,6 +171,7 @@ class TrainParams(_Section):
     seed: int = 0
     bootstrap_epochs: PosInt = 25
     bootstrap_lr0: Annotated[float, Field(gt=0, le=1)] = 0.01
+    new_class_repeat: Annotated[int, Field(ge=1, le=16)] = 4
 
 
 class GateParams(_Section):

@@ -173,9 +173,16 @@ def fine_tune(
             ),
         )
         source, classes = str(init), names
+        data_yaml = repeat_new_class_frames(
+            data.dataset_yaml, [names.index(c) for c in rep.new_classes],
+            getattr(train, "new_class_repeat", 1), Path(out_dir) / run_id / "init",
+        )  # fmt: skip
+        _client().log_param(run_id, "new_class_repeat", getattr(train, "new_class_repeat", 1))
+    else:
+        data_yaml = data.dataset_yaml
     return train_model(
         run_id,
-        data.dataset_yaml,
+        data_yaml,
         source,
         classes,
         out_dir,
@@ -188,6 +195,43 @@ def fine_tune(
         patience=train.patience,
         seed=train.seed,
     )
+
+
+def repeat_new_class_frames(data_yaml: str, new_ids: list[int], repeat: int, dest: Path) -> str:
+    """A data.yaml whose training list names each frame holding a new class ``repeat``
+    times (repeat-factor sampling): a class the champion never saw starts from its prior
+    with a few dozen frames among hundreds, and would otherwise barely move in a short
+    fine-tune. Validation and the class list are the dataset's own; the dataset version
+    itself is unchanged. Without new classes (or ``repeat`` 1) the dataset's data.yaml."""
+    import yaml
+
+    if not new_ids or repeat <= 1:
+        return data_yaml
+    src = Path(data_yaml)
+    cfg = yaml.safe_load(src.read_text()) or {}
+    root = Path(cfg.get("path") or src.parent)
+    if not root.is_absolute():
+        root = src.parent / root
+    train_dir = root / str(cfg["train"])
+    wanted = {str(i) for i in new_ids}
+    lines = []
+    for image in sorted(
+        p for p in train_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+    ):
+        # Ultralytics' own rule: the last /images/ of the path becomes /labels/
+        label = Path("/labels/".join(str(image.with_suffix(".txt")).rsplit("/images/", 1)))
+        ids = (
+            {ln.split()[0] for ln in label.read_text().splitlines() if ln.strip()}
+            if label.exists()
+            else set()
+        )
+        lines += [str(image)] * (repeat if ids & wanted else 1)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "train.txt").write_text("\n".join(lines) + "\n")
+    val = root / str(cfg["val"])
+    out = {**cfg, "path": str(root), "train": str(dest / "train.txt"), "val": str(val)}
+    (dest / "data.yaml").write_text(yaml.safe_dump(out, sort_keys=False))
+    return str(dest / "data.yaml")
 
 
 def _dataset_names(data_yaml: str) -> list[str]:

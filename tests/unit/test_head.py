@@ -113,3 +113,32 @@ def test_the_fine_tune_reads_the_class_list_of_the_dataset(tmp_path, names_yaml)
 
     (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\n" + names_yaml)
     assert _dataset_names(str(tmp_path / "data.yaml")) == [*OLD, "pallet"]
+
+
+def test_a_fine_tune_that_adds_a_class_sees_its_frames_repeat_times(tmp_path):
+    import yaml
+
+    from tasks.candidate import repeat_new_class_frames
+
+    ds = tmp_path / "images-dataset"
+    for split, frames in (("train", {"a": "0 .5 .5 .1 .1\n", "b": "3 .5 .5 .2 .1\n0 .2 .2 .1 .1\n",
+                                     "c": ""}), ("val", {"v": "3 .5 .5 .2 .1\n"})):  # fmt: skip
+        (ds / "images" / split).mkdir(parents=True)
+        (ds / "labels" / split).mkdir(parents=True)
+        for name, text in frames.items():
+            (ds / "images" / split / f"{name}.jpg").write_bytes(b"jpg")
+            (ds / "labels" / split / f"{name}.txt").write_text(text)
+    (ds / "data.yaml").write_text(yaml.safe_dump({"train": "images/train", "val": "images/val",
+                                                  "names": {0: "crate", 3: "pallet"}}))  # fmt: skip
+    out = repeat_new_class_frames(str(ds / "data.yaml"), [3], 4, tmp_path / "init")
+    cfg = yaml.safe_load(open(out))  # noqa: SIM115
+    listed = (tmp_path / "init" / "train.txt").read_text().split()
+    assert [p.rsplit("/", 1)[1] for p in listed] == ["a.jpg"] + ["b.jpg"] * 4 + ["c.jpg"]
+    assert cfg["val"] == str(ds / "images" / "val") and cfg["names"] == {0: "crate", 3: "pallet"}
+    # no new class, or no repeat: the dataset's own data.yaml
+    assert repeat_new_class_frames(str(ds / "data.yaml"), [], 4, tmp_path / "x") == str(
+        ds / "data.yaml"
+    )
+    assert repeat_new_class_frames(str(ds / "data.yaml"), [3], 1, tmp_path / "x") == str(
+        ds / "data.yaml"
+    )
