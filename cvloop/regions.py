@@ -28,7 +28,6 @@ to the main store and listings merge both, so re-registering a camera loses noth
 from __future__ import annotations
 
 import heapq
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from cvloop.errors import ConfigError, StorageError
+from cvloop.errors import ConfigError, CvloopError, StorageError
 from cvloop.storage import ObjectInfo, Storage, validate_key
 
 REGIONS_FILE = "regions.yaml"
@@ -145,15 +144,15 @@ class RegionalStorage(Storage):
     def camera_regions(self) -> dict[str, str]:
         """camera -> region, from the registry in the main store (cached briefly)."""
         if time.monotonic() - self._loaded_at > REGISTRY_TTL_S:
-            from cvloop.cameras import CAMERAS_KEY
+            from cvloop.cameras import registry
 
-            data = {}
-            if self.home.exists(CAMERAS_KEY):
-                try:
-                    data = json.loads(self.home.get_text(CAMERAS_KEY))
-                except json.JSONDecodeError:
-                    data = {}  # cvloop.cameras reports a broken registry where it is read
-            self._camera_region = dict(data.get("regions", {}))
+            try:
+                cams = registry(self.home)
+            except StorageError:
+                raise  # the main store itself failed: say so
+            except CvloopError:
+                cams = {}  # cvloop.cameras reports a broken registry where it is read
+            self._camera_region = {c: r["region"] for c, r in cams.items() if r["region"]}
             self._loaded_at = time.monotonic()
         return self._camera_region
 
@@ -208,8 +207,8 @@ class RegionalStorage(Storage):
                 (o for o in s.list(prefix) if routed_camera(o.key) is not None)
                 for s in self.regions.values()
             ] + [self.home.list(prefix)]
-        elif routed_camera(prefix) is not None and self.store_for(prefix) is not self.home:
-            sources = [self.store_for(prefix).list(prefix), self.home.list(prefix)]
+        elif (own := self.store_for(prefix)) is not self.home:  # one camera's prefix
+            sources = [own.list(prefix), self.home.list(prefix)]
         else:
             yield from self.home.list(prefix)
             return
