@@ -662,9 +662,24 @@ def _rollout(settings: Settings, size: DemoSize, out) -> str:
         run_id, _ = run_and_wait("rollout/tick", timeout_s=600, out=lambda _l: None)
         after = read_manifest(store)
         out(f"  rollout/tick: {after.stage}: {after.reason}")
+        out(f"    {_canary_line(reg.get_version(version).tags)}")
         out(f"    {settings.prefect_ui_url}/runs/flow-run/{run_id} (artifact rollout-status)")
     m = read_manifest(store)
     return m.stage if m is not None else "none"
+
+
+def _canary_line(tags: dict) -> str:
+    """What the last tick's canary said and which evidence decided it (model version tags)."""
+    import json
+
+    from tasks.rollout import ROLLOUT_CANARY, ROLLOUT_EVIDENCE, ROLLOUT_KEPT
+
+    kept = json.loads(tags.get(ROLLOUT_KEPT) or "{}")
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in kept.items() if v is not None)
+    return (
+        f"canary {tags.get(ROLLOUT_CANARY, '-')}, decided by {tags.get(ROLLOUT_EVIDENCE, '-')}"
+        + (f"; the champion's confident boxes the challenger keeps: {shares}" if shares else "")
+    )
 
 
 def _serve(start: dt.date, days: int, out) -> dict[str, float]:

@@ -205,6 +205,28 @@ class RolloutStage(_Section):
     hours: Annotated[float, Field(gt=0)]
 
 
+class CanaryQualityParams(_Section):
+    """The canary's quality evidence (cvloop/pairing.py): paired re-scoring and labels."""
+
+    rescore_frames: PosInt = 400
+    confident_floor: Prob = 0.5
+    match_conf: Prob = 0.25
+    match_iou: Annotated[float, Field(gt=0, le=1)] = 0.5
+    max_loss: Annotated[float, Field(gt=0, lt=1)] = 0.10
+    min_boxes: PosInt = 30
+    labels_min_frames: PosInt = 50
+    labels_map_tolerance_points: Points = 1.0
+
+    @model_validator(mode="after")
+    def _floors(self) -> CanaryQualityParams:
+        if self.match_conf > self.confident_floor:
+            raise ValueError(
+                f"match_conf ({self.match_conf}) must not exceed confident_floor "
+                f"({self.confident_floor}): a confident box must be findable at that confidence"
+            )
+        return self
+
+
 class CanaryParams(_Section):
     min_frames: PosInt = 500
     p95_latency_ratio_max: Annotated[float, Field(ge=1)] = 1.25
@@ -214,6 +236,7 @@ class CanaryParams(_Section):
     volume_ratio_min: Annotated[float, Field(gt=0, le=1)] = 0.8
     volume_ratio_max: Annotated[float, Field(ge=1)] = 1.25
     poll_seconds: Annotated[float, Field(gt=0)] = 60
+    quality: CanaryQualityParams = CanaryQualityParams()
 
 
 class RolloutParams(_Section):

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from cvloop.pairing import Quality
+
 # manifest.stage values
 STABLE = "stable"
 CANARY = "canary-{share:g}"
@@ -58,47 +60,47 @@ class Sample:
 
 @dataclass(frozen=True)
 class CanaryCheck:
+    """One check of a canary. ``kind``: ``guard`` (operational: error rate, latency, volume —
+    a failure is a breach), ``quality`` (the paired re-scoring or the labels — a failure is a
+    breach, ``held`` means inconclusive: the stage holds) or ``signal`` (reported, never a
+    breach on its own: the confidence-histogram shift)."""
+
     name: str
     passed: bool
     detail: str
+    kind: str = "guard"
+    held: bool = False
 
 
 @dataclass(frozen=True)
 class Canary:
-    """``ok`` (every check passed on enough frames), ``breach`` (one failed) or
-    ``insufficient`` (too few frames to judge: the stage holds, it never promotes)."""
+    """``ok`` (every guard passed and the quality evidence says no loss), ``breach`` (a guard
+    or the quality evidence failed) or ``insufficient`` (too few frames, or quality
+    inconclusive: the stage holds, it never promotes).
+
+    ``evidence`` says what decided: ``labels`` / ``pairing`` (the quality evidence),
+    ``guards`` (an operational check breached), or ``none`` (nothing could judge yet)."""
 
     status: str
     challenger_frames: int
     champion_frames: int
     checks: list[CanaryCheck] = field(default_factory=list)
     note: str = ""
+    evidence: str = "none"
+    quality: dict = field(default_factory=dict)
 
     @property
     def reasons(self) -> list[str]:
-        return [f"{c.name}: {c.detail}" for c in self.checks if not c.passed]
+        """The breached checks (a breach), else what holds the stage."""
+        failed = [c for c in self.checks if not c.passed]
+        breached = [c for c in failed if not c.held]
+        return [f"{c.name}: {c.detail}" for c in (breached or failed)]
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def canary(challenger: Sample, champion: Sample, c) -> Canary:
-    """Challenger vs champion over the same period; ``c`` is params.yaml's
-    ``rollout.canary``."""
-    if challenger.frames < c.min_frames or champion.frames < c.min_frames:
-        return Canary(
-            "insufficient",
-            challenger.frames,
-            champion.frames,
-            [
-                CanaryCheck(
-                    "sample",
-                    False,
-                    f"challenger {challenger.frames} / champion {champion.frames} frames; "
-                    f"{c.min_frames} each needed to judge",
-                )
-            ],
-        )
+def _guards(challenger: Sample, champion: Sample, c) -> list[CanaryCheck]:
     checks = []
     er = challenger.error_rate
     checks.append(
@@ -141,58 +143,112 @@ def canary(challenger: Sample, champion: Sample, c) -> Canary:
                 f"x{c.volume_ratio_min}-x{c.volume_ratio_max})",
             )
         )
-    ca, cb = np.sort(challenger.confidences), np.sort(champion.confidences)
-    if len(ca) == 0 and len(cb) == 0:
-        checks.append(CanaryCheck("confidence", True, "no detection by either model"))
-    elif len(ca) < 2 or len(cb) < 2:
-        checks.append(
-            CanaryCheck(
-                "confidence",
-                False,
-                f"{len(ca)} vs champion {len(cb)} detections: too few on one side to compare "
-                "(fails closed)",
-            )
-        )
-    else:
-        from cvloop.drift import ks_2samp
+    return checks
 
-        d, p = ks_2samp(cb, ca)
-        shifted = p < c.confidence_ks_p_min and d > c.confidence_ks_stat_max
-        checks.append(
-            CanaryCheck(
-                "confidence",
-                not shifted,
-                f"KS D {d:.3f}, p {p:.2g} (breach: p < {c.confidence_ks_p_min} and D > "
-                f"{c.confidence_ks_stat_max})",
-            )
+
+def _confidence_signal(challenger: Sample, champion: Sample, c) -> CanaryCheck:
+    """The confidence-histogram shift: reported, never a breach (a retrained model is meant
+    to move it; only the paired evidence tells better from worse)."""
+    ca, cb = np.sort(challenger.confidences), np.sort(champion.confidences)
+    if len(ca) < 2 or len(cb) < 2:
+        return CanaryCheck("confidence", True,
+                           f"{len(ca)} vs champion {len(cb)} detections: too few to compare",
+                           kind="signal")  # fmt: skip
+    from cvloop.drift import ks_2samp
+
+    d, p = ks_2samp(cb, ca)
+    shifted = p < c.confidence_ks_p_min and d > c.confidence_ks_stat_max
+    return CanaryCheck(
+        "confidence",
+        True,
+        f"KS D {d:.3f}, p {p:.2g}: "
+        + ("shifted" if shifted else "no marked shift")
+        + f" (p < {c.confidence_ks_p_min} and D > {c.confidence_ks_stat_max}); "
+        "signal only, never a breach on its own",
+        kind="signal",
+    )
+
+
+def _quality_checks(quality: Quality | None) -> list[CanaryCheck]:
+    if quality is None:
+        return [CanaryCheck("quality", False, "no paired re-scoring or labels for this window "
+                            "(fails closed: the stage holds)", kind="quality", held=True)]  # fmt: skip
+    deciding = [
+        CanaryCheck(
+            q.name, q.status == "ok", q.detail, kind="quality", held=q.status == "inconclusive"
         )
-    status = "ok" if all(x.passed for x in checks) else "breach"
-    return Canary(status, challenger.frames, champion.frames, checks)
+        for q in quality.checks
+    ]
+    shown = [
+        CanaryCheck(q.name, True, f"{q.detail} (reported: the labels decide)", kind="signal")
+        for q in quality.reported
+    ]
+    return deciding + shown
+
+
+def canary(challenger: Sample, champion: Sample, c, quality: Quality | None = None) -> Canary:
+    """Challenger vs champion over the same period; ``c`` is params.yaml's
+    ``rollout.canary``, ``quality`` the paired evidence (:mod:`cvloop.pairing`) of the same
+    window (None fails closed: the stage holds)."""
+    if challenger.frames < c.min_frames or champion.frames < c.min_frames:
+        return Canary(
+            "insufficient",
+            challenger.frames,
+            champion.frames,
+            [
+                CanaryCheck(
+                    "sample",
+                    False,
+                    f"challenger {challenger.frames} / champion {champion.frames} frames; "
+                    f"{c.min_frames} each needed to judge",
+                    held=True,
+                )
+            ],
+        )
+    guards = _guards(challenger, champion, c)
+    checks = [*guards, *_quality_checks(quality), _confidence_signal(challenger, champion, c)]
+    breached = [x for x in checks if not x.passed and not x.held]
+    held = [x for x in checks if not x.passed and x.held]
+    if breached:
+        status = "breach"
+        kinds = {"guard" if x.kind == "guard" else (quality.evidence if quality else "quality")
+                 for x in breached}  # fmt: skip
+        evidence = " + ".join(sorted(k.replace("guard", "guards") for k in kinds))
+    elif held:
+        status, evidence = "insufficient", "none"
+    else:
+        status, evidence = "ok", quality.evidence
+    return Canary(status, challenger.frames, champion.frames, checks, evidence=evidence,
+                  quality=quality.as_dict() if quality else {})  # fmt: skip
 
 
 def with_groups(fleet: Canary, groups: dict[str, Canary]) -> Canary:
     """The fleet-wide canary plus each camera group's own (``groups``: group -> its canary).
 
-    A breach in any one group is a breach (a region where the challenger is slow or blind is
-    not averaged away by the others); a group with too few frames to judge alone is judged
-    inside the fleet-wide sample and does not hold the stage."""
+    A breach in any one group is a breach (a region where the challenger is slow, blind or
+    loses boxes is not averaged away by the others); a group with too few frames or boxes
+    to judge alone is judged inside the fleet-wide sample and does not hold the stage."""
     if len(groups) < 2:
         return fleet
     checks = list(fleet.checks)
+    kinds = set()
     for g, r in sorted(groups.items()):
-        if r.status == "insufficient":
+        failed = [x for x in r.checks if not x.passed and not x.held]
+        if r.status == "insufficient" and not failed:
             checks.append(CanaryCheck(f"group {g}", True,
                                       f"{r.challenger_frames} / {r.champion_frames} frames: "
-                                      "judged in the fleet-wide sample"))  # fmt: skip
+                                      "too few to judge alone; judged in the fleet-wide sample"))  # fmt: skip
             continue
-        failed = [x for x in r.checks if not x.passed]
-        checks += [CanaryCheck(f"group {g}: {x.name}", False, x.detail) for x in failed]
+        checks += [CanaryCheck(f"group {g}: {x.name}", False, x.detail, x.kind) for x in failed]
+        kinds |= {"guards" if x.kind == "guard" else r.evidence for x in failed}
         if not failed:
             checks.append(CanaryCheck(f"group {g}", True, "every check passed"))
-    status = fleet.status
-    if status != "insufficient" and not all(x.passed for x in checks):
+    status, evidence = fleet.status, fleet.evidence
+    if status != "insufficient" and any(not x.passed and not x.held for x in checks):
+        if status != "breach":
+            evidence = " + ".join(sorted(kinds))
         status = "breach"
-    return replace(fleet, status=status, checks=checks)
+    return replace(fleet, status=status, checks=checks, evidence=evidence)
 
 
 @dataclass(frozen=True)

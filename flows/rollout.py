@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from tasks.rollout import production_status, rollout_tick, start_rollout, status_text
+from tasks.rollout import (
+    canary_report,
+    production_status,
+    rollout_tick,
+    start_rollout,
+    status_text,
+)
 
 
 @task(name="rollout_tick")
@@ -26,27 +32,7 @@ def rollout_tick_task(who: str) -> dict:
 def publish_rollout_status(result: dict) -> str:
     from prefect.artifacts import create_markdown_artifact
 
-    status = production_status()
-    lines = [f"# Rollout: {result['status']}", ""]
-    if result.get("reason"):
-        lines += [result["reason"], ""]
-    checks = (result.get("canary") or {}).get("checks") or []
-    if checks:
-        c = result["canary"]
-        lines += [
-            f"Canary ({c['status']}): challenger {c['challenger_frames']} frames, champion "
-            f"{c['champion_frames']} frames, same period of the inference log. {c['note']}",
-            "",
-            "| check | result | detail |",
-            "|---|---|---|",
-        ]
-        lines += [
-            f"| {x['name']} | {'pass' if x['passed'] else '**FAIL**'} | {x['detail']} |"
-            for x in checks
-        ]
-        lines.append("")
-    lines += ["```", status_text(status), "```"]
-    md = "\n".join(lines) + "\n"
+    md = canary_report(result) + "\n```\n" + status_text(production_status()) + "\n```\n"
     create_markdown_artifact(markdown=md, key="rollout-status", description=result["status"])
     if result["status"] in ("rollback", "stop"):
         create_markdown_artifact(

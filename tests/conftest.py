@@ -277,8 +277,11 @@ TINY = {
     "holdout": {"min_frames": 10},
     "train": {"imgsz": 128, "bootstrap_epochs": 2, "epochs": 2, "batch": 8},
     "export": {"bench_warmup": 2, "bench_iterations": 10, "bench_batch": 4},
-    # rollouts start explicitly in the tests; a tiny fleet's canary samples are small
-    "rollout": {"auto_start": False, "canary": {"min_frames": 20}},
+    # rollouts start explicitly in the tests; a tiny fleet's canary samples are small, and a
+    # tiny champion under-detects: its better successor finds 1.31x the boxes per frame
+    # (measured in tests/integration/test_rollout.py), which the default band (x0.8-x1.25)
+    # calls a change; at this scale only the band is wider (as in `cvloop demo --fast`)
+    "rollout": {"auto_start": False, "canary": {"min_frames": 20, "volume_ratio_max": 2.0}},
 }
 
 

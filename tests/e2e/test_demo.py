@@ -151,6 +151,9 @@ def test_the_new_model_is_champion_with_lineage_and_serves_all_traffic(demo):
     assert v2["git_commit"] and v2["params_sha256"] and v2["training_run"] and v2["sha256_pt"]
     assert v2["bench_onnx"]["p95_ms"] > 0
     assert v2["approved_by"] == "demo ML lead (simulated approval)"
+    # the canary judged quality on paired frames (no labels in the demo's window), per class
+    assert v2["rollout_evidence"] == "pairing"
+    assert set(v2["rollout_kept_share"]) == {"crate", "barrel", "cone"}
     from cvloop.storage import LocalStorage
     from registry.manifest import read_manifest
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -55,35 +57,40 @@ def _json_tail(text: str) -> dict:
 
 
 def _tick(b) -> dict:
-    """`cvloop rollout tick`: one step, reported to Prefect as a flow run."""
-    out = b.stack.cli("rollout", "tick", env=b.env).stdout
-    return _json_tail(out)
+    """`cvloop rollout tick`: one step, reported to Prefect as a flow run (its report is
+    printed: `pytest -s` shows what each tick judged)."""
+    from tasks.rollout import canary_report
+
+    out = _json_tail(b.stack.cli("rollout", "tick", env=b.env).stdout)
+    print(canary_report(out))
+    return out
 
 
-def _register_copy_of_champion(tmp_path, name: str) -> str:
-    """A candidate that passed the gates: the champion's own files, registered anew."""
+CLASSES = ["crate", "barrel", "cone"]
+
+
+def _register(tmp_path, name: str, pt, onnx, classes, imgsz: int, parent: str) -> str:
+    """A candidate that passed the gates, registered from its files (as the candidate flow
+    would after its gates)."""
     from mlflow import MlflowClient
 
+    from cvloop.lineage import git_commit, params_sha256
     from cvloop.settings import load_settings
     from cvloop.training import EvalResult
-    from registry.models import ModelRegistry
     from tasks.model import TrainedModel, register_model, start_training_run
 
-    reg = ModelRegistry.from_settings()
-    champ = reg.fetch_alias("champion")
     run_id = start_training_run("cvloop", name, {"lr0": 0.001, "epochs": 1}, {})
     d = tmp_path / name
     d.mkdir()
-    for f in ("best.pt", "best.onnx", "model.json"):
-        shutil.copy(champ.pt.parent / f, d / f)
+    shutil.copy(pt, d / "best.pt")
+    shutil.copy(onnx, d / "best.onnx")
+    (d / "model.json").write_text(json.dumps({"classes": classes, "imgsz": imgsz}))
     MlflowClient(load_settings().mlflow_tracking_uri).log_artifacts(run_id, str(d), "model")
-    trained = TrainedModel(run_id, str(d / "best.pt"), str(d / "best.onnx"), champ.classes,
-                           champ.imgsz, 1, 1.0)  # fmt: skip
-    from cvloop.lineage import git_commit, params_sha256
-
+    trained = TrainedModel(run_id, str(d / "best.pt"), str(d / "best.onnx"), classes, imgsz,
+                           1, 1.0)  # fmt: skip
     lineage = {
         "dataset_version": "dataset-v1",
-        "parent_version": champ.version,
+        "parent_version": parent,
         "git_commit": git_commit(),
         "params_sha256": params_sha256(),
     }
@@ -92,6 +99,106 @@ def _register_copy_of_champion(tmp_path, name: str) -> str:
         {"cvloop.gate": "passed", "cvloop.gate.reasons": "[]"}, "cvloop-detector",
         ["challenger"], name,
     )  # fmt: skip
+
+
+def _register_copy_of_champion(tmp_path, name: str) -> str:
+    """A challenger identical to the champion: its own files, registered anew."""
+    from registry.models import ModelRegistry
+
+    champ = ModelRegistry.from_settings().fetch_alias("champion")
+    return _register(tmp_path, name, champ.pt, champ.onnx, champ.classes, champ.imgsz,
+                     champ.version)  # fmt: skip
+
+
+@dataclass
+class Trained:
+    champion: str  # registered version (the champion alias is moved onto it)
+    better: str  # its successor, trained on from its best.pt (not yet registered)
+    better_pt: str
+    better_onnx: str
+    champion_map: float
+    better_map: float
+
+
+@pytest.fixture(scope="module")
+def client_env(fleet):
+    """This process pointed at the session stack for the whole module (as the CLI is)."""
+    st = fleet.stack
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in st.env.items():
+            if key.startswith("CVLOOP_"):
+                mp.setenv(key, value)
+        mp.setenv("PREFECT_API_URL", st.prefect_api)
+        mp.setenv("MLFLOW_TRACKING_URI", st.mlflow_uri)
+        mp.setenv("CVLOOP_S3_ENDPOINT_URL", st.s3_endpoint)
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained(fleet, client_env, tmp_path_factory):
+    """A champion worth canarying against, and a better successor, trained here with fixed
+    seeds on frames of the session's tiny fleet: 25 epochs from the model YAML on 240
+    frames (the session champion, 2 epochs on 48, has too few confident boxes to pair),
+    then 10 more epochs from its best.pt. Both are scored on a holdout of later days; the
+    champion alias moves to the first for this module and back at its end."""
+    from cvloop.baseline import build_baseline
+    from cvloop.fleet.generate import FleetConfig, cameras_named
+    from cvloop.storage import open_storage
+    from cvloop.training import evaluate
+    from registry.manifest import single, write_manifest
+    from registry.models import ModelRegistry
+    from tasks.model import resolve_model_source, start_training_run, train_model
+
+    tmp = tmp_path_factory.mktemp("rollout-models")
+    cfg = FleetConfig(seed=7, cameras=cameras_named(2), image_size=160, classes=tuple(CLASSES))
+    ds, ho = tmp / "dataset", tmp / "holdout"
+    build_baseline(cfg, dt.date(2026, 8, 1), 5, 240, 60, ds, ho, CLASSES, 1, 0.2, 4)
+    common = dict(imgsz=128, batch=8, device="cpu", workers=0, patience=100, seed=0)
+    run = start_training_run("cvloop", "rollout-test-champion", {}, {})
+    champ = train_model(run, str(ds / "data.yaml"), resolve_model_source("yolo11p.yaml"),
+                        CLASSES, str(tmp / "runs"), epochs=25, lr0=0.01, **common)  # fmt: skip
+    run = start_training_run("cvloop", "rollout-test-better", {}, {})
+    better = train_model(run, str(ds / "data.yaml"), champ.best_pt, CLASSES,
+                         str(tmp / "runs"), epochs=10, lr0=0.001, **common)  # fmt: skip
+    maps = [evaluate(Path(m.best_pt), ho / "data.yaml", imgsz=128, device="cpu",
+                     out_dir=tmp / "eval", name=n).map50_95
+            for n, m in (("champion", champ), ("better", better))]  # fmt: skip
+    reg = ModelRegistry.from_settings()
+    old = reg.alias_version("champion")
+    version = _register(tmp, "rollout-test-champion", champ.best_pt, champ.onnx, CLASSES, 128,
+                        old)  # fmt: skip
+    reg.set_alias("champion", version)
+    reg.delete_alias("challenger")
+    store = open_storage()
+    write_manifest(store, single(version, stage="stable"), who="test",
+                   reason=f"test: v{version} serves for the rollout tests")  # fmt: skip
+    yield Trained(version, "", better.best_pt, better.onnx, *maps)
+    reg.set_alias("champion", old)
+    write_manifest(store, single(old, stage="stable"), who="test",
+                   reason=f"test: v{old} serves again after the rollout tests")  # fmt: skip
+
+
+def _audit_labels(b, day: int) -> int:
+    """Reviewed labels for the frames of one served day (the weekly audit's kind), from the
+    fleet's ground truth: the labels a careful reviewer would give."""
+    from cvloop.datasets import LabelBox
+    from cvloop.label_store import LabeledFrame, write_labels
+    from cvloop.storage import open_storage
+
+    frames = []
+    for path in sorted((b.stack.home / "fleet-truth").glob(f"*/{_day(day)}.jsonl")):
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            ts = dt.datetime.fromtimestamp(r["ts_ms"] / 1000, dt.UTC)
+            frames.append(LabeledFrame(ts, r["camera"], r["frame_key"],
+                                       [LabelBox(*x) for x in r["boxes"]], "audit",
+                                       "test: fleet ground truth"))  # fmt: skip
+    write_labels(open_storage(), frames)
+    return len(frames)
+
+
+def _checks(out: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in out["canary"]["checks"]}
 
 
 def _serve(b, day: int, *extra: str) -> dict:
@@ -110,15 +217,18 @@ def _state():
     return m, aliases, reg
 
 
-def test_a_good_challenger_goes_10_50_approval_100_and_becomes_champion(
-    fleet, stack_client_env, tmp_path, monkeypatch
+def test_a_better_challenger_goes_10_50_approval_100_and_becomes_champion(
+    fleet, trained, stack_client_env, tmp_path, monkeypatch
 ):
     from tasks import rollout as ro
 
     b = fleet
+    assert trained.better_map > trained.champion_map  # better on the labeled holdout
     _, before, _ = _state()
     old = before["champion"]
-    good = _register_copy_of_champion(tmp_path, "rollout-good")
+    assert old == trained.champion
+    good = _register(tmp_path, "rollout-better", trained.better_pt, trained.better_onnx,
+                     CLASSES, 128, old)  # fmt: skip
     b.stack.cli("rollout", "start", good, env=b.env)
     m, aliases, _ = _state()
     assert m.stage == "canary-10" and m.share_of(good) == 10 and m.share_of(old) == 90
@@ -127,14 +237,32 @@ def test_a_good_challenger_goes_10_50_approval_100_and_becomes_champion(
     assert _tick(b)["status"] in ("hold",)
     served = _serve(b, 0)
     assert served["frames"] > 0
-    _tick(b)
+    out = _tick(b)
+    assert out["status"] == "advance", out["reason"]
+    # the pairing decided: both models on the same frames, per class
+    c = out["canary"]
+    assert c["evidence"] == "pairing" and c["quality"]["frames"] > 0
+    kept = {k: v["kept_share"] for k, v in c["quality"]["classes"].items() if v["kept_share"]}
+    assert set(kept) == set(CLASSES) and min(kept.values()) > 0.6, kept
+    assert _checks(out)["confidence"]["kind"] == "signal"
     m, _, reg = _state()
     assert m.stage == "canary-50" and m.share_of(good) == 50
+    tags = reg.get_version(good).tags
+    assert tags["cvloop.rollout.evidence"] == "pairing"
+    assert set(json.loads(tags["cvloop.rollout.kept_share"])) == set(CLASSES)
+    # reviewed labels of the served frames (the weekly audit's kind) beat the pairing
+    assert _audit_labels(b, 1) >= 50
     _serve(b, 1)
-    _tick(b)
+    out = _tick(b)
+    assert out["canary"]["evidence"] == "labels", out["reason"]
+    lab = out["canary"]["quality"]["labels"]
+    assert lab["challenger"]["map50_95"] > lab["champion"]["map50_95"]
+    assert _checks(out)["labels:map50_95"]["passed"]
+    assert _checks(out)["kept:all classes"]["kind"] == "signal"  # reported, not deciding
     m, _, reg = _state()
     assert m.stage == "canary-50" and m.extra["approval_requested_at"]  # waits for the ML lead
     assert reg.get_version(good).tags["cvloop.rollout.status"] == "awaiting-approval"
+    assert reg.get_version(good).tags["cvloop.rollout.evidence"] == "labels"
     assert _tick(b)["status"] == "await_approval"  # holds at 50 % without approval
     b.stack.cli("approve", good, "--by", "Ada Lead", env=b.env)
     assert reg.get_version(good).tags["cvloop.approved_by"] == "Ada Lead"
@@ -165,10 +293,12 @@ def test_a_good_challenger_goes_10_50_approval_100_and_becomes_champion(
     assert [v["version"] for v in prod] == [good]
     assert prod[0]["dataset_version"] == "dataset-v1" and prod[0]["approved_by"] == "Ada Lead"
     assert prod[0]["training_run"] and prod[0]["params_sha256"]
+    assert prod[0]["rollout_evidence"] == "labels"
     stages = [h["stage"] for h in status["history"]]
     assert stages[:4] == ["stable", "canary-100", "canary-50", "canary-50"]
     text = b.stack.cli("status", env=b.env).stdout
     assert f"v{good}  100%  [champion]" in text and "ROLLOUT HISTORY" in text
+    assert "canary decided by labels" in text
     # manual rollback: the previous champion serves again at once
     b.stack.cli("rollback", "--reason", "test: back to the baseline", env=b.env)
     m, aliases, reg = _state()
@@ -176,14 +306,75 @@ def test_a_good_challenger_goes_10_50_approval_100_and_becomes_champion(
     assert reg.get_version(good).tags["cvloop.rollout.status"] == "rolled-back"
 
 
+def test_a_label_map_mix_up_is_rolled_back_at_10_percent_by_the_quality_check(
+    fleet, trained, stack_client_env, tmp_path
+):
+    """The champion with two class rows of its head swapped (crate <-> barrel), as a
+    retrain with a mixed-up class order would ship: the same boxes, confidences, volume
+    and speed — every guard passes and the confidence histogram does not move — but it
+    names two classes wrong. Only the quality check can see it."""
+    from cvloop.head import resize_checkpoint
+    from cvloop.training import export_onnx
+    from registry.models import ModelRegistry
+
+    b = fleet
+    champ = ModelRegistry.from_settings().fetch(trained.champion)
+    pt, _ = resize_checkpoint(champ.pt, CLASSES, tmp_path / "swapped.pt",
+                              {"crate": "barrel", "barrel": "crate"})  # fmt: skip
+    onnx = export_onnx(pt, 128, tmp_path / "swapped.onnx")
+    bad = _register(tmp_path, "rollout-swapped", pt, onnx, CLASSES, 128, champ.version)
+    b.stack.cli("rollout", "start", bad, env=b.env)
+    _serve(b, 3)
+    out = _tick(b)
+    assert out["status"] == "rollback", out["reason"]
+    c = out["canary"]
+    assert c["evidence"] == "pairing"
+    checks = _checks(out)
+    assert all(x["passed"] for x in checks.values() if x["kind"] == "guard"), checks
+    assert "no marked shift" in checks["confidence"]["detail"]  # the histogram did not move
+    failed = {x["name"] for x in checks.values() if not x["passed"]}
+    assert failed == {"kept:all classes", "kept:crate", "kept:barrel"}, failed
+    kept = c["quality"]["classes"]
+    assert kept["crate"]["kept_share"] == 0 and kept["barrel"]["kept_share"] == 0
+    assert kept["cone"]["kept_share"] == 1.0
+    m, aliases, reg = _state()
+    assert m.stage == "stable" and m.share_of(trained.champion) == 100
+    assert aliases["challenger"] is None and aliases["champion"] == trained.champion
+    tags = reg.get_version(bad).tags
+    assert tags["cvloop.rollout.status"] == "rolled-back"
+    assert "canary breach at 10%: kept:" in tags["cvloop.rollout.reason"]
+    assert tags["cvloop.rollout.evidence"] == "pairing"
+    # without the quality evidence the guards alone would have let it through
+    assert [x["name"] for x in c["checks"] if x["kind"] == "guard"] == [
+        "error_rate",
+        "p95_latency",
+        "volume",
+    ]
+
+
+def test_an_identical_challenger_passes(fleet, trained, stack_client_env, tmp_path):
+    b = fleet
+    same = _register_copy_of_champion(tmp_path, "rollout-same")
+    b.stack.cli("rollout", "start", same, env=b.env)
+    _serve(b, 4)
+    out = _tick(b)
+    assert out["status"] == "advance", out["reason"]
+    assert out["canary"]["evidence"] == "pairing"
+    classes = out["canary"]["quality"]["classes"]
+    assert {v["kept_share"] for v in classes.values() if v["kept_share"] is not None} == {1.0}
+    b.stack.cli("rollback", "--reason", "test: identical challenger, enough", env=b.env)
+    m, aliases, _ = _state()
+    assert m.stage == "stable" and aliases["champion"] == trained.champion
+
+
 def test_a_slow_error_prone_challenger_is_rolled_back_at_10_percent(
-    fleet, stack_client_env, tmp_path
+    fleet, trained, stack_client_env, tmp_path
 ):
     b = fleet
     _, before, _ = _state()
     bad = _register_copy_of_champion(tmp_path, "rollout-bad")
     b.stack.cli("rollout", "start", bad, env=b.env)
-    _serve(b, 3, "--slow", f"{bad}=40", "--errors", f"{bad}=0.2")
+    _serve(b, 5, "--slow", f"{bad}=40", "--errors", f"{bad}=0.2")
     out = _tick(b)
     m, aliases, reg = _state()
     assert m.stage == "stable" and m.share_of(before["champion"]) == 100
@@ -193,6 +384,7 @@ def test_a_slow_error_prone_challenger_is_rolled_back_at_10_percent(
     assert "canary breach at 10%" in tags["cvloop.rollout.reason"]
     assert "error_rate" in tags["cvloop.rollout.reason"]
     assert "p95_latency" in tags["cvloop.rollout.reason"]
+    assert tags["cvloop.rollout.evidence"] == "guards"
     assert out["status"] == "rollback"  # the scheduled tick is paused: this one acted
     import httpx
 
@@ -200,7 +392,8 @@ def test_a_slow_error_prone_challenger_is_rolled_back_at_10_percent(
         f"{b.stack.prefect_api}/artifacts/filter",
         json={"artifacts": {"key": {"any_": ["rollout-breach"]}}},
     ).json()
-    assert arts and "error_rate" in arts[0]["data"]
+    (art,) = [a for a in arts if f"v{bad} rollback" in a["data"]]
+    assert "error_rate" in art["data"] and "**Decided by: guards**" in art["data"]
     # a version rolled back is not started again without --force, and says why
     proc = b.stack.cli("rollout", "start", bad, env=b.env, check=False)
     assert proc.returncode != 0
