@@ -2,7 +2,7 @@
 
 Importing this package has no side effects: no directories are made, no tracking URI is
 set and no client is built. Entry points (the CLI, flows) call
-:func:`cvloop.offline.apply_offline` before they import the heavy libraries.
+:func:`cvloop.config.offline.apply_offline` before they import the heavy libraries.
 """
 
 __version__ = "0.1.0"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from cvloop.lineage import git_commit, params_sha256
-from cvloop.params import load_params
+from cvloop.config.lineage import git_commit, params_sha256
+from cvloop.config.params import load_params
 from tasks.data import (
     DATASET_DIR,
     DATASET_POINTER,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.runtime import flow_run
 
-from cvloop.params import Params, load_params
+from cvloop.config.params import Params, load_params
 from tasks.candidate import (
     TrainingData,
     candidate_lineage_task,
@@ -41,7 +41,7 @@ def start_rollout_task(version: str, who: str) -> str:
     """Begin the rollout of a candidate that passed every gate; a rollout already in
     progress is not disturbed (this candidate keeps its `challenger` alias; start it with
     `cvloop rollout start VERSION` once the other has ended)."""
-    from cvloop.errors import CvloopError
+    from cvloop.core.errors import CvloopError
     from tasks.rollout import start_rollout
 
     try:

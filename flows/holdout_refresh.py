@@ -21,7 +21,7 @@ import datetime as dt
 from prefect import flow
 from prefect.runtime import flow_run
 
-from cvloop.params import load_params
+from cvloop.config.params import load_params
 from tasks.annotate import push_to_label_studio_task
 from tasks.collect import collect_frames_task
 from tasks.dataset import export_reviews_task, publish_validation_report, validate_reviews_task

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from cvloop.params import load_params
+from cvloop.config.params import load_params
 from tasks.monitor import (
     check_holdout_task,
     compute_drift_signals_task,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
-from cvloop.params import load_params
+from cvloop.config.params import load_params
 from flows.candidate import train_and_gate
 from tasks.annotate import (
     next_dataset_version_task,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from cvloop.params import load_params
+from cvloop.config.params import load_params
 from tasks.review import watch_reviews_task
 
 

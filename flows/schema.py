@@ -20,7 +20,7 @@ from dataclasses import asdict
 
 from prefect import flow
 
-from cvloop.schema import SchemaChange
+from cvloop.core.schema import SchemaChange
 from tasks.schema import (
     SchemaChangeResult,
     migrate_and_version_task,

@@ -18,7 +18,7 @@ from prefect import flow, task
 
 @task(name="gather_week")
 def gather_week(start: dt.datetime, end: dt.datetime) -> dict:
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
     from registry.manifest import history
     from registry.models import ModelRegistry
     from tasks.monitor import MONITOR_EXPERIMENT
@@ -81,8 +81,8 @@ def gather_week(start: dt.datetime, end: dt.datetime) -> dict:
 
 def _camera_changes(start, end) -> list[dict]:
     """Cameras registered into a group or region this week (the camera registry)."""
-    from cvloop.cameras import registrations
-    from cvloop.storage import open_storage
+    from cvloop.adapters.cameras import registrations
+    from cvloop.adapters.storage import open_storage
 
     return [
         {"when": r.when, "version": "camera registry",
@@ -198,7 +198,7 @@ def weekly_review(end: str | None = None, days: int = 7) -> dict:
     """The week before ``end`` (default now): anything red? did the deployment change?"""
     from prefect.artifacts import create_markdown_artifact
 
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
 
     t1 = dt.datetime.fromisoformat(end) if end else dt.datetime.now(dt.UTC)
     t1 = t1 if t1.tzinfo else t1.replace(tzinfo=dt.UTC)

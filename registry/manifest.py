@@ -21,8 +21,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from cvloop.errors import CvloopError
-from cvloop.storage import Storage
+from cvloop.adapters.storage import Storage
+from cvloop.core.errors import CvloopError
 
 MANIFEST_KEY = "rollout/manifest.json"
 HISTORY_PREFIX = "rollout/history/"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cvloop.errors import CvloopError
+from cvloop.core.errors import CvloopError
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -82,8 +82,8 @@ class ModelRegistry:
 
     @classmethod
     def from_settings(cls, model_name: str | None = None) -> ModelRegistry:
-        from cvloop.params import params
-        from cvloop.settings import load_settings
+        from cvloop.config.params import params
+        from cvloop.config.settings import load_settings
 
         s = load_settings()
         return cls(

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 
 from prefect import task
 
-from cvloop.collect import VIDEO_KEY_SEP, read_frame
-from cvloop.datasets import LabelBox
-from cvloop.labelstudio import LabelStudioQueue, TaskSpec, image_url, project_title
+from cvloop.adapters.labelstudio import LabelStudioQueue, TaskSpec, image_url, project_title
+from cvloop.core.frames import LabelBox
+from cvloop.stages.collect import VIDEO_KEY_SEP, read_frame
 
 DERIVED_PREFIX = "derived"
 
@@ -59,7 +59,7 @@ def task_specs(
 
     ``translate`` (from the schema log) gives the champion's class names their current
     names (a class renamed or merged since it was trained; None: retired, not proposed)."""
-    from cvloop.datasets import content_hash
+    from cvloop.core.frames import content_hash
 
     translate = translate or {}
     specs = []
@@ -111,13 +111,13 @@ def push_to_label_studio(
     skipped (identity = content hash), so a re-run adds no duplicate."""
     import pyarrow.parquet as pq
 
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
     from registry.models import CHAMPION, ModelRegistry
 
     store = open_storage()
     rows = pq.read_table(io.BytesIO(store.get_bytes(selected_key))).to_pylist()
     if not rows:
-        from cvloop.errors import CvloopError
+        from cvloop.core.errors import CvloopError
 
         raise CvloopError(
             f"no frame was selected for review ({selected_key} is empty): the window held no "
@@ -162,7 +162,7 @@ def push_to_label_studio(
 
 def next_dataset_version() -> str:
     """``dataset-v<n+1>``: the name the reviewed frames will be versioned under."""
-    from cvloop.versioning import next_version
+    from cvloop.adapters.versioning import next_version
     from tasks.data import data_repo
 
     return f"dataset-v{next_version(data_repo(), 'dataset')}"

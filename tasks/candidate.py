@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prefect import task
 
-from cvloop.gates import GateReport, evaluate_gates
+from cvloop.core.gates import GateReport, evaluate_gates
 from tasks.model import TrainedModel, _client, evaluate_model, start_training_run, train_model
 
 
@@ -51,7 +51,7 @@ def training_data(versions=None, dataset_version: str | None = None) -> Training
     """From the retrain's new versions (a :class:`NewVersions`), or, for a candidate run on
     its own, from the data repository's checkout, which must hold ``dataset_version``
     (default: the newest)."""
-    from cvloop.versioning import VersioningError
+    from cvloop.adapters.versioning import VersioningError
     from tasks.data import DATASET_DIR, DATASET_POINTER, HOLDOUT_DIR, HOLDOUT_POINTER, data_repo
 
     repo = data_repo()
@@ -96,7 +96,7 @@ def training_data(versions=None, dataset_version: str | None = None) -> Training
 
 def holdout_drift_tags(holdout_dir: str, holdout_version: str) -> list[str]:
     """The drift slices of the frames a holdout version added (what its retrain was about)."""
-    from cvloop.datasets import read_manifest
+    from cvloop.adapters.datasets import read_manifest
 
     tags = {
         t
@@ -128,7 +128,7 @@ def fine_tune(
     """Fine-tune from the champion's best.pt on the new dataset version with ``train``
     (params.yaml's section: lr0, epochs, imgsz, batch, device, ...); the training run is a
     child of the retrain's MLflow run."""
-    from cvloop.lineage import git_commit
+    from cvloop.config.lineage import git_commit
 
     run_id = start_training_run(
         experiment,
@@ -153,8 +153,8 @@ def fine_tune(
     names = _dataset_names(data.dataset_yaml)
     if names and names != classes:
         # the class schema changed: start from best.pt with the head resized, each kept
-        # class keeping its learned output (cvloop/head.py), new classes from the prior
-        from cvloop.head import resize_checkpoint
+        # class keeping its learned output (cvloop/adapters/head.py), new classes from the prior
+        from cvloop.adapters.head import resize_checkpoint
         from tasks.schema import schema_log
 
         # renamed classes keep their rows under the new name (the schema log knows which)
@@ -265,10 +265,10 @@ def evaluate_pair(
     slice of it, the slices pooled (``drift:all``) and its clean part; mAP, precision,
     recall, per-class AP (Ultralytics on the .pt) and the expected calibration error of the
     served model (ONNX, at the serving threshold). Logged to the candidate's training run."""
-    from cvloop.calibration import model_ece
-    from cvloop.cameras import registry
-    from cvloop.slices import build_slice_sets, class_view
-    from cvloop.storage import open_storage
+    from cvloop.adapters.cameras import registry
+    from cvloop.adapters.eval_sets import build_slice_sets, class_view
+    from cvloop.adapters.storage import open_storage
+    from cvloop.stages.evaluate import model_ece
 
     sets = {"holdout": (Path(holdout_dir) / "data.yaml", None)}
     groups = {c: r["group"] for c, r in registry(open_storage()).items()}
@@ -357,7 +357,7 @@ def export_and_benchmark(
     benchmarked against the PyTorch FP32 .pt on the same GPU; otherwise each TensorRT
     export is recorded as skipped with the reason. ``export`` is params.yaml's section.
     """
-    from cvloop.export import (
+    from cvloop.adapters.export import (
         benchmark_engine,
         benchmark_onnx_isolated,
         export_tensorrt,
@@ -464,7 +464,7 @@ def register_candidate(
 ) -> str:
     """Register the candidate either way, with lineage, gate results and the benchmark;
     alias ``challenger`` only when every gate passed (set after every tag is on)."""
-    from cvloop.training import EvalResult
+    from cvloop.adapters.training import EvalResult
     from tasks.model import register_model
 
     h = evals.challenger["holdout"]
@@ -581,7 +581,7 @@ def publish_gate_report(
 
 def candidate_lineage(data: TrainingData) -> dict:
     """Lineage tags of a candidate trained on ``data``."""
-    from cvloop.lineage import git_commit, params_sha256
+    from cvloop.config.lineage import git_commit, params_sha256
 
     return {
         "dataset_version": data.dataset["name"],
@@ -596,7 +596,7 @@ def candidate_lineage(data: TrainingData) -> dict:
 
 def dataset_schema(dataset_yaml: str) -> dict:
     """The schema version a dataset folder's labels follow, and its label policy."""
-    from cvloop.schema import folder_schema
+    from cvloop.adapters.datasets import folder_schema
     from tasks.schema import schema_log
 
     n = folder_schema(Path(dataset_yaml).parent)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 from prefect import task
 
-from cvloop.collect import collect, to_parquet
+from cvloop.stages.collect import collect, to_parquet
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def collect_frames(
 ) -> CollectedBatch:
     """Collect, then write ``collected.parquet`` and ``quarantine.json`` under the run's
     folder in the store (a re-run of the same flow run rewrites the same keys)."""
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
 
     store = open_storage()
     end_day = dt.date.fromisoformat(end[:10]) if end else dt.date.today()
@@ -50,7 +50,7 @@ def collect_frames(
 def publish_collect_report(batch: CollectedBatch, drift_slices: list[dict]) -> str:
     from prefect.artifacts import create_markdown_artifact
 
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
 
     quarantined = json.loads(open_storage().get_text(batch.quarantine_key))
     lines = [

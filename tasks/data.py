@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from prefect import task
 
-from cvloop.baseline import build_baseline
-from cvloop.errors import CvloopError
-from cvloop.fleet.generate import FleetConfig, cameras_named
-from cvloop.versioning import DataRepo, VersionRecord
+from cvloop.adapters.versioning import DataRepo, VersionRecord
+from cvloop.core.errors import CvloopError
+from cvloop.sim.baseline import build_baseline
+from cvloop.sim.fleet.generate import FleetConfig, cameras_named
 
 DATASET_POINTER = "datasets.dvc"
 HOLDOUT_POINTER = "holdout/data.dvc"
@@ -28,7 +28,7 @@ class BaselineData:
 
 
 def data_repo() -> DataRepo:
-    from cvloop.settings import load_settings
+    from cvloop.config.settings import load_settings
 
     s = load_settings()
     return DataRepo(s.data_repo, s.dvc_remote_url, s.s3_endpoint_url)
@@ -48,8 +48,8 @@ def build_baseline_data(
     near_dup_bits: int,
 ) -> BaselineData:
     """Render the clean baseline period into ``datasets/`` (v1) and ``holdout/data/`` (v1)."""
-    from cvloop.settings import load_settings
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
+    from cvloop.config.settings import load_settings
 
     repo = data_repo()
     start = dt.date.today() - dt.timedelta(days=days_ago)
@@ -70,7 +70,7 @@ def build_baseline_data(
         near_dup_bits,
         store=open_storage(load_settings().frame_store_uri, create_bucket=True),
     )
-    from cvloop.schema import mark_folder
+    from cvloop.adapters.datasets import mark_folder
     from tasks.schema import current_schema
 
     schema = current_schema()
@@ -93,7 +93,7 @@ def build_baseline_data(
 def labeled_hashes() -> set[str]:
     """Content hashes of every frame already in the dataset or the holdout (those frames
     are never sent for labeling again)."""
-    from cvloop.datasets import read_manifest
+    from cvloop.adapters.datasets import read_manifest
 
     repo = data_repo()
     repo.checkout([DATASET_POINTER, HOLDOUT_POINTER])  # a fresh clone: pull the manifests
@@ -108,7 +108,7 @@ def version_data(
 
     With ``schema_log`` (the first version), the schema log (``schema.yaml``) is written if
     the repository has none yet and committed with it, tagged ``schema-v<n>``."""
-    from cvloop.schema import SCHEMA_FILE
+    from cvloop.core.schema import SCHEMA_FILE
     from tasks.schema import schema_log as load_log
 
     repo = data_repo()

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, replace
 
 from prefect import task
 
-from cvloop.datasets import LabelBox
+from cvloop.core.frames import LabelBox
 from tasks.annotate import ReviewQueue
 
 REVIEWED = "reviewed.jsonl"
@@ -46,9 +46,9 @@ def export_reviews(
 ) -> ReviewedExport:
     """Every submitted annotation, with its pre-annotation and edit counts, to
     ``reviewed.jsonl`` in the run's folder (the dataset is built from this file)."""
-    from cvloop.labelstudio import LabelStudioQueue
-    from cvloop.review import compare_boxes, frame_edits
-    from cvloop.storage import open_storage
+    from cvloop.adapters.labelstudio import LabelStudioQueue
+    from cvloop.adapters.storage import open_storage
+    from cvloop.core.review import compare_boxes, frame_edits
     from tasks.schema import schema_log
 
     _total, reviewed = LabelStudioQueue.from_settings().reviewed(queue.project_id)
@@ -111,9 +111,9 @@ def validate_reviews(
     duplicate_iou: float,
 ) -> ValidatedReviews:
     """Run the annotation suite; frames that break a rule go to the quarantine report."""
-    from cvloop.detector import decode_jpeg
-    from cvloop.storage import open_storage
-    from cvloop.validate import FrameToCheck, validate_annotations
+    from cvloop.adapters.detector import decode_jpeg
+    from cvloop.adapters.storage import open_storage
+    from cvloop.core.validate import FrameToCheck, validate_annotations
 
     store = open_storage()
     rows = _read_reviewed(store, export.key)
@@ -159,7 +159,7 @@ def validate_reviews(
 def publish_validation_report(v: ValidatedReviews) -> str:
     from prefect.artifacts import create_markdown_artifact
 
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
 
     s = v.summary
     lines = [
@@ -196,19 +196,12 @@ def version_reviewed_data(
     Idempotent: frames already in a version are skipped, and a tag that already holds the
     same data is not made again, so a re-run after a crash ends in the same state.
     """
-    from cvloop.datasets import (
-        Candidate,
-        NewFrame,
-        add_frames,
-        check_overlap,
-        dhash,
-        plan_split,
-        read_manifest,
-    )
-    from cvloop.detector import decode_jpeg
-    from cvloop.errors import CvloopError
-    from cvloop.storage import open_storage
-    from cvloop.versioning import next_version
+    from cvloop.adapters.datasets import add_frames, read_manifest
+    from cvloop.adapters.detector import decode_jpeg
+    from cvloop.adapters.storage import open_storage
+    from cvloop.adapters.versioning import next_version
+    from cvloop.core.errors import CvloopError
+    from cvloop.core.frames import Candidate, NewFrame, check_overlap, dhash, plan_split
     from tasks.data import DATASET_DIR, DATASET_POINTER, HOLDOUT_DIR, HOLDOUT_POINTER, data_repo
     from tasks.schema import current_schema, require_migrated
 
@@ -335,7 +328,7 @@ def version_reviewed_data(
 
 def _entry(sha: str, dhash_hex: str):
     """Just enough of a manifest entry for the leakage check."""
-    from cvloop.datasets import FrameEntry
+    from cvloop.core.frames import FrameEntry
 
     return FrameEntry(
         id=sha[:20], sha256=sha, split="", source_key="", camera="", ts_ms=0,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prefect import task
 
-from cvloop.errors import CvloopError
+from cvloop.core.errors import CvloopError
 
 RUNS = "runs/holdout-refresh"
 HOLDOUT_EXPERIMENT = "cvloop-holdout"
@@ -42,8 +42,8 @@ def training_versions() -> dict[str, list]:
     import dvc.api
     import yaml
 
-    from cvloop.datasets import FrameEntry
-    from cvloop.versioning import REMOTE_NAME
+    from cvloop.adapters.versioning import REMOTE_NAME
+    from cvloop.core.frames import FrameEntry
     from tasks.data import DATASET_DIR, DATASET_POINTER, data_repo
 
     repo = data_repo()
@@ -88,13 +88,15 @@ def sample_for_refresh(
     import numpy as np
     import pyarrow.parquet as pq
 
-    from cvloop.collect import read_frame
-    from cvloop.datasets import _distances, dhash, read_manifest
-    from cvloop.detector import OnnxDetector, decode_jpeg
-    from cvloop.holdout import refresh_target, stratified_sample
-    from cvloop.prefilter import Selected, score_frames, to_parquet
-    from cvloop.storage import open_storage
-    from cvloop.versioning import next_version
+    from cvloop.adapters.datasets import read_manifest
+    from cvloop.adapters.detector import OnnxDetector, decode_jpeg
+    from cvloop.adapters.storage import open_storage
+    from cvloop.adapters.versioning import next_version
+    from cvloop.core.frames import _distances, dhash
+    from cvloop.core.holdout import refresh_target, stratified_sample
+    from cvloop.core.selection import Selected
+    from cvloop.stages.collect import read_frame
+    from cvloop.stages.prefilter import score_frames, to_parquet
     from registry.models import CHAMPION, ModelRegistry
     from tasks.data import HOLDOUT_DIR, HOLDOUT_POINTER, data_repo
 
@@ -168,8 +170,8 @@ def score_champion_on_holdout(
     """The champion's mAP on the holdout as it is in the data repo now (after a schema
     change: on a view of the same frames in the champion's own classes, per-class results
     under today's names)."""
-    from cvloop.slices import class_view
-    from cvloop.training import evaluate
+    from cvloop.adapters.eval_sets import class_view
+    from cvloop.adapters.training import evaluate
     from registry.models import CHAMPION, ModelRegistry
     from tasks.candidate import _champion_view
     from tasks.data import HOLDOUT_DIR, HOLDOUT_POINTER, data_repo
@@ -218,18 +220,12 @@ def version_refreshed_holdout(
     re-run finds the version written (or tagged) and does not write it again."""
     import shutil
 
-    from cvloop.datasets import LabelBox as Box
-    from cvloop.datasets import (
-        NewFrame,
-        add_frames,
-        check_overlap,
-        dhash,
-        read_manifest,
-    )
-    from cvloop.detector import decode_jpeg
-    from cvloop.schema import mark_folder
-    from cvloop.storage import open_storage
-    from cvloop.versioning import next_version
+    from cvloop.adapters.datasets import add_frames, mark_folder, read_manifest
+    from cvloop.adapters.detector import decode_jpeg
+    from cvloop.adapters.storage import open_storage
+    from cvloop.adapters.versioning import next_version
+    from cvloop.core.frames import LabelBox as Box
+    from cvloop.core.frames import NewFrame, check_overlap, dhash
     from tasks.data import HOLDOUT_DIR, HOLDOUT_POINTER, data_repo
     from tasks.dataset import _entry, _read_reviewed
     from tasks.schema import SCHEMA_FILE, current_schema
@@ -329,7 +325,7 @@ def record_refresh(
     the trend goes on across the switch without a false drop or rise."""
     from mlflow import MlflowClient
 
-    from cvloop.settings import load_settings
+    from cvloop.config.settings import load_settings
     from registry.models import ModelRegistry
 
     client = MlflowClient(load_settings().mlflow_tracking_uri)
@@ -377,7 +373,7 @@ def record_refresh(
         "champion_map50_95_new": after.map50_95,
         "mlflow_run_id": run_id,
     }
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
 
     open_storage().put_text(
         sample.selected_key.rsplit("/", 1)[0] + "/refresh.json", json.dumps(out, indent=2)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefect import task
 
-from cvloop.training import EvalResult, evaluate, export_onnx, train
+from cvloop.adapters.training import EvalResult, evaluate, export_onnx, train
 from registry.models import LINEAGE_TAGS, MODEL_ARTIFACT_DIR, ModelRegistry, sha256_file
 
 
@@ -30,7 +30,7 @@ class TrainedModel:
 def _client():
     from mlflow import MlflowClient
 
-    from cvloop.settings import load_settings
+    from cvloop.config.settings import load_settings
 
     uri = load_settings().mlflow_tracking_uri
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -45,14 +45,14 @@ def find_champion(model_name: str | None = None) -> str | None:
 
 def resolve_model_source(model_yaml: str) -> str:
     """A model YAML shipped with cvloop (e.g. ``yolo11p.yaml``) or one Ultralytics knows."""
-    from cvloop.models import model_yaml_path
+    from cvloop.adapters.models import model_yaml_path
 
     return model_yaml_path(model_yaml)
 
 
 def training_dir() -> str:
     """Where Ultralytics writes during training: under the cvloop home, never the cwd."""
-    from cvloop.settings import load_settings
+    from cvloop.config.settings import load_settings
 
     return str(load_settings().home / "training")
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from prefect import task
 
-from cvloop.monitor import SliceDrift, Window, compute_drift_by_group, most_drifted, windows
-from cvloop.params import MonitorParams, Params
-from cvloop.triggers import (
+from cvloop.config.params import MonitorParams, Params
+from cvloop.core.signals import SliceDrift, Window, most_drifted, windows
+from cvloop.core.triggers import (
     TriggerResult,
     days_since_training,
     drift_slices,
@@ -23,6 +23,7 @@ from cvloop.triggers import (
     new_labels,
     severe_drift,
 )
+from cvloop.stages.signals import compute_drift_by_group
 
 MONITOR_EXPERIMENT = "cvloop-monitor"
 DRIFT_EVENT = "cvloop.drift.detected"
@@ -68,8 +69,8 @@ def first_served_day(version: str, before: dt.date) -> dt.date | None:
     """The first day in the inference log on which ``version`` served frames."""
     import pyarrow.compute as pc
 
-    from cvloop.inference_log import LOG_PREFIX, read_log
-    from cvloop.storage import open_storage
+    from cvloop.adapters.inference_log import LOG_PREFIX, read_log
+    from cvloop.adapters.storage import open_storage
 
     store = open_storage()
     days = sorted({k.split("/")[1].removeprefix("date=") for k in store.keys(f"{LOG_PREFIX}/")})
@@ -107,8 +108,8 @@ def resolve_windows(
 
 def compute_drift_signals(w: Windows, classes: list[str], m: MonitorParams) -> list[dict]:
     """Every signal on every slice (rows of plain values: small, serializable)."""
-    from cvloop.drift import signal_bins
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
+    from cvloop.core.drift import signal_bins
 
     ref, cur = w.as_windows()
     bins = signal_bins(m.confidence_bins, m.size_bins, m.volume_max_per_frame)
@@ -120,7 +121,7 @@ def compute_drift_signals(w: Windows, classes: list[str], m: MonitorParams) -> l
 
 
 def _slices_from_rows(rows: list[dict]) -> list[SliceDrift]:
-    from cvloop.drift import DriftStats
+    from cvloop.core.drift import DriftStats
 
     out = []
     for r in rows:
@@ -139,8 +140,8 @@ def _slices_from_rows(rows: list[dict]) -> list[SliceDrift]:
 
 def check_holdout(w: Windows, imgsz_default: int, device: str) -> HoldoutCheck:
     """Score the champion on the holdout and read the weekly history of this champion."""
-    from cvloop.settings import load_settings
-    from cvloop.training import evaluate
+    from cvloop.adapters.training import evaluate
+    from cvloop.config.settings import load_settings
     from registry.models import CHAMPION, ModelRegistry
 
     reg = ModelRegistry.from_settings()
@@ -202,7 +203,7 @@ def _history(
     holdout version (``legacy``: runs that did not record theirs count too)."""
     from mlflow import MlflowClient
 
-    from cvloop.settings import load_settings
+    from cvloop.config.settings import load_settings
 
     client = MlflowClient(load_settings().mlflow_tracking_uri)
     exp = client.get_experiment_by_name(MONITOR_EXPERIMENT)
@@ -228,7 +229,7 @@ def count_new_labels(since_days: float | None) -> int | None:
     try:
         from label_studio_sdk import LabelStudio
 
-        from cvloop.settings import load_settings
+        from cvloop.config.settings import load_settings
 
         s = load_settings()
         client = LabelStudio(
@@ -294,7 +295,7 @@ def log_monitor_run(
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    from cvloop.settings import load_settings
+    from cvloop.config.settings import load_settings
 
     client = MlflowClient(load_settings().mlflow_tracking_uri)
     exp = client.get_experiment_by_name(MONITOR_EXPERIMENT)
@@ -365,7 +366,7 @@ def emit_drift_event(
 
 
 def report_dir(w: Windows) -> Path:
-    from cvloop.settings import load_settings
+    from cvloop.config.settings import load_settings
 
     d = load_settings().home / "reports" / "monitor" / str(w.iso_week)
     d.mkdir(parents=True, exist_ok=True)

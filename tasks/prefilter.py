@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from prefect import task
 
-from cvloop.params import PrefilterParams, SelectParams
-from cvloop.prefilter import run_prefilter, to_parquet
+from cvloop.config.params import PrefilterParams, SelectParams
+from cvloop.stages.prefilter import run_prefilter, to_parquet
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,9 @@ def prefilter_and_select(
     low-confidence detections rank first."""
     import pyarrow.parquet as pq
 
-    from cvloop.collect import read_frame
-    from cvloop.detector import OnnxDetector
-    from cvloop.storage import open_storage
+    from cvloop.adapters.detector import OnnxDetector
+    from cvloop.adapters.storage import open_storage
+    from cvloop.stages.collect import read_frame
     from registry.models import CHAMPION, ModelRegistry
 
     store = open_storage()
@@ -103,9 +103,10 @@ def _seed_frames(store, keys, known, taken, detector, pf, classes, errors) -> li
     pre-annotation of the classes it knows), unless already labeled or selected."""
     import time
 
-    from cvloop.collect import read_frame
-    from cvloop.datasets import content_hash
-    from cvloop.prefilter import Selected, score_frames
+    from cvloop.core.frames import content_hash
+    from cvloop.core.selection import Selected
+    from cvloop.stages.collect import read_frame
+    from cvloop.stages.prefilter import score_frames
 
     todo = []
     for key in keys:

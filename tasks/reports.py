@@ -42,7 +42,7 @@ def _sample(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from cvloop.inference_log import flatten_detections, read_log
+    from cvloop.adapters.inference_log import flatten_detections, read_log
 
     parts, total, day = [], 0, start
     while day < end and total < max_frames:
@@ -69,7 +69,7 @@ def build_drift_dashboard(w: Windows, rows: list[dict], out_dir: Path) -> list[s
     """Evidently HTML report + PNG histograms (reference vs current) into ``out_dir``."""
     import pandas as pd
 
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
     from tasks.monitor import _slices_from_rows
 
     store = open_storage()
@@ -150,7 +150,7 @@ def publish_monitor_report(
 ) -> str:
     from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
 
     out = report_dir(w)
     files = build_drift_dashboard(w, rows, out)

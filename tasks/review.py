@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 from prefect import task
 from prefect.input import RunInput
 
-from cvloop.errors import CvloopError
-from cvloop.labelstudio import LabelStudioQueue
-from cvloop.params import ReviewParams
-from cvloop.review import decide, review_progress
+from cvloop.adapters.labelstudio import LabelStudioQueue
+from cvloop.config.params import ReviewParams
+from cvloop.core.errors import CvloopError
+from cvloop.core.review import decide, review_progress
 from tasks.annotate import ReviewQueue
 
 REVIEW_PAUSE_KEY = "review"
@@ -114,7 +114,7 @@ def record_review(queue: ReviewQueue, status: ReviewStatus, mlflow_run_id: str |
     to the retrain's MLflow run (step = frames reviewed)."""
     from prefect.artifacts import create_markdown_artifact
 
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
 
     open_storage().put_text(
         f"{queue.run_base}/review-progress.json", json.dumps(asdict(status), indent=2)
@@ -128,7 +128,7 @@ def record_review(queue: ReviewQueue, status: ReviewStatus, mlflow_run_id: str |
         from mlflow import MlflowClient
         from mlflow.entities import Metric
 
-        from cvloop.settings import load_settings
+        from cvloop.config.settings import load_settings
 
         uri = load_settings().mlflow_tracking_uri
         step = int(status.progress["reviewed"])
@@ -207,7 +207,7 @@ def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
     rates, resume the run when the review may stop (stable, complete, or deadline)."""
     from prefect.flow_runs import resume_flow_run
 
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
 
     store = open_storage()
     out = []

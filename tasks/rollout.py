@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from prefect import task
 
-from cvloop.rollout import (
+from cvloop.core.rollout import (
     CANARY,
     K_APPROVAL_ASKED,
     K_CHALLENGER,
@@ -30,7 +30,7 @@ from registry.manifest import read_manifest, single, write_manifest
 
 def write_initial_manifest(version: str) -> str:
     """Point 100 % of traffic at the first champion, unless a manifest exists already."""
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
 
     store = open_storage(create_bucket=True)
     current = read_manifest(store)
@@ -112,7 +112,7 @@ def log_watermark(store) -> dt.datetime | None:
     """The newest frame time in the inference log (its newest date partition)."""
     import pyarrow.compute as pc
 
-    from cvloop.inference_log import LOG_PREFIX, read_log
+    from cvloop.adapters.inference_log import LOG_PREFIX, read_log
 
     dates = sorted(
         {k.split("date=", 1)[1][:10] for k in store.keys(f"{LOG_PREFIX}/") if "date=" in k}
@@ -130,7 +130,7 @@ def log_groups(store, since: dt.datetime, until: dt.datetime) -> list[str]:
     """The camera groups that served frames with ``since < ts <= until``."""
     import pyarrow.compute as pc
 
-    from cvloop.inference_log import read_log
+    from cvloop.adapters.inference_log import read_log
 
     t = read_log(store, since + dt.timedelta(milliseconds=1), until + dt.timedelta(milliseconds=1),
                  columns=["camera_group"])  # fmt: skip
@@ -155,7 +155,7 @@ def window_sample(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from cvloop.inference_log import detections_per_frame, flatten_detections, read_log
+    from cvloop.adapters.inference_log import detections_per_frame, flatten_detections, read_log
 
     t = read_log(
         store,
@@ -194,9 +194,9 @@ def start_rollout(
     Only a version that passed every gate, and not one rolled back before (unless
     ``force``); idempotent for the version already rolling out.
     """
-    from cvloop.errors import CvloopError
-    from cvloop.params import params
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
+    from cvloop.config.params import params
+    from cvloop.core.errors import CvloopError
     from registry.manifest import Allocation, RolloutManifest
     from registry.models import CHALLENGER, CHAMPION, ModelRegistry
 
@@ -333,8 +333,8 @@ def rollout_tick(who: str = "cvloop rollout") -> dict:
     """One step of the rollout in progress: canary from the inference log, then hold,
     advance, ask for approval, promote, roll back or stop. Safe to run again at any time:
     the manifest and the aliases are reconciled first (a crash between them is finished)."""
-    from cvloop.params import params
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
+    from cvloop.config.params import params
     from registry.models import CHAMPION, ModelRegistry
 
     store = open_storage()
@@ -472,8 +472,8 @@ def approve(version: str, who: str, *, reject: bool = False, note: str = "") -> 
 def rollback_now(reason: str, who: str | None = None) -> dict:
     """Immediate manual rollback: a rollout in progress goes back to its champion; with no
     rollout in progress, the champion goes back to ``previous-champion``."""
-    from cvloop.errors import CvloopError
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
+    from cvloop.core.errors import CvloopError
     from registry.models import CHAMPION, PREVIOUS_CHAMPION, ModelRegistry
 
     store = open_storage()
@@ -505,8 +505,8 @@ def rollback_now(reason: str, who: str | None = None) -> dict:
 def production_status(history: int = 10) -> dict:
     """The traffic split, and for every serving version (and the aliased ones) its lineage,
     metrics, gates, benchmark, approval and rollout state; the last rollout changes."""
-    from cvloop.settings import load_settings
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
+    from cvloop.config.settings import load_settings
     from registry.manifest import history as manifest_history
     from registry.models import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, ModelRegistry
 
@@ -586,7 +586,7 @@ def production_status(history: int = 10) -> dict:
 
 def _frame_roots(store) -> dict:
     """Where frames live: the main store and each region's root (regions file)."""
-    from cvloop.regions import RegionalStorage
+    from cvloop.adapters.regions import RegionalStorage
 
     regions = store.regions if isinstance(store, RegionalStorage) else {}
     return {"store": store.uri, "regions": {n: r.uri for n, r in regions.items()}}
@@ -653,13 +653,13 @@ def status_text(s: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# quality evidence: both models on the same frames (cvloop/pairing.py)
+# quality evidence: both models on the same frames (cvloop/core/pairing.py)
 # ---------------------------------------------------------------------------------------------
 def _served_frames(store, version: str, since: dt.datetime, until: dt.datetime):
     """The frames ``version`` served without error with ``since < ts <= until``."""
     import pyarrow.compute as pc
 
-    from cvloop.inference_log import read_log
+    from cvloop.adapters.inference_log import read_log
 
     t = read_log(store, since + dt.timedelta(milliseconds=1), until + dt.timedelta(milliseconds=1),
                  model_versions=[version],
@@ -677,7 +677,7 @@ def _sample_keys(keys: list[str], n: int) -> set[str]:
 
 
 def _log_boxes(dets, min_conf: float, rename: dict[str, str]):
-    from cvloop.datasets import LabelBox
+    from cvloop.core.frames import LabelBox
 
     return [
         (LabelBox(rename.get(d["label"], d["label"]), d["cx"], d["cy"], d["w"], d["h"]), d["conf"])
@@ -689,8 +689,8 @@ def _log_boxes(dets, min_conf: float, rename: dict[str, str]):
 def _rescore(store, detector, rows: list[dict], conf: float, rename: dict[str, str]):
     """The other model's boxes on each frame (frame key -> boxes); frames whose image is
     gone or unreadable are left out and counted."""
-    from cvloop.detector import decode_jpeg
-    from cvloop.errors import CvloopError
+    from cvloop.adapters.detector import decode_jpeg
+    from cvloop.core.errors import CvloopError
 
     out, missing = {}, 0
     for i in range(0, len(rows), 16):
@@ -728,9 +728,9 @@ def paired_frames(
     sample of ``q.rescore_frames`` each plus every frame with reviewed labels, scored by
     the other model too. Returns (sampled paired frames, labeled paired frames by key,
     counts)."""
-    from cvloop.detector import OnnxDetector
-    from cvloop.label_store import read_labels
-    from cvloop.pairing import PairedFrame
+    from cvloop.adapters.detector import OnnxDetector
+    from cvloop.adapters.label_store import read_labels
+    from cvloop.core.pairing import PairedFrame
 
     versions = {"challenger": challenger, "champion": champion}
     rename = _champion_names(reg, champion, challenger)
@@ -772,14 +772,14 @@ def paired_frames(
 def holdout_precision(store, reg, champion: str, q) -> tuple[dict[str, tuple[int, int]], str]:
     """The champion's (right, confident) boxes per class at ``q.confident_floor`` on the
     current holdout of the data repo, and the holdout's name: what its own false positives
-    explain of a challenger's lost boxes (cvloop/pairing.py). Cached in the store per
+    explain of a challenger's lost boxes (cvloop/core/pairing.py). Cached in the store per
     champion version and holdout content; ``({}, reason)`` when no holdout is at hand (the
     canary then takes the champion's confident boxes as right)."""
     import hashlib
 
-    from cvloop.calibration import read_yolo_labels, yolo_split_frames
-    from cvloop.detector import OnnxDetector, decode_jpeg
-    from cvloop.pairing import champion_precision
+    from cvloop.adapters.datasets import read_yolo_labels, yolo_split_frames
+    from cvloop.adapters.detector import OnnxDetector, decode_jpeg
+    from cvloop.core.pairing import champion_precision
     from tasks.data import HOLDOUT_DIR, data_repo
 
     try:
@@ -813,7 +813,7 @@ def holdout_precision(store, reg, champion: str, q) -> tuple[dict[str, tuple[int
 
 def _boxes(detector, det, rename: dict[str, str]):
     """A detector's output as (LabelBox, confidence) pairs, names mapped by ``rename``."""
-    from cvloop.datasets import LabelBox
+    from cvloop.core.frames import LabelBox
 
     names = [detector.class_names[int(c)] for c in det.classes]
     return [
@@ -831,7 +831,7 @@ def quality_of(
 ):
     """What the paired frames and the labeled ones say (the labels decide where there are
     enough of them; the pairing is reported either way)."""
-    from cvloop.pairing import (
+    from cvloop.core.pairing import (
         decide_quality,
         judge_labels,
         judge_pairing,

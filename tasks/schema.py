@@ -11,8 +11,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from cvloop.errors import CvloopError
-from cvloop.schema import SCHEMA_FILE, ClassSchema, SchemaChange, SchemaLog
+from cvloop.core.errors import CvloopError
+from cvloop.core.schema import SCHEMA_FILE, ClassSchema, SchemaChange, SchemaLog
 
 SEEDS_PREFIX = "seeds"
 
@@ -20,7 +20,7 @@ SEEDS_PREFIX = "seeds"
 def schema_log() -> SchemaLog:
     """The data repository's schema log; before the first change, version 1 from
     params.yaml's ``schema`` section."""
-    from cvloop.params import load_params
+    from cvloop.config.params import load_params
     from tasks.data import data_repo
 
     path = data_repo().root / SCHEMA_FILE
@@ -37,7 +37,7 @@ def current_schema() -> ClassSchema:
 def require_migrated(folder: Path, schema: ClassSchema) -> None:
     """Refuse to write labels of ``schema`` into a folder that follows another version
     (a schema change whose migration has not finished)."""
-    from cvloop.schema import folder_schema
+    from cvloop.adapters.datasets import folder_schema
 
     have = folder_schema(folder)
     if have != schema.version:
@@ -97,9 +97,9 @@ def store_seeds(class_name: str, paths: list[str]) -> list[str]:
     as it is (the frame keeps its camera, time and lineage, and is not stored twice); an
     image file is stored under ``seeds/<class>/<sha>.jpg`` (idempotent: the key is the
     content hash). Every seed must decode as an image."""
-    from cvloop.datasets import frame_id
-    from cvloop.detector import decode_jpeg
-    from cvloop.storage import open_storage
+    from cvloop.adapters.detector import decode_jpeg
+    from cvloop.adapters.storage import open_storage
+    from cvloop.core.frames import frame_id
 
     store = open_storage()
     keys = []
@@ -139,8 +139,8 @@ def store_seeds(class_name: str, paths: list[str]) -> list[str]:
 
 
 def _is_key(text: str) -> bool:
-    from cvloop.errors import StorageError
-    from cvloop.storage import validate_key
+    from cvloop.adapters.storage import validate_key
+    from cvloop.core.errors import StorageError
 
     try:
         validate_key(text)
@@ -169,8 +169,8 @@ def migrate_and_version(log: SchemaLog, applied: bool) -> dict:
     """Migrate the labels of the dataset and the holdout to the current schema, then commit
     ``schema.yaml`` with dataset v_n+1 and holdout v_k+1 and tag ``schema-v<n>``.
     Resumable, and a no-op for a re-run whose versions exist."""
-    from cvloop.schema import folder_schema, migrate_folder
-    from cvloop.versioning import next_version
+    from cvloop.adapters.datasets import folder_schema, migrate_folder
+    from cvloop.adapters.versioning import next_version
     from tasks.data import DATASET_DIR, DATASET_POINTER, HOLDOUT_DIR, HOLDOUT_POINTER, data_repo
 
     repo = data_repo()
@@ -211,7 +211,7 @@ def migrate_and_version(log: SchemaLog, applied: bool) -> dict:
 def open_review_projects(log: SchemaLog) -> list[tuple[int, str]]:
     """Label Studio projects of dataset versions not yet versioned (reviews in progress),
     as (id, title)."""
-    from cvloop.labelstudio import PROJECT_PREFIX, LabelStudioQueue
+    from cvloop.adapters.labelstudio import PROJECT_PREFIX, LabelStudioQueue
     from tasks.data import data_repo
 
     repo = data_repo()
@@ -228,7 +228,7 @@ def open_review_projects(log: SchemaLog) -> list[tuple[int, str]]:
 
 def update_label_studio(log: SchemaLog) -> list[dict]:
     """The labeling config of every open review project follows the current schema."""
-    from cvloop.labelstudio import LabelStudioQueue
+    from cvloop.adapters.labelstudio import LabelStudioQueue
 
     queue = LabelStudioQueue.from_settings()
     out = []

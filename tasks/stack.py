@@ -42,10 +42,10 @@ def _round_trip(store, key: str) -> None:
 
 def check_frame_store() -> CheckResult:
     """Write, read back and delete an object in the configured frame store."""
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
 
     def run() -> str:
-        from cvloop.regions import RegionalStorage
+        from cvloop.adapters.regions import RegionalStorage
 
         store = open_storage()
         _round_trip(store, f"_cvloop/stack-check/{uuid.uuid4().hex}.txt")
@@ -61,8 +61,8 @@ def check_frame_store() -> CheckResult:
 
 def check_s3() -> CheckResult:
     """Round-trip an object through the S3 endpoint (the loopback server by default)."""
-    from cvloop.settings import load_settings
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
+    from cvloop.config.settings import load_settings
 
     def run() -> str:
         settings = load_settings()
@@ -80,7 +80,7 @@ def check_mlflow() -> CheckResult:
     def run() -> str:
         from mlflow import MlflowClient
 
-        from cvloop.settings import load_settings
+        from cvloop.config.settings import load_settings
 
         client = MlflowClient(tracking_uri=load_settings().mlflow_tracking_uri)
         exp = client.get_experiment_by_name("cvloop-stack-check")
@@ -101,7 +101,7 @@ def check_label_studio() -> CheckResult:
     def run() -> str:
         from label_studio_sdk import LabelStudio
 
-        from cvloop.settings import load_settings
+        from cvloop.config.settings import load_settings
 
         settings = load_settings()
         client = LabelStudio(

@@ -119,7 +119,7 @@ def no_outbound_connections():
 # ---------------------------------------------------------------------------------------------
 def pytest_configure(config):
     os.environ["CVLOOP_HOME"] = str(_SESSION_HOME)
-    from cvloop.offline import apply_offline
+    from cvloop.config.offline import apply_offline
 
     apply_offline(_SESSION_HOME)
 
@@ -238,7 +238,7 @@ def stack(tmp_path_factory) -> Stack:
     repo = home / "data-repo"
     repo.mkdir()
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
-    from cvloop.params import load_params, with_overrides
+    from cvloop.config.params import load_params, with_overrides
 
     tiny = with_overrides(load_params(REPO / "params.yaml"), TINY)
     (home / "params.yaml").write_text(yaml.safe_dump(tiny.model_dump(by_alias=True, mode="json")))

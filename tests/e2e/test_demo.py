@@ -90,8 +90,8 @@ def test_the_drift_event_started_the_retrain(demo):
 
 def test_label_studio_holds_the_pre_annotations_and_the_simulated_reviews(demo):
     home, env, _, _, _ = demo
-    from cvloop.fleet.reviewer import REVIEWER
-    from cvloop.labelstudio import LabelStudioQueue
+    from cvloop.adapters.labelstudio import LabelStudioQueue
+    from cvloop.sim.fleet.reviewer import REVIEWER
 
     q = LabelStudioQueue(
         f"http://127.0.0.1:{env['CVLOOP_LABEL_STUDIO_PORT']}",
@@ -154,7 +154,7 @@ def test_the_new_model_is_champion_with_lineage_and_serves_all_traffic(demo):
     # the canary judged quality on paired frames (no labels in the demo's window), per class
     assert v2["rollout_evidence"] == "pairing"
     assert set(v2["rollout_kept_share"]) == {"crate", "barrel", "cone"}
-    from cvloop.storage import LocalStorage
+    from cvloop.adapters.storage import LocalStorage
     from registry.manifest import read_manifest
 
     m = read_manifest(LocalStorage(home / "store"))
@@ -221,7 +221,7 @@ def new_class(demo):
 
 def test_after_one_retrain_the_new_class_is_detected_and_the_old_ones_hold(new_class):
     proc, out, repo, _env = new_class
-    from cvloop.params import load_params
+    from cvloop.config.params import load_params
 
     floor = load_params().gate.new_class_min_ap
     assert out["classes"] == ["crate", "barrel", "cone", "pallet"]

@@ -9,7 +9,7 @@ import subprocess
 import httpx
 import yaml
 
-from cvloop.datasets import read_manifest
+from cvloop.adapters.datasets import read_manifest
 from tests.conftest import REPO
 
 

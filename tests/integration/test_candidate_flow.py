@@ -50,7 +50,7 @@ def test_candidate_on_an_existing_version_is_registered_with_its_verdict(booted)
 
 
 def test_an_unknown_dataset_version_names_the_versions_there(booted, stack_client_env):
-    from cvloop.versioning import VersioningError
+    from cvloop.adapters.versioning import VersioningError
     from tasks.candidate import training_data
 
     with pytest.raises(VersioningError, match=r"dataset-v99.*not found") as err:
@@ -78,7 +78,7 @@ def test_registration_is_one_transaction(booted, stack_client_env, monkeypatch, 
         run_id, str(model_dir / "best.pt"), str(model_dir / "best.onnx"), champion.classes,
         champion.imgsz, 1, 1.0,
     )  # fmt: skip
-    from cvloop.training import EvalResult
+    from cvloop.adapters.training import EvalResult
 
     holdout = EvalResult(0.5, 0.7, 0.6, 0.6, {}, {}, 10, 10)
     args = (run_id, trained, {"dataset_version": "dataset-v1"}, holdout, {}, "cvloop-detector")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from cvloop.fleet.generate import FleetConfig, Scenario, generate_fleet
-from cvloop.storage import LocalStorage, open_storage
+from cvloop.adapters.storage import LocalStorage, open_storage
+from cvloop.sim.fleet.generate import FleetConfig, Scenario, generate_fleet
 
 
 def test_fleet_on_s3_equals_fleet_on_disk(stack_client_env, tmp_path):
@@ -42,8 +42,8 @@ def test_label_studio_reviews_frames_straight_from_s3(stack_client_env):
     import httpx
     import numpy as np
 
-    from cvloop.labelstudio import LabelStudioQueue, TaskSpec, image_url
-    from cvloop.settings import load_settings
+    from cvloop.adapters.labelstudio import LabelStudioQueue, TaskSpec, image_url
+    from cvloop.config.settings import load_settings
 
     bucket = f"review-{uuid.uuid4().hex[:8]}"
     store = open_storage(f"s3://{bucket}/prod", create_bucket=True)

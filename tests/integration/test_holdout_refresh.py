@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from cvloop.datasets import read_manifest
+from cvloop.adapters.datasets import read_manifest
 from tests.conftest import REPO
 
 FRAMES = 14
@@ -37,7 +37,7 @@ def refresh(booted, tmp_path_factory):
     work = tmp_path_factory.mktemp("holdout-refresh")
     repo = work / "data-repo"
     subprocess.run(["git", "clone", "-q", str(b.repo), str(repo)], check=True)
-    from cvloop.versioning import DataRepo
+    from cvloop.adapters.versioning import DataRepo
 
     data = DataRepo(repo, str(b.dvc_remote))
     data.ensure()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from cvloop.storage import LocalStorage
+from cvloop.adapters.storage import LocalStorage
 from tests.unit.test_monitor import DRIFTED, _fill
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvloop.offline import OFFLINE_SWITCHES, configure_ultralytics
+from cvloop.config.offline import OFFLINE_SWITCHES, configure_ultralytics
 from tests import conftest
 
 

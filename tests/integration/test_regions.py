@@ -10,12 +10,12 @@ from pathlib import Path
 
 import httpx
 
-from cvloop.cameras import register
-from cvloop.collect import collect, read_frame
-from cvloop.fleet.generate import FleetConfig, generate_fleet
-from cvloop.regions import RegionalStorage
-from cvloop.settings import load_settings
-from cvloop.storage import LocalStorage, open_storage
+from cvloop.adapters.cameras import register
+from cvloop.adapters.regions import RegionalStorage
+from cvloop.adapters.storage import LocalStorage, open_storage
+from cvloop.config.settings import load_settings
+from cvloop.sim.fleet.generate import FleetConfig, generate_fleet
+from cvloop.stages.collect import collect, read_frame
 
 
 def test_a_region_in_its_own_bucket_is_written_collected_and_reviewed(
@@ -69,7 +69,7 @@ def test_a_region_in_its_own_bucket_is_written_collected_and_reviewed(
     assert status["frames"] == {"store": str(main), "regions": {"eu-west": eu.uri}}
     assert f"regions eu-west: s3://{bucket}/frames-root" in status_text(status)
 
-    from cvloop.labelstudio import LabelStudioQueue, TaskSpec, image_url
+    from cvloop.adapters.labelstudio import LabelStudioQueue, TaskSpec, image_url
 
     queue = LabelStudioQueue.from_settings()
     project = queue.ensure_project(f"cvloop regions {bucket}", ["crate", "barrel", "cone"])

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cvloop.storage import LocalStorage
+from cvloop.adapters.storage import LocalStorage
 from tests.conftest import CVLOOP, REPO
 
 WINDOW = ("--window-end", "2026-09-03", "--days", "2", "--camera", "cam-02")
@@ -82,7 +82,7 @@ def _token(b) -> str:
 
 
 def _queue(b):
-    from cvloop.labelstudio import LabelStudioQueue
+    from cvloop.adapters.labelstudio import LabelStudioQueue
 
     return LabelStudioQueue(b.stack.label_studio_url, _token(b))
 
@@ -292,7 +292,7 @@ def test_reviews_become_dataset_v2_and_bad_boxes_are_quarantined(retrain_run):
 
 
 def test_label_studio_down_or_wrong_token_says_the_fix(stack):
-    from cvloop.labelstudio import LabelStudioError, LabelStudioQueue
+    from cvloop.adapters.labelstudio import LabelStudioError, LabelStudioQueue
     from tests.conftest import free_port
 
     with pytest.raises(LabelStudioError, match="refuses the API token") as err:

@@ -74,9 +74,9 @@ def _register(tmp_path, name: str, pt, onnx, classes, imgsz: int, parent: str) -
     would after its gates)."""
     from mlflow import MlflowClient
 
-    from cvloop.lineage import git_commit, params_sha256
-    from cvloop.settings import load_settings
-    from cvloop.training import EvalResult
+    from cvloop.adapters.training import EvalResult
+    from cvloop.config.lineage import git_commit, params_sha256
+    from cvloop.config.settings import load_settings
     from tasks.model import TrainedModel, register_model, start_training_run
 
     run_id = start_training_run("cvloop", name, {"lr0": 0.001, "epochs": 1}, {})
@@ -141,10 +141,10 @@ def trained(fleet, client_env, tmp_path_factory):
     frames (the session champion, 2 epochs on 48, has too few confident boxes to pair),
     then 10 more epochs from its best.pt. Both are scored on a holdout of later days; the
     champion alias moves to the first for this module and back at its end."""
-    from cvloop.baseline import build_baseline
-    from cvloop.fleet.generate import FleetConfig, cameras_named
-    from cvloop.storage import open_storage
-    from cvloop.training import evaluate
+    from cvloop.adapters.storage import open_storage
+    from cvloop.adapters.training import evaluate
+    from cvloop.sim.baseline import build_baseline
+    from cvloop.sim.fleet.generate import FleetConfig, cameras_named
     from registry.manifest import single, write_manifest
     from registry.models import ModelRegistry
     from tasks.model import resolve_model_source, start_training_run, train_model
@@ -181,9 +181,9 @@ def trained(fleet, client_env, tmp_path_factory):
 def _audit_labels(b, day: int) -> int:
     """Reviewed labels for the frames of one served day (the weekly audit's kind), from the
     fleet's ground truth: the labels a careful reviewer would give."""
-    from cvloop.datasets import LabelBox
-    from cvloop.label_store import LabeledFrame, write_labels
-    from cvloop.storage import open_storage
+    from cvloop.adapters.label_store import LabeledFrame, write_labels
+    from cvloop.adapters.storage import open_storage
+    from cvloop.core.frames import LabelBox
 
     frames = []
     for path in sorted((b.stack.home / "fleet-truth").glob(f"*/{_day(day)}.jsonl")):
@@ -207,7 +207,7 @@ def _serve(b, day: int, *extra: str) -> dict:
 
 
 def _state():
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
     from registry.manifest import read_manifest
     from registry.models import ModelRegistry
 
@@ -313,8 +313,8 @@ def test_a_label_map_mix_up_is_rolled_back_at_10_percent_by_the_quality_check(
     retrain with a mixed-up class order would ship: the same boxes, confidences, volume
     and speed — every guard passes and the confidence histogram does not move — but it
     names two classes wrong. Only the quality check can see it."""
-    from cvloop.head import resize_checkpoint
-    from cvloop.training import export_onnx
+    from cvloop.adapters.head import resize_checkpoint
+    from cvloop.adapters.training import export_onnx
     from registry.models import ModelRegistry
 
     b = fleet

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cvloop.datasets import read_manifest
+from cvloop.adapters.datasets import read_manifest
 
 
 def _json_tail(text: str) -> dict:
@@ -49,7 +49,7 @@ def op(booted, tmp_path_factory):
     repo = work / "data-repo"
     subprocess.run(["git", "clone", "-q", str(booted.repo), str(repo)], check=True)
     env = {**booted.env, "CVLOOP_DATA_REPO": str(repo), "PREFECT_LOGGING_LEVEL": "WARNING"}
-    from cvloop.versioning import DataRepo
+    from cvloop.adapters.versioning import DataRepo
 
     data = DataRepo(repo, str(booted.dvc_remote))  # a fresh clone: pull the data
     data.ensure()
@@ -62,7 +62,7 @@ def op(booted, tmp_path_factory):
 
 
 def test_add_rename_retire_each_make_versions_and_a_rerun_changes_nothing(op):
-    from cvloop.labelstudio import LabelStudioQueue, project_title
+    from cvloop.adapters.labelstudio import LabelStudioQueue, project_title
 
     booted, repo, env, cli, work = op
     assert "schema-v1: 0=crate, 1=barrel, 2=cone" in cli("show").stdout
@@ -77,7 +77,7 @@ def test_add_rename_retire_each_make_versions_and_a_rerun_changes_nothing(op):
         pid = queue.ensure_project(title, ["crate", "barrel", "cone"])
         queue.client.tasks.create(project=pid, data={"image": "/x.jpg", "sha256": "f" * 64})
         tid = queue.tasks(pid)[0][0]
-        from cvloop.datasets import LabelBox
+        from cvloop.core.frames import LabelBox
 
         queue.submit(tid, [LabelBox("barrel", 0.5, 0.5, 0.2, 0.2)], 160, 160)
     finally:

@@ -11,8 +11,8 @@ import httpx
 import psutil
 import pytest
 
-from cvloop.services import ServiceManager, ServiceRecord
-from cvloop.settings import Settings
+from cvloop.app.services import ServiceManager, ServiceRecord
+from cvloop.config.settings import Settings
 from tests.conftest import REPO, Stack, stack_env
 
 SERVICES = ["s3", "mlflow", "labelstudio", "prefect", "worker"]
@@ -61,7 +61,7 @@ def test_label_studio_admin_token_works_and_wrong_token_is_refused(stack):
     # the health check explains a wrong configured token
     env = {**stack.env, "LABEL_STUDIO_API_KEY": "0" * 40}
     proc = subprocess.run(
-        [sys.executable, "-m", "cvloop.cli", "services", "status", "labelstudio"],
+        [sys.executable, "-m", "cvloop.app.cli", "services", "status", "labelstudio"],
         env=env,
         capture_output=True,
         text=True,
@@ -103,7 +103,7 @@ def test_busy_port_is_a_clear_error_not_a_silent_move(tmp_path):
         port = squatter.getsockname()[1]
         env["CVLOOP_S3_PORT"] = str(port)
         proc = subprocess.run(
-            [sys.executable, "-m", "cvloop.cli", "services", "up", "s3"],
+            [sys.executable, "-m", "cvloop.app.cli", "services", "up", "s3"],
             env=env,
             capture_output=True,
             text=True,
@@ -119,7 +119,7 @@ def test_busy_port_is_a_clear_error_not_a_silent_move(tmp_path):
 def test_unknown_service_name_is_refused(tmp_path):
     env = stack_env(tmp_path / "home")
     proc = subprocess.run(
-        [sys.executable, "-m", "cvloop.cli", "services", "up", "mysql"],
+        [sys.executable, "-m", "cvloop.app.cli", "services", "up", "mysql"],
         env=env,
         capture_output=True,
         text=True,
@@ -178,7 +178,7 @@ def test_down_leaves_none_of_its_processes_running(tmp_path):
 def test_status_of_a_fresh_home_reports_stopped(tmp_path):
     env = stack_env(tmp_path / "home")
     proc = subprocess.run(
-        [sys.executable, "-m", "cvloop.cli", "services", "status"],
+        [sys.executable, "-m", "cvloop.app.cli", "services", "status"],
         env=env,
         capture_output=True,
         text=True,

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from cvloop.errors import StorageError
-from cvloop.storage import LocalStorage, S3Storage, Storage, open_storage
+from cvloop.adapters.storage import LocalStorage, S3Storage, Storage, open_storage
+from cvloop.core.errors import StorageError
 
 
 @pytest.fixture(params=["local", "s3"])

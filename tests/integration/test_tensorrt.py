@@ -15,9 +15,9 @@ pytestmark = pytest.mark.gpu
 def test_engine_matches_the_pt_on_the_holdout_and_is_benchmarked(
     booted, stack_client_env, tmp_path, int8
 ):
-    from cvloop.export import benchmark_engine, export_tensorrt
-    from cvloop.params import load_params
-    from cvloop.training import evaluate
+    from cvloop.adapters.export import benchmark_engine, export_tensorrt
+    from cvloop.adapters.training import evaluate
+    from cvloop.config.params import load_params
     from registry.models import ModelRegistry
 
     p = load_params()

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from cvloop.datasets import read_manifest
-from cvloop.storage import LocalStorage
-from cvloop.versioning import DataRepo
+from cvloop.adapters.datasets import read_manifest
+from cvloop.adapters.storage import LocalStorage
+from cvloop.adapters.versioning import DataRepo
 from tasks.dataset import ValidatedReviews, version_reviewed_data
 
 CLASSES = ["crate", "barrel", "cone"]
@@ -41,7 +41,7 @@ def env(tmp_path, monkeypatch):
     for i in range(12):
         key = f"frames/cam-02/2026-09-01/{1000 + i}.jpg"
         store.put_bytes(key, _jpeg(i))
-        from cvloop.datasets import content_hash
+        from cvloop.core.frames import content_hash
 
         rows.append(
             {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cvloop.versioning import DataRepo, VersioningError
+from cvloop.adapters.versioning import DataRepo, VersioningError
 
 DVC = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "dvc")
 

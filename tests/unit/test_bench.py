@@ -7,8 +7,8 @@ import inspect
 
 import pytest
 
-from cvloop.bench import BENCHES, Case, run
-from cvloop.errors import CvloopError
+from cvloop.app.bench import BENCHES, Case, run
+from cvloop.core.errors import CvloopError
 
 
 @pytest.mark.parametrize("name", sorted(BENCHES))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cvloop.calibration import expected_calibration_error, mark_correct
-from cvloop.datasets import LabelBox
+from cvloop.core.calibration import expected_calibration_error, mark_correct
+from cvloop.core.frames import LabelBox
 
 T1 = LabelBox("crate", 0.3, 0.3, 0.2, 0.2)
 T2 = LabelBox("cone", 0.7, 0.7, 0.2, 0.2)
@@ -37,9 +37,9 @@ def test_model_ece_reads_a_yolo_set_and_scores_the_exported_model(tmp_path):
     import cv2
     import numpy as np
 
-    from cvloop.bench.common import CLASSES, untrained_onnx
-    from cvloop.calibration import model_ece, read_yolo_labels, yolo_split_frames
-    from cvloop.datasets import write_data_yaml
+    from cvloop.adapters.datasets import read_yolo_labels, write_data_yaml, yolo_split_frames
+    from cvloop.app.bench.common import CLASSES, untrained_onnx
+    from cvloop.stages.evaluate import model_ece
 
     root = tmp_path / "set"
     (root / "images" / "holdout").mkdir(parents=True)

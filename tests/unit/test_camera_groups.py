@@ -10,11 +10,12 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from cvloop.inference_log import Detection, FrameRecord, write_log
-from cvloop.monitor import compute_drift, compute_drift_by_group, group_first_days, windows
-from cvloop.params import TriggerParams
-from cvloop.storage import LocalStorage
-from cvloop.triggers import severe_drift
+from cvloop.adapters.inference_log import Detection, FrameRecord, write_log
+from cvloop.adapters.storage import LocalStorage
+from cvloop.config.params import TriggerParams
+from cvloop.core.signals import windows
+from cvloop.core.triggers import severe_drift
+from cvloop.stages.signals import compute_drift, compute_drift_by_group, group_first_days
 
 CLASSES = ["crate", "barrel", "cone"]
 OLD = ("cam-01", "cam-02", "cam-03")
@@ -100,9 +101,9 @@ def test_after_its_own_week_the_group_is_compared_with_that_week(fleet, exact_ma
 
 
 def test_registering_a_camera_is_recorded_once_and_survives_fleet_generation(tmp_path):
-    from cvloop.cameras import register, registrations, registry
-    from cvloop.errors import CvloopError
-    from cvloop.fleet.generate import FleetConfig, cameras_named, generate_fleet
+    from cvloop.adapters.cameras import register, registrations, registry
+    from cvloop.core.errors import CvloopError
+    from cvloop.sim.fleet.generate import FleetConfig, cameras_named, generate_fleet
 
     store = LocalStorage(tmp_path / "store")
     before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)

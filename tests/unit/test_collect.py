@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from cvloop.collect import VIDEO_KEY_SEP, collect, read_frame
-from cvloop.fleet.generate import FleetConfig, generate_fleet
-from cvloop.storage import LocalStorage
+from cvloop.adapters.storage import LocalStorage
+from cvloop.sim.fleet.generate import FleetConfig, generate_fleet
+from cvloop.stages.collect import VIDEO_KEY_SEP, collect, read_frame
 
 DAY = dt.date(2026, 10, 5)
 

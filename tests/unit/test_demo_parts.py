@@ -8,11 +8,11 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from cvloop.datasets import LabelBox
-from cvloop.demo import FAST, FULL, _merge
-from cvloop.fleet.reviewer import imperfect
-from cvloop.orchestration import OrchestrationShare, RunCost, union_seconds
-from cvloop.params import load_params, parse_params
+from cvloop.app.demo import FAST, FULL, _merge
+from cvloop.app.orchestration import OrchestrationShare, RunCost, union_seconds
+from cvloop.config.params import load_params, parse_params
+from cvloop.core.frames import LabelBox
+from cvloop.sim.fleet.reviewer import imperfect
 
 BIG = LabelBox("crate", 0.5, 0.5, 0.3, 0.3)
 SMALL = LabelBox("cone", 0.2, 0.2, 0.05, 0.05)  # 0.25 % of the frame

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cvloop.drift import binned_stats, exact_stats, signal_bins
+from cvloop.core.drift import binned_stats, exact_stats, signal_bins
 
 
 def _samples(n_ref, n_cur, shift, seed=0):
@@ -86,7 +86,7 @@ def test_volume_bins_are_exact_for_counts():
 
 @pytest.mark.parametrize("signal", ["confidence", "size", "volume"])
 def test_fast_bin_index_agrees_with_the_edges(signal):
-    from cvloop.drift import Bins
+    from cvloop.core.drift import Bins
 
     bins = signal_bins()[signal]
     rng = np.random.default_rng(5)

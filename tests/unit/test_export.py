@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cvloop.bench.common import CLASSES, untrained_onnx
-from cvloop.export import benchmark_onnx, benchmark_onnx_isolated, tensorrt_status
+from cvloop.adapters.export import benchmark_onnx, benchmark_onnx_isolated, tensorrt_status
+from cvloop.app.bench.common import CLASSES, untrained_onnx
 
 
 def test_onnx_benchmark_reports_percentiles_throughput_memory_size(tmp_path):
@@ -30,8 +30,8 @@ def test_tensorrt_status_names_the_reason_when_it_cannot_run():
 def test_int8_calibration_set_spreads_over_the_train_split(tmp_path):
     import yaml
 
-    from cvloop.datasets import write_data_yaml
-    from cvloop.export import calibration_set
+    from cvloop.adapters.datasets import write_data_yaml
+    from cvloop.adapters.export import calibration_set
 
     root = tmp_path / "ds"
     (root / "images" / "train").mkdir(parents=True)

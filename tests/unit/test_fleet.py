@@ -8,10 +8,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from cvloop.errors import ConfigError
-from cvloop.fleet.generate import FleetConfig, Scenario, frame_refs, generate_fleet, render_ref
-from cvloop.fleet.scene import camera_spec, encode_jpeg, render
-from cvloop.storage import LocalStorage
+from cvloop.adapters.storage import LocalStorage
+from cvloop.core.errors import ConfigError
+from cvloop.sim.fleet.generate import FleetConfig, Scenario, frame_refs, generate_fleet, render_ref
+from cvloop.sim.fleet.scene import camera_spec, encode_jpeg, render
 
 DAY = dt.date(2026, 10, 5)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cvloop.gates import evaluate_gates
+from cvloop.core.gates import evaluate_gates
 
 CLASSES = ["crate", "barrel", "cone"]
 KW = dict(

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cvloop.errors import CvloopError
-from cvloop.head import resize_class_head
+from cvloop.adapters.head import resize_class_head
+from cvloop.core.errors import CvloopError
 
 OLD = ["crate", "barrel", "cone"]
 
@@ -17,7 +17,7 @@ def trained():
     """A yolo11p detector with non-trivial weights (as if trained), names crate/barrel/cone."""
     from ultralytics.nn.tasks import DetectionModel
 
-    from cvloop.models import model_yaml_path
+    from cvloop.adapters.models import model_yaml_path
 
     torch.manual_seed(0)
     m = DetectionModel(str(model_yaml_path("yolo11p.yaml")), nc=3, verbose=False)
@@ -88,7 +88,7 @@ def test_bad_requests_name_the_problem(trained, names, sources, message):
 def test_a_resized_checkpoint_loads_in_ultralytics_with_the_new_names(trained, tmp_path):
     from ultralytics import YOLO
 
-    from cvloop.head import resize_checkpoint
+    from cvloop.adapters.head import resize_checkpoint
 
     pt = tmp_path / "best.pt"
     torch.save({"model": trained, "train_args": {"imgsz": 128}}, pt)

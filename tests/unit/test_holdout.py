@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 
-from cvloop.holdout import daypart, refresh_target, stratified_sample
+from cvloop.core.holdout import daypart, refresh_target, stratified_sample
 
 
 def _rows(camera: str, day: str, hours: list[int], per_hour: int) -> list[dict]:

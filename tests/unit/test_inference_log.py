@@ -7,7 +7,7 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from cvloop.inference_log import (
+from cvloop.adapters.inference_log import (
     SCHEMA,
     SCHEMA_VERSION,
     Detection,
@@ -19,7 +19,7 @@ from cvloop.inference_log import (
     to_table,
     write_log,
 )
-from cvloop.storage import LocalStorage
+from cvloop.adapters.storage import LocalStorage
 
 T0 = dt.datetime(2026, 10, 5, 23, 59, 0, tzinfo=dt.UTC)
 

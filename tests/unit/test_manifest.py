@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cvloop.errors import CvloopError
-from cvloop.storage import LocalStorage
+from cvloop.adapters.storage import LocalStorage
+from cvloop.core.errors import CvloopError
 from registry.manifest import (
     Allocation,
     RolloutManifest,

@@ -9,11 +9,11 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from cvloop.inference_log import Detection, FrameRecord, write_log
-from cvloop.monitor import compute_drift, drift_exact, drift_rollups, most_drifted, windows
-from cvloop.params import TriggerParams
-from cvloop.storage import LocalStorage
-from cvloop.triggers import (
+from cvloop.adapters.inference_log import Detection, FrameRecord, write_log
+from cvloop.adapters.storage import LocalStorage
+from cvloop.config.params import TriggerParams
+from cvloop.core.signals import most_drifted, windows
+from cvloop.core.triggers import (
     days_since_training,
     drift_slices,
     holdout_map_drop,
@@ -21,6 +21,7 @@ from cvloop.triggers import (
     new_labels,
     severe_drift,
 )
+from cvloop.stages.signals import compute_drift, drift_exact, drift_rollups
 
 END = dt.date(2026, 11, 16)
 CLASSES = ["crate", "barrel", "cone"]
@@ -155,8 +156,8 @@ def test_rollup_bins_follow_the_monitor_params(tmp_path):
 
     import pyarrow.parquet as pq
 
-    from cvloop.drift import signal_bins
-    from cvloop.rollups import rollup_key
+    from cvloop.adapters.rollups import rollup_key
+    from cvloop.core.drift import signal_bins
 
     store = _fill(LocalStorage(tmp_path), days=4, frames_per_day=20)
     ref, cur = windows(END, 2, 2)

@@ -7,8 +7,9 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from cvloop.datasets import LabelBox
-from cvloop.pairing import (
+from cvloop.config.params import CanaryQualityParams
+from cvloop.core.frames import LabelBox
+from cvloop.core.pairing import (
     PairedFrame,
     decide_quality,
     judge_labels,
@@ -17,7 +18,6 @@ from cvloop.pairing import (
     pair_classes,
     wilson,
 )
-from cvloop.params import CanaryQualityParams
 
 Q = CanaryQualityParams(min_boxes=30, max_loss=0.15, labels_min_frames=10)
 MATCH = {"confident_floor": 0.5, "match_conf": 0.25, "match_iou": 0.5}
@@ -178,9 +178,9 @@ def test_labels_beat_the_pairing():
 
 
 def test_label_store_round_trip_newest_wins_and_a_bad_part_is_named(tmp_path):
-    from cvloop.errors import CvloopError
-    from cvloop.label_store import LabeledFrame, read_labels, write_labels
-    from cvloop.storage import LocalStorage
+    from cvloop.adapters.label_store import LabeledFrame, read_labels, write_labels
+    from cvloop.adapters.storage import LocalStorage
+    from cvloop.core.errors import CvloopError
 
     store = LocalStorage(tmp_path)
     t = dt.datetime(2026, 11, 3, 12, tzinfo=dt.UTC)

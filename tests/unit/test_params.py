@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from cvloop.errors import ConfigError
-from cvloop.params import load_params, parse_params, with_overrides
+from cvloop.config.params import load_params, parse_params, with_overrides
+from cvloop.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,10 @@ import itertools
 import numpy as np
 import pytest
 
-from cvloop.detector import Detections
-from cvloop.fleet.scene import encode_jpeg
-from cvloop.prefilter import (
-    Scored,
-    cap_fps,
-    edge_reasons,
-    keep_events,
-    score_frames,
-    select,
-    uncertainty_of,
-)
+from cvloop.adapters.detector import Detections
+from cvloop.core.selection import Scored, cap_fps, edge_reasons, keep_events, select, uncertainty_of
+from cvloop.sim.fleet.scene import encode_jpeg
+from cvloop.stages.prefilter import score_frames
 
 
 def test_uncertainty_peaks_at_one_half():
@@ -204,7 +197,7 @@ def test_selection_table_roundtrips_through_parquet():
 
     import pyarrow.parquet as pq
 
-    from cvloop.prefilter import to_parquet
+    from cvloop.stages.prefilter import to_parquet
 
     frames = _scored(10)
     for f in frames:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cvloop.cameras import register
-from cvloop.errors import ConfigError
-from cvloop.regions import RegionalStorage, load_regions, routed_camera
-from cvloop.storage import LocalStorage, open_storage
+from cvloop.adapters.cameras import register
+from cvloop.adapters.regions import RegionalStorage, load_regions, routed_camera
+from cvloop.adapters.storage import LocalStorage, open_storage
+from cvloop.core.errors import ConfigError
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cvloop.datasets import LabelBox
-from cvloop.labelstudio import box_to_result, label_config, result_to_box
-from cvloop.review import compare_boxes, decide, edit_rate, review_progress
+from cvloop.adapters.labelstudio import box_to_result, label_config, result_to_box
+from cvloop.core.frames import LabelBox
+from cvloop.core.review import compare_boxes, decide, edit_rate, review_progress
 
 A = LabelBox("crate", 0.3, 0.3, 0.2, 0.2)
 B = LabelBox("cone", 0.7, 0.7, 0.1, 0.2)

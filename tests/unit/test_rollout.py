@@ -7,10 +7,10 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from cvloop.pairing import Quality, QualityCheck
-from cvloop.params import CanaryParams
-from cvloop.rollout import Sample, decide
-from cvloop.rollout import canary as _canary
+from cvloop.config.params import CanaryParams
+from cvloop.core.pairing import Quality, QualityCheck
+from cvloop.core.rollout import Sample, decide
+from cvloop.core.rollout import canary as _canary
 
 C = CanaryParams(min_frames=100)
 KEPT = Quality("ok", "pairing", [QualityCheck("kept:all classes", "ok", "97 % kept")])
@@ -155,7 +155,7 @@ def test_breach_or_rejection_rolls_back_at_any_stage():
 
 
 def test_a_breach_in_one_camera_group_is_a_breach_even_when_the_fleet_average_passes():
-    from cvloop.rollout import with_groups
+    from cvloop.core.rollout import with_groups
 
     # the challenger is 1.6x slower in the small north group only: fleet-wide p95 holds
     north = canary(_sample(n=150, latency=16.0, seed=3), _sample(n=150, seed=4), C)

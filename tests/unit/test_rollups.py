@@ -8,10 +8,16 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from cvloop.drift import binned_stats, exact_stats, signal_bins
-from cvloop.inference_log import Detection, FrameRecord, flatten_detections, read_log, write_log
-from cvloop.rollups import build_rollup, histogram, load_rollups
-from cvloop.storage import LocalStorage
+from cvloop.adapters.inference_log import (
+    Detection,
+    FrameRecord,
+    flatten_detections,
+    read_log,
+    write_log,
+)
+from cvloop.adapters.rollups import build_rollup, histogram, load_rollups
+from cvloop.adapters.storage import LocalStorage
+from cvloop.core.drift import binned_stats, exact_stats, signal_bins
 
 DAY = dt.date(2026, 10, 5)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cvloop.errors import CvloopError
-from cvloop.schema import ClassSchema, SchemaChange, apply, migrate_label_text
+from cvloop.core.errors import CvloopError
+from cvloop.core.schema import ClassSchema, SchemaChange, apply, migrate_label_text
 
 V1 = ClassSchema(1, ("crate", "barrel", "cone"))
 LABELS = "0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n2 0.7 0.7 0.05 0.05\n1 0.2 0.8 0.1 0.1\n"
@@ -82,7 +82,7 @@ def test_schema_round_trips_through_its_dict():
 
 
 def _log():
-    from cvloop.schema import SchemaLog
+    from cvloop.core.schema import SchemaLog
 
     log = SchemaLog.initial(["crate", "barrel", "cone"])
     for change in (
@@ -96,7 +96,7 @@ def _log():
 
 
 def test_the_log_composes_mappings_and_names_across_versions():
-    from cvloop.schema import SchemaLog
+    from cvloop.core.schema import SchemaLog
 
     log = _log()
     assert log.current.classes == ("crate", "drum", "pallet") and log.current.version == 4
@@ -125,7 +125,7 @@ def test_a_rerun_of_the_last_request_is_not_a_second_change():
 
 
 def test_a_hand_edited_log_is_refused():
-    from cvloop.schema import SchemaLog
+    from cvloop.core.schema import SchemaLog
 
     text = _log().to_yaml().replace("- drum\n  - pallet", "- pallet\n  - drum", 1)
     with pytest.raises(CvloopError, match="does not follow"):
@@ -137,7 +137,7 @@ def test_a_hand_edited_log_is_refused():
 def _folder(root, labels: dict[str, str]):
     import json
 
-    from cvloop.datasets import write_data_yaml
+    from cvloop.adapters.datasets import write_data_yaml
 
     for fid, text in labels.items():
         (root / "labels" / "train").mkdir(parents=True, exist_ok=True)
@@ -156,8 +156,7 @@ def test_a_folder_migrates_once_and_a_crash_mid_swap_resumes(tmp_path, monkeypat
 
     import yaml
 
-    from cvloop.datasets import read_manifest
-    from cvloop.schema import folder_schema, migrate_folder
+    from cvloop.adapters.datasets import folder_schema, migrate_folder, read_manifest
 
     log = _log()
     root = tmp_path / "ds"
@@ -194,7 +193,7 @@ def test_a_folder_migrates_once_and_a_crash_mid_swap_resumes(tmp_path, monkeypat
 
 
 def test_a_clean_migration_reports_its_counts(tmp_path):
-    from cvloop.schema import migrate_folder
+    from cvloop.adapters.datasets import migrate_folder
 
     root = tmp_path / "ds"
     _folder(root, {"a": LABELS, "b": "2 0.5 0.5 0.1 0.1\n"})
@@ -208,7 +207,7 @@ def test_a_seed_key_stays_a_key_and_a_seed_file_is_stored_by_content(tmp_path, m
     import cv2
     import numpy as np
 
-    from cvloop.storage import open_storage
+    from cvloop.adapters.storage import open_storage
     from tasks.schema import store_seeds
 
     monkeypatch.setenv("CVLOOP_STORAGE_URI", str(tmp_path / "store"))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cvloop.errors import ConfigError
-from cvloop.offline import OFFLINE_SWITCHES, install_fonts, offline_env
-from cvloop.settings import Settings, ensure_local_secrets
+from cvloop.config.offline import OFFLINE_SWITCHES, install_fonts, offline_env
+from cvloop.config.settings import Settings, ensure_local_secrets
+from cvloop.core.errors import ConfigError
 
 
 def test_local_defaults(tmp_path, monkeypatch):

@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import yaml
 
-from cvloop.datasets import LabelBox, NewFrame, add_frames
-from cvloop.slices import build_slice_sets, slice_dirname
+from cvloop.adapters.datasets import add_frames
+from cvloop.adapters.eval_sets import build_slice_sets, slice_dirname
+from cvloop.core.frames import LabelBox, NewFrame
 
 CLASSES = ["crate", "barrel", "cone"]
 
@@ -54,7 +55,7 @@ def test_slice_sets_hold_exactly_the_tagged_holdout_frames(tmp_path):
 
 
 def test_a_class_view_relabels_the_frames_for_a_model_with_another_class_list(tmp_path):
-    from cvloop.slices import class_view
+    from cvloop.adapters.eval_sets import class_view
 
     holdout = tmp_path / "holdout"
     four = [*CLASSES, "pallet"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cvloop.errors import StorageError
-from cvloop.storage import LocalStorage, validate_key
+from cvloop.adapters.storage import LocalStorage, validate_key
+from cvloop.core.errors import StorageError
 
 
 @pytest.mark.parametrize("key", ["a.jpg", "cam-01/2026-11-02/1730505600000.jpg", "a/b/c/d.parquet"])

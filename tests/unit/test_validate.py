@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvloop.datasets import Candidate, FrameEntry, LabelBox, plan_split
-from cvloop.validate import FrameToCheck, validate_annotations
+from cvloop.core.frames import Candidate, FrameEntry, LabelBox, plan_split
+from cvloop.core.validate import FrameToCheck, validate_annotations
 
 OK = LabelBox("crate", 0.5, 0.5, 0.2, 0.2)
 CLASSES = ["crate", "barrel", "cone"]

@@ -1,0 +1,224 @@
+"""ONNX Runtime detector: the serving path of a YOLO model exported to ONNX.
+
+Pre-processing is Ultralytics' letterbox (same resize, same padding value, RGB, /255), so
+the ONNX model sees what the ``.pt`` saw in validation; post-processing decodes the YOLO
+head (``[B, 4 + nc, anchors]``: ``cx, cy, w, h`` in input pixels, then class scores),
+filters by confidence and runs class-aware NMS. Boxes come back normalized to the original
+frame.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cvloop.core.errors import CvloopError
+
+
+@dataclass
+class Detections:
+    """Detections of one frame: ``xyxy`` normalized to [0, 1], scores, class ids."""
+
+    xyxy: np.ndarray  # (n, 4) float32
+    scores: np.ndarray  # (n,) float32
+    classes: np.ndarray  # (n,) int64
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def cxcywh(self) -> np.ndarray:
+        x0, y0, x1, y1 = self.xyxy.T
+        return np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], axis=1)
+
+
+@dataclass(frozen=True)
+class LetterboxMeta:
+    ratio: float
+    pad_x: float
+    pad_y: float
+    width: int
+    height: int
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, LetterboxMeta]:
+    """Ultralytics' letterbox: keep aspect, pad with 114 to ``size x size`` (centered)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    r = min(size / h, size / w)
+    new_w, new_h = int(round(w * r)), int(round(h * r))
+    dw, dh = (size - new_w) / 2, (size - new_h) / 2
+    if (w, h) != (new_w, new_h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    if top or bottom or left or right:
+        image = cv2.copyMakeBorder(
+            image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114)
+        )
+    return image, LetterboxMeta(r, left, top, w, h)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS; returns kept indices in descending score order."""
+    order = np.argsort(-scores, kind="stable")
+    x0, y0, x1, y1 = boxes.T
+    areas = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        xx0 = np.maximum(x0[i], x0[rest])
+        yy0 = np.maximum(y0[i], y0[rest])
+        xx1 = np.minimum(x1[i], x1[rest])
+        yy1 = np.minimum(y1[i], y1[rest])
+        inter = np.clip(xx1 - xx0, 0, None) * np.clip(yy1 - yy0, 0, None)
+        ious = inter / (areas[i] + areas[rest] - inter + 1e-9)
+        order = rest[ious <= iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def decode(
+    raw: np.ndarray, metas: list[LetterboxMeta], conf: float, iou: float, max_det: int = 300
+) -> list[Detections]:
+    """Decode a YOLO head output ``[B, 4 + nc, A]`` into per-frame detections."""
+    out = []
+    max_wh = 7680.0
+    for b, meta in enumerate(metas):
+        pred = raw[b].T  # (A, 4 + nc)
+        cls_scores = pred[:, 4:]
+        cls = cls_scores.argmax(axis=1)
+        score = cls_scores[np.arange(len(cls)), cls]
+        sel = score > conf
+        if not sel.any():
+            out.append(
+                Detections(
+                    np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+                )
+            )
+            continue
+        p, score, cls = pred[sel], score[sel], cls[sel]
+        cx, cy, w, h = p[:, 0], p[:, 1], p[:, 2], p[:, 3]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        keep = nms(boxes + (cls[:, None] * max_wh), score, iou)[:max_det]
+        boxes, score, cls = boxes[keep], score[keep], cls[keep]
+        boxes[:, [0, 2]] = (boxes[:, [0, 2]] - meta.pad_x) / meta.ratio / meta.width
+        boxes[:, [1, 3]] = (boxes[:, [1, 3]] - meta.pad_y) / meta.ratio / meta.height
+        out.append(
+            Detections(
+                np.clip(boxes, 0, 1).astype(np.float32),
+                score.astype(np.float32),
+                cls.astype(np.int64),
+            )
+        )
+    return out
+
+
+class OnnxDetector:
+    """A YOLO detector served by ONNX Runtime.
+
+    Args:
+        path: the ``.onnx`` file (exported with a dynamic batch axis for batching).
+        class_names: names by class id.
+        imgsz: input size the model was exported at.
+        threads: intra-op threads (default: all cores).
+        spinning: let idle intra-op threads spin-wait (ORT's default: lowest latency for a
+            process that serves one model). Turn it off where several sessions share the
+            cores: a neighbour's spinning threads slow the next session down (measured on
+            2 cores, a model getting 10 % of the calls after the other's: p50 13.1 ms
+            instead of 5.8 ms).
+        providers: ORT execution providers (default: CUDA if available, else CPU).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        class_names: list[str],
+        imgsz: int,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        spinning: bool = True,
+    ) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.exists():
+            raise CvloopError(
+                f"ONNX model not found: {path}",
+                fix="export it (`cvloop bootstrap` / the retrain flow) or fetch it "
+                "from the registry",
+            )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.log_severity_level = 3
+        if not spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        available = ort.get_available_providers()
+        wanted = providers or [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available
+        ]
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
+        self.input_name = self.session.get_inputs()[0].name
+        shape = self.session.get_inputs()[0].shape
+        self.dynamic_batch = not isinstance(shape[0], int)
+        self.class_names = list(class_names)
+        self.imgsz = imgsz
+        self.path = path
+        out_shape = self.session.get_outputs()[0].shape
+        nc = out_shape[1] - 4 if isinstance(out_shape[1], int) else None
+        if nc is not None and nc != len(self.class_names):
+            raise CvloopError(
+                f"{path.name} predicts {nc} classes but {len(self.class_names)} names were given "
+                f"({self.class_names})",
+                fix="use the class list the model was trained with",
+            )
+
+    def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[LetterboxMeta]]:
+        batch = np.empty((len(images), 3, self.imgsz, self.imgsz), dtype=np.float32)
+        metas = []
+        for i, img in enumerate(images):
+            boxed, meta = letterbox(img, self.imgsz)
+            batch[i] = boxed.transpose(2, 0, 1) / np.float32(255.0)
+            metas.append(meta)
+        return batch, metas
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        if self.dynamic_batch or batch.shape[0] == 1:
+            return self.session.run(None, {self.input_name: batch})[0]
+        return np.concatenate(
+            [
+                self.session.run(None, {self.input_name: batch[i : i + 1]})[0]
+                for i in range(batch.shape[0])
+            ]
+        )
+
+    def predict(
+        self, images: list[np.ndarray], conf: float = 0.25, iou: float = 0.7, max_det: int = 300
+    ) -> list[Detections]:
+        """Detections for RGB uint8 frames (any size)."""
+        batch, metas = self.preprocess(images)
+        return decode(self.forward(batch), metas, conf, iou, max_det)
+
+    def predict_timed(
+        self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7
+    ) -> tuple[Detections, float]:
+        """One frame, end to end, with its latency in milliseconds."""
+        t = time.perf_counter()
+        det = self.predict([image], conf, iou)[0]
+        return det, (time.perf_counter() - t) * 1000.0
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """RGB uint8 pixels of an encoded image; raises :class:`CvloopError` if unreadable."""
+    import cv2
+
+    arr = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(arr, cv2.IMREAD_COLOR)
+    if img is None:
+        raise CvloopError("image could not be decoded (corrupt, truncated or not an image)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,244 @@
+"""Per-region storage roots: a region's frames live in its own bucket (or endpoint).
+
+A fleet that spans regions keeps each region's frames close to its cameras: the cameras of
+``eu-west`` write to ``s3://acme-frames-eu/prod`` on the EU endpoint, the rest to the main
+frame store. Which root a camera uses is configuration, not code:
+
+* the camera's region comes from the camera registry (``cvloop fleet register-camera CAM
+  --group G --region R``, :mod:`cvloop.adapters.cameras`);
+* the region's root comes from the regions file (``CVLOOP_REGIONS_FILE``, default
+  ``regions.yaml`` in the project folder when it exists)::
+
+      regions:
+        eu-west:
+          storage_uri: s3://acme-frames-eu/prod
+          endpoint_url: https://s3.eu-west-1.amazonaws.com   # optional
+
+A region the file does not name keeps its frames in the main store.
+
+:func:`cvloop.adapters.storage.open_storage` returns a :class:`RegionalStorage` for the frame store
+when the file names at least one region, so the fleet, collect, prefilter, review and
+dataset stages read and write a frame by its key without knowing where it lives. Frame and
+video keys (``frames/<camera>/…``, ``videos/<camera>/…``) go to the camera's region;
+everything else (the inference log, run records, the registry itself) stays in the main
+store. A frame written before its camera moved to a region is still found: reads fall back
+to the main store and listings merge both, so re-registering a camera loses nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from cvloop.adapters.storage import ObjectInfo, Storage, validate_key
+from cvloop.core.errors import ConfigError, CvloopError, StorageError
+
+REGIONS_FILE = "regions.yaml"
+ROUTED_PREFIXES = ("frames", "videos")
+REGISTRY_TTL_S = 30.0  # another process's registration is seen within this long
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_KEYS = {"storage_uri", "endpoint_url"}
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region's storage root."""
+
+    name: str
+    storage_uri: str
+    endpoint_url: str | None = None
+
+
+def regions_file() -> Path | None:
+    """The regions file: ``CVLOOP_REGIONS_FILE``, else ``regions.yaml`` in the project
+    folder; ``None`` when neither names a file (one store for the whole fleet)."""
+    from cvloop.config.settings import load_settings, project_dir
+
+    configured = load_settings().regions_file
+    if configured:
+        path = configured.expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"CVLOOP_REGIONS_FILE={configured} is not a file",
+                fix="point it at a regions.yaml (see runbooks/cameras.md) or unset it",
+            )
+        return path
+    default = project_dir() / REGIONS_FILE
+    return default if default.is_file() else None
+
+
+def load_regions(path: Path | None = None, main_uri: str | None = None) -> dict[str, Region]:
+    """The regions the file configures (empty without a file), validated: every error names
+    the file, the region and the key."""
+    path = path or regions_file()
+    if path is None:
+        return {}
+    fix = "see runbooks/cameras.md for the format: regions: {NAME: {storage_uri: s3://…}}"
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML ({exc})", fix=fix) from None
+    if not isinstance(data, dict) or not isinstance(data.get("regions", {}), dict):
+        raise ConfigError(f"{path}: expected a mapping 'regions: {{NAME: …}}'", fix=fix)
+    unknown_top = set(data) - {"regions"}
+    if unknown_top:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown_top)}", fix=fix)
+    out: dict[str, Region] = {}
+    for name, body in (data.get("regions") or {}).items():
+        where = f"{path}: region {name!r}"
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigError(f"{where}: not a valid region name",
+                              fix="lower case letters, digits, '.', '_' or '-', e.g. eu-west")  # fmt: skip
+        if not isinstance(body, dict) or not body.get("storage_uri"):
+            raise ConfigError(f"{where} has no storage_uri", fix=fix)
+        unknown = set(body) - _KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} "
+                              f"(allowed: {sorted(_KEYS)})", fix=fix)  # fmt: skip
+        uri = str(body["storage_uri"]).rstrip("/")
+        if main_uri and uri == main_uri.rstrip("/"):
+            raise ConfigError(f"{where}: storage_uri is the main frame store ({uri})",
+                              fix="give the region its own root, or leave it out of the file")  # fmt: skip
+        if not (uri.startswith(("s3://", "file://", "/")) or Path(uri).is_absolute()):
+            raise ConfigError(f"{where}: storage_uri {uri!r} must be s3://bucket[/prefix] "
+                              "or an absolute path", fix=fix)  # fmt: skip
+        endpoint = body.get("endpoint_url")
+        out[name] = Region(name, uri, str(endpoint) if endpoint else None)
+    return out
+
+
+def routed_camera(key: str) -> str | None:
+    """The camera a frame or video key belongs to (``frames/<camera>/…``), else ``None``."""
+    parts = key.split("/", 2)
+    if len(parts) >= 3 and parts[0] in ROUTED_PREFIXES and parts[1]:
+        return parts[1]
+    return None
+
+
+def _spans_cameras(prefix: str) -> bool:
+    """Whether a listing prefix can reach frames of more than one camera."""
+    head = prefix.split("/", 1)
+    if len(head) == 1:  # "", "f", "frames"
+        return any(p.startswith(prefix) for p in ROUTED_PREFIXES)
+    return head[0] in ROUTED_PREFIXES and "/" not in head[1]  # "frames/", "frames/cam"
+
+
+class RegionalStorage(Storage):
+    """The frame store across regions: frame and video keys go to their camera's region
+    root, everything else to the main store (see the module docstring)."""
+
+    def __init__(self, home: Storage, regions: dict[str, Storage]) -> None:
+        self.home = home
+        self.regions = regions
+        self.uri = home.uri
+        self._camera_region: dict[str, str] = {}
+        self._loaded_at = -1e18
+
+    # ---- routing --------------------------------------------------------------------
+    def camera_regions(self) -> dict[str, str]:
+        """camera -> region, from the registry in the main store (cached briefly)."""
+        if time.monotonic() - self._loaded_at > REGISTRY_TTL_S:
+            from cvloop.adapters.cameras import registry
+
+            try:
+                cams = registry(self.home)
+            except StorageError:
+                raise  # the main store itself failed: say so
+            except CvloopError:
+                cams = {}  # cvloop.adapters.cameras reports a broken registry where it is read
+            self._camera_region = {c: r["region"] for c, r in cams.items() if r["region"]}
+            self._loaded_at = time.monotonic()
+        return self._camera_region
+
+    def refresh(self) -> None:
+        """Read the registry again on the next routed call."""
+        self._loaded_at = -1e18
+
+    def store_for(self, key: str) -> Storage:
+        """The store that holds (and receives) ``key``."""
+        camera = routed_camera(key)
+        if camera is None:
+            return self.home
+        return self.regions.get(self.camera_regions().get(camera, ""), self.home)
+
+    def store_holding(self, key: str) -> Storage:
+        """Where ``key`` is: its region's store, else the main store (frames written before
+        the camera joined its region)."""
+        store = self.store_for(validate_key(key))
+        if store is not self.home and not store.exists(key) and self.home.exists(key):
+            return self.home
+        return store
+
+    # ---- the Storage contract -------------------------------------------------------
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.store_for(validate_key(key)).put_bytes(key, data)
+        if key.startswith("fleet/"):
+            self.refresh()  # the registry may have changed
+
+    def get_bytes(self, key: str) -> bytes:
+        store = self.store_for(validate_key(key))
+        try:
+            return store.get_bytes(key)
+        except StorageError:
+            if store is not self.home and self.home.exists(key):
+                return self.home.get_bytes(key)
+            raise
+
+    def exists(self, key: str) -> bool:
+        store = self.store_for(validate_key(key))
+        return store.exists(key) or (store is not self.home and self.home.exists(key))
+
+    def delete(self, key: str) -> None:
+        store = self.store_for(validate_key(key))
+        store.delete(key)
+        if store is not self.home:
+            self.home.delete(key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_key(prefix, prefix=True)
+        if _spans_cameras(prefix):
+            sources = [
+                (o for o in s.list(prefix) if routed_camera(o.key) is not None)
+                for s in self.regions.values()
+            ] + [self.home.list(prefix)]
+        elif (own := self.store_for(prefix)) is not self.home:  # one camera's prefix
+            sources = [own.list(prefix), self.home.list(prefix)]
+        else:
+            yield from self.home.list(prefix)
+            return
+        last = None
+        for obj in heapq.merge(*sources, key=lambda o: o.key):
+            if obj.key != last:  # a key in both: the first (its region's) copy
+                yield obj
+                last = obj.key
+
+    def put_file(self, key: str, path: Path) -> None:
+        self.store_for(validate_key(key)).put_file(key, path)
+
+    def get_file(self, key: str, path: Path) -> Path:
+        return self.store_holding(key).get_file(key, path)
+
+    def url(self, key: str) -> str:
+        return self.store_holding(key).url(key)
+
+    def local_path(self, key: str) -> Path | None:
+        return self.store_holding(key).local_path(key)
+
+
+def open_regional(home: Storage, regions: dict[str, Region], *, create_bucket: bool = False):
+    """The frame store over ``home`` and each configured region's root."""
+    from cvloop.adapters.storage import open_storage
+
+    stores = {
+        r.name: open_storage(
+            r.storage_uri, endpoint_url=r.endpoint_url, create_bucket=create_bucket, regional=False
+        )
+        for r in regions.values()
+    }
+    return RegionalStorage(home, stores)

@@ -1,0 +1,248 @@
+"""Train, evaluate and export YOLO models with Ultralytics, logged to MLflow.
+
+Training metrics and losses go to MLflow through an Ultralytics callback
+(``on_fit_epoch_end``), never by parsing output folders; the trainer object tells us where
+``best.pt`` and the plots are. Ultralytics' own integrations stay off
+(:func:`cvloop.config.offline.configure_ultralytics`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cvloop.core.errors import CvloopError
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``0`` (first CUDA device) when one is present, else ``cpu``."""
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "0" if torch.cuda.is_available() else "cpu"
+    except Exception:
+        return "cpu"
+
+
+def _metric_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "", key)
+
+
+class MlflowEpochLogger:
+    """Ultralytics callback: per-epoch metrics, losses and learning rates to an MLflow run."""
+
+    def __init__(self, client, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.epochs_logged = 0
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        from mlflow.entities import Metric
+
+        values: dict[str, float] = {}
+        values.update(trainer.label_loss_items(trainer.tloss, prefix="train"))
+        values.update(trainer.metrics or {})
+        values.update(trainer.lr or {})
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(_metric_name(k), float(v), now, int(trainer.epoch))
+            for k, v in values.items()
+            if v is not None
+        ]
+        self.client.log_batch(self.run_id, metrics=metrics)
+        self.epochs_logged += 1
+
+
+@dataclass
+class TrainResult:
+    best_pt: Path
+    save_dir: Path
+    epochs_run: int
+    seconds: float
+    device: str
+    plots: list[Path] = field(default_factory=list)
+
+
+def train(
+    data_yaml: Path,
+    model_source: str,
+    out_dir: Path,
+    name: str,
+    *,
+    epochs: int,
+    lr0: float,
+    imgsz: int,
+    batch: int,
+    device: str,
+    workers: int,
+    patience: int,
+    seed: int,
+    mlflow_client=None,
+    mlflow_run_id: str | None = None,
+    extra: dict | None = None,
+) -> TrainResult:
+    """Train (or fine-tune) a YOLO detector.
+
+    Args:
+        model_source: a model YAML (from scratch, nothing downloaded) or a ``.pt`` to
+            fine-tune from.
+        out_dir, name: where Ultralytics writes (``out_dir/name``), chosen by the caller.
+    """
+    from cvloop.config.offline import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics import YOLO
+
+    if model_source.endswith(".pt") and not Path(model_source).exists():
+        raise CvloopError(f"weights to fine-tune from not found: {model_source}")
+    dev = resolve_device(device)
+    model = YOLO(model_source)
+    logger = None
+    if mlflow_client is not None and mlflow_run_id:
+        logger = MlflowEpochLogger(mlflow_client, mlflow_run_id)
+        model.add_callback("on_fit_epoch_end", logger.on_fit_epoch_end)
+    t0 = time.perf_counter()
+    model.train(
+        data=str(data_yaml),
+        epochs=epochs,
+        lr0=lr0,
+        imgsz=imgsz,
+        batch=batch,
+        device=dev,
+        workers=workers,
+        patience=patience,
+        seed=seed,
+        deterministic=True,
+        project=str(out_dir),
+        name=name,
+        exist_ok=True,
+        plots=True,
+        verbose=False,
+        amp=dev != "cpu",
+        val=True,
+        **(extra or {}),
+    )
+    seconds = time.perf_counter() - t0
+    trainer = model.trainer
+    best = Path(trainer.best)
+    if not best.exists():
+        best = Path(trainer.last)
+    save_dir = Path(trainer.save_dir)
+    plots = sorted(p for p in save_dir.glob("*.png")) + sorted(save_dir.glob("*.jpg"))
+    return TrainResult(best, save_dir, int(trainer.epoch) + 1, seconds, dev, plots)
+
+
+@dataclass
+class EvalResult:
+    """Detection metrics of one model on one set of frames (fractions in [0, 1])."""
+
+    map50_95: float
+    map50: float
+    precision: float
+    recall: float
+    per_class_ap50_95: dict[str, float]
+    per_class_ap50: dict[str, float]
+    images: int
+    instances: int
+
+    def as_metrics(self, prefix: str) -> dict[str, float]:
+        out = {
+            f"{prefix}.map50_95": self.map50_95,
+            f"{prefix}.map50": self.map50,
+            f"{prefix}.precision": self.precision,
+            f"{prefix}.recall": self.recall,
+        }
+        for cls, v in self.per_class_ap50_95.items():
+            out[f"{prefix}.ap50_95.{cls}"] = v
+        for cls, v in self.per_class_ap50.items():
+            out[f"{prefix}.ap50.{cls}"] = v
+        return out
+
+
+def evaluate(
+    weights: Path,
+    data_yaml: Path,
+    *,
+    imgsz: int,
+    batch: int = 16,
+    device: str = "auto",
+    split: str = "val",
+    out_dir: Path | None = None,
+    name: str = "eval",
+) -> EvalResult:
+    """Validate ``weights`` (``.pt`` or an exported ``.onnx`` / ``.engine``) on a split.
+
+    Per-class values are reported only for classes with instances in the split (Ultralytics
+    fills absent classes with the mean, which would hide a missing class).
+    """
+    from cvloop.config.offline import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics import YOLO
+
+    dev = resolve_device(device)
+    model = YOLO(str(weights), task="detect")
+    kwargs = dict(
+        data=str(data_yaml),
+        imgsz=imgsz,
+        batch=batch if str(weights).endswith(".pt") else 1,
+        device=dev,
+        split=split,
+        plots=False,
+        verbose=False,
+        workers=0,
+    )
+    if out_dir is not None:
+        kwargs.update(project=str(out_dir), name=name, exist_ok=True)
+    m = model.val(**kwargs)
+    names = m.names
+    box = m.box
+    idx = [int(c) for c in getattr(box, "ap_class_index", [])]
+    per95 = {names[int(c)]: float(box.ap[i]) for i, c in enumerate(idx)}
+    per50 = {names[int(c)]: float(box.ap50[i]) for i, c in enumerate(idx)}
+    nt = getattr(m, "nt_per_class", None)
+    instances = int(nt.sum()) if nt is not None else 0
+    return EvalResult(
+        float(box.map),
+        float(box.map50),
+        float(box.mp),
+        float(box.mr),
+        per95,
+        per50,
+        _count_images(Path(data_yaml), split),
+        instances,
+    )
+
+
+def _count_images(data_yaml: Path, split: str) -> int:
+    """Images of a split (a folder or a list file) of a data.yaml."""
+    import yaml
+
+    spec = yaml.safe_load(data_yaml.read_text())
+    target = data_yaml.parent / str(spec.get(split, ""))
+    if target.is_dir():
+        return sum(1 for p in target.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if target.is_file():
+        return sum(1 for line in target.read_text().splitlines() if line.strip())
+    return 0
+
+
+def export_onnx(weights: Path, imgsz: int, dest: Path) -> Path:
+    """Export to ONNX (dynamic batch, opset from Ultralytics) and move it to ``dest``."""
+    from cvloop.config.offline import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics import YOLO
+
+    path = Path(
+        YOLO(str(weights)).export(
+            format="onnx", imgsz=imgsz, dynamic=True, device="cpu", simplify=True
+        )
+    )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    path.replace(dest)
+    return dest

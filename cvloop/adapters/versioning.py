@@ -1,0 +1,308 @@
+"""Dataset versions with DVC + git: ``dvc add`` -> commit the pointer -> tag -> push.
+
+The data repository is a git repository with DVC (by default this checkout, whose top
+level holds ``datasets.dvc``; ``CVLOOP_DATA_REPO`` points elsewhere, as the tests do).
+Its DVC remote comes from ``CVLOOP_DVC_REMOTE`` and is written to ``.dvc/config.local``
+(never committed: it is this machine's setting).
+
+Commits touch only the pointer files cvloop writes (``git commit -- <paths>``), so a
+user's other staged work is never swept into a dataset commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from cvloop.core.errors import CvloopError
+
+REMOTE_NAME = "cvloop"
+
+
+class VersioningError(CvloopError):
+    """git or DVC refused an operation."""
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """A committed, tagged, pushed data version."""
+
+    name: str  # e.g. dataset-v2
+    git_rev: str
+    dvc_md5: str
+    pointer: str  # e.g. datasets.dvc
+    files: int
+    size: int
+
+
+class DataRepo:
+    """A git + DVC repository that versions cvloop's data."""
+
+    def __init__(self, root: Path, remote_url: str, s3_endpoint: str | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.remote_url = remote_url
+        self.s3_endpoint = s3_endpoint
+        self._identity: bool | None = None
+
+    # ---- git ----------------------------------------------------------------------------
+    def git(self, *args: str, check: bool = True) -> str:
+        ident = []
+        if self._identity is None:
+            self._identity = self._has_identity()
+        if not self._identity:
+            ident = ["-c", "user.name=cvloop", "-c", "user.email=cvloop@localhost"]
+        proc = subprocess.run(["git", *ident, *args], cwd=self.root, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise VersioningError(
+                f"git {' '.join(args)} failed in {self.root}: "
+                f"{proc.stderr.strip() or proc.stdout.strip()}"
+            )
+        return proc.stdout.strip()
+
+    def _has_identity(self) -> bool:
+        proc = subprocess.run(
+            ["git", "config", "user.email"], cwd=self.root, capture_output=True, text=True
+        )
+        return bool(proc.stdout.strip())
+
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD")
+
+    def tags(self, pattern: str) -> list[str]:
+        out = self.git("tag", "--list", pattern)
+        return sorted((t for t in out.splitlines() if t), key=_version_key)
+
+    def tag_message(self, tag: str) -> str | None:
+        """The message of an annotated tag (None: no such tag)."""
+        if not self.git("rev-parse", "-q", "--verify", f"refs/tags/{tag}", check=False):
+            return None
+        return self.git("tag", "-l", "--format=%(contents)", tag).strip()
+
+    def tag_at_head(self, name: str, message: str) -> str:
+        """Tag HEAD ``name`` (annotated); idempotent when the tag is already there."""
+        rev = self.head()
+        existing = self.git(
+            "rev-parse", "-q", "--verify", f"refs/tags/{name}^{{commit}}", check=False
+        )
+        if existing:
+            return existing
+        self.git("tag", "-a", name, "-m", message, rev)
+        return rev
+
+    # ---- dvc ----------------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Check the repo is a git repo, ``dvc init`` it if needed, configure the remote."""
+        if not (self.root / ".git").exists():
+            raise VersioningError(
+                f"data repository {self.root} is not a git repository",
+                fix=f"git init {self.root}, or set CVLOOP_DATA_REPO",
+            )
+        from dvc.repo import Repo
+
+        if not (self.root / ".dvc").exists():
+            with _quiet():
+                Repo.init(str(self.root))
+            self.git("add", ".dvc/config", ".dvc/.gitignore", ".dvcignore")
+            self.git(
+                "commit",
+                "-m",
+                "dvc init (cvloop)",
+                "--",
+                ".dvc/config",
+                ".dvc/.gitignore",
+                ".dvcignore",
+            )
+        if self.remote_url.startswith(("/", ".")) or "://" not in self.remote_url:
+            Path(self.remote_url).mkdir(parents=True, exist_ok=True)
+        with Repo(str(self.root)) as repo, repo.config.edit("local") as conf:
+            remote = {"url": self.remote_url}
+            if self.remote_url.startswith("s3://") and self.s3_endpoint:
+                remote["endpointurl"] = self.s3_endpoint
+            conf.setdefault("remote", {})[REMOTE_NAME] = remote
+            conf.setdefault("core", {})["remote"] = REMOTE_NAME
+            conf["core"]["analytics"] = False
+            conf["core"]["autostage"] = False
+
+    def add(self, rel: str) -> str:
+        """``dvc add`` a folder; returns the DVC md5 of the folder."""
+        from dvc.repo import Repo
+
+        try:
+            with Repo(str(self.root)) as repo, _quiet():
+                repo.add(str(self.root / rel), relink=False)
+        except Exception as exc:
+            raise VersioningError(f"dvc add {rel} failed in {self.root}: {exc}") from None
+        return self.pointer_info(f"{rel}.dvc")["md5"]
+
+    def pointer_info(self, pointer: str) -> dict:
+        path = self.root / pointer
+        if not path.exists():
+            raise VersioningError(
+                f"{pointer} does not exist in {self.root}",
+                fix="run `cvloop bootstrap` to create the first version",
+            )
+        outs = yaml.safe_load(path.read_text())["outs"][0]
+        return {
+            "md5": outs["md5"],
+            "files": int(outs.get("nfiles", 0)),
+            "size": int(outs.get("size", 0)),
+            "path": outs["path"],
+        }
+
+    def checkout(self, pointers: list[str]) -> None:
+        """Bring the data of committed pointers into the workspace where it is missing (a
+        fresh clone of the data repo): ``dvc pull`` from the cache or the remote."""
+        from dvc.repo import Repo
+
+        missing = [
+            p
+            for p in pointers
+            if (self.root / p).exists()
+            and not (self.root / Path(p).parent / self.pointer_info(p)["path"]).exists()
+        ]
+        if not missing:
+            return
+        try:
+            with Repo(str(self.root)) as repo:
+                repo.pull(targets=[str(self.root / p) for p in missing], remote=REMOTE_NAME)
+        except Exception as exc:
+            raise VersioningError(
+                f"dvc pull of {', '.join(missing)} from {self.remote_url} failed: {exc}",
+                fix="check CVLOOP_DVC_REMOTE and its credentials",
+            ) from None
+
+    def push(self, pointers: list[str], since: str | None = None) -> None:
+        """Push the pointers' data to the DVC remote.
+
+        With ``since`` (an earlier version's tag) each folder is pushed incrementally: only
+        the objects its previous version did not have, then the new ``.dir`` object, through
+        DVC's own transfer. That is only done when the previous ``.dir`` object is on the
+        remote (DVC uploads a ``.dir`` after its contents, so its presence proves a complete
+        push); otherwise, and on any error, this is a full ``dvc push``.
+        """
+        if since:
+            try:
+                if all(self._push_new_objects(p, since) for p in pointers):
+                    return
+            except Exception:  # any doubt: the full push below checks everything
+                pass
+        self._push_all(pointers)
+
+    def _push_new_objects(self, pointer: str, since: str) -> bool:
+        from dvc.repo import Repo
+        from dvc_data.hashfile.hash_info import HashInfo
+        from dvc_data.hashfile.transfer import transfer
+        from dvc_data.hashfile.tree import Tree
+
+        old_text = self.git("show", f"{since}:{pointer}", check=False)
+        if not old_text:
+            return False
+        old_md5 = yaml.safe_load(old_text)["outs"][0]["md5"]
+        new_md5 = self.pointer_info(pointer)["md5"]
+        if not (old_md5.endswith(".dir") and new_md5.endswith(".dir")):
+            return False
+        with Repo(str(self.root)) as repo:
+            src = repo.cache.local
+            dest = repo.cloud.get_remote_odb(REMOTE_NAME)
+            if not dest.exists(old_md5):
+                return False
+            if dest.exists(new_md5):
+                return True
+            old = {h.value for _, _, h in Tree.load(src, HashInfo("md5", old_md5))}
+            new = {h.value for _, _, h in Tree.load(src, HashInfo("md5", new_md5))}
+            result = transfer(src, dest, {HashInfo("md5", o) for o in new - old})
+            if result.failed:
+                return False
+            dest.add(src.oid_to_path(new_md5), src.fs, new_md5)
+        return True
+
+    def _push_all(self, pointers: list[str]) -> None:
+        from dvc.repo import Repo
+
+        try:
+            with Repo(str(self.root)) as repo:
+                repo.push(targets=[str(self.root / p) for p in pointers], remote=REMOTE_NAME)
+        except Exception as exc:
+            raise VersioningError(
+                f"dvc push to {self.remote_url} failed: {exc}",
+                fix="check CVLOOP_DVC_REMOTE and its credentials",
+            ) from None
+
+    # ---- versions -----------------------------------------------------------------------
+    def commit_version(
+        self, name: str, pointers: list[str], message: str, files: tuple[str, ...] = ()
+    ) -> VersionRecord:
+        """Commit the pointer files (and ``files``: small git-tracked files that belong to
+        the version, e.g. ``schema.yaml``), tag ``name`` and push the data; idempotent.
+
+        If ``name`` is already tagged on a commit holding these exact pointers, nothing new
+        is committed (a re-run after a crash ends in the same state).
+        """
+        existing = self.git(
+            "rev-parse", "-q", "--verify", f"refs/tags/{name}^{{commit}}", check=False
+        )
+        if existing:
+            for p in [*pointers, *files]:
+                at_tag = self.git("show", f"{existing}:{p}", check=False)
+                if at_tag != (self.root / p).read_text().strip():
+                    raise VersioningError(
+                        f"tag {name} already exists on {existing[:10]} with different data",
+                        fix="version numbers are never reused: the next version gets a new name",
+                    )
+            self.push(pointers)
+            info = self.pointer_info(pointers[0])
+            return VersionRecord(
+                name, existing, info["md5"], pointers[0], info["files"], info["size"]
+            )
+        gitignores = [str(Path(p).parent / ".gitignore") for p in pointers]
+        gitignores = [g for g in gitignores if (self.root / g).exists()]
+        tracked = [*pointers, *files, *gitignores]
+        self.git("add", *tracked)
+        staged = self.git("diff", "--cached", "--name-only", "--", *tracked)
+        if staged:
+            self.git("commit", "-m", message, "--", *tracked)
+        rev = self.head()
+        prefix = name.rsplit("-v", 1)[0]
+        earlier = [t for t in self.tags(f"{prefix}-v*") if t != name]
+        self.git("tag", "-a", name, "-m", message, rev)
+        self.push(pointers, since=earlier[-1] if earlier else None)
+        info = self.pointer_info(pointers[0])
+        return VersionRecord(name, rev, info["md5"], pointers[0], info["files"], info["size"])
+
+
+@contextlib.contextmanager
+def _quiet():
+    """DVC prints git hints ("To track the changes with git, run: ...") that do not apply:
+    cvloop commits the pointer itself."""
+    import logging
+
+    logger = logging.getLogger("dvc.repo")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _version_key(tag: str) -> tuple:
+    import re
+
+    m = re.search(r"(\d+)$", tag)
+    return (tag.rsplit("-v", 1)[0], int(m.group(1)) if m else -1)
+
+
+def next_version(repo: DataRepo, prefix: str) -> int:
+    """1 + the highest ``<prefix>-v<n>`` tag (1 when there is none)."""
+    tags = repo.tags(f"{prefix}-v*")
+    nums = [int(t.rsplit("-v", 1)[1]) for t in tags if t.rsplit("-v", 1)[1].isdigit()]
+    return max(nums, default=0) + 1

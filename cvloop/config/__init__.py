@@ -1,0 +1,1 @@
+"""cvloop.config."""

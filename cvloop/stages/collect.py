@@ -1,0 +1,226 @@
+"""Runbook step 1: collect the last N days of production frames from the frame store.
+
+Images are read as they are; videos are sampled at ``video_fps`` by *seeking* to each
+sample time (the cost is in proportion to the samples, not to the video's frames).
+Frames that cannot be decoded (corrupt, truncated, not an image) go to a quarantine list
+with the reason, and the collection continues. Near-duplicates (perceptual hash within
+``near_dup_bits`` of a frame already kept from the same camera) are dropped.
+
+The result is a small table (Parquet) of collected frames — key, camera, time, content
+hash, perceptual hash, source — never the pixels themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cvloop.adapters.frame_keys import FRAMES_PREFIX, VIDEOS_PREFIX
+from cvloop.adapters.storage import Storage
+from cvloop.core.frames import content_hash, dhash, hamming
+
+VIDEO_KEY_SEP = "#t="
+
+
+@dataclass(frozen=True)
+class Collected:
+    key: str  # frame key, or "<video key>#t=<ms>" for a sampled video frame
+    camera: str
+    ts_ms: int
+    sha256: str
+    dhash: str
+    source: str  # image | video
+
+
+@dataclass
+class Quarantined:
+    key: str
+    reason: str
+
+
+@dataclass
+class CollectReport:
+    collected: list[Collected] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    near_duplicates: int = 0
+    video_samples: int = 0
+
+    def summary(self) -> dict:
+        return {
+            "collected": len(self.collected),
+            "quarantined": len(self.quarantined),
+            "near_duplicates_dropped": self.near_duplicates,
+            "video_samples": self.video_samples,
+        }
+
+
+def _decode(data: bytes) -> np.ndarray | None:
+    import cv2
+
+    if len(data) < 4:
+        return None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _is_truncated_jpeg(data: bytes) -> bool:
+    return data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(b"\xff\xd9")
+
+
+def sample_video(path: Path, fps: float) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset ms, RGB frame) every ``1/fps`` seconds, by seeking — not decoding all."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError("cannot open video")
+    try:
+        native = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        duration_ms = count / native * 1000
+        step = 1000.0 / fps
+        t = 0.0
+        while t < duration_ms:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, int(round(t / 1000 * native)))
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield int(round(t)), cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            t += step
+    finally:
+        cap.release()
+
+
+def _days(end: dt.date, days: int) -> list[dt.date]:
+    return [end - dt.timedelta(days=i) for i in range(days, 0, -1)]
+
+
+def collect(
+    store: Storage,
+    end: dt.date,
+    days: int,
+    *,
+    cameras: list[str] | None = None,
+    video_fps: float = 1.0,
+    near_dup_bits: int = 4,
+) -> CollectReport:
+    """Frames of the ``days`` days before ``end`` (exclusive), images and sampled videos."""
+    rep = CollectReport()
+    cams = cameras or sorted(
+        {k.split("/")[1] for k in store.keys(f"{FRAMES_PREFIX}/")}
+        | {k.split("/")[1] for k in store.keys(f"{VIDEOS_PREFIX}/")}
+    )
+    for cam in cams:
+        kept: list[int] = []  # recent hashes of this camera (near-duplicate window)
+        for day in _days(end, days):
+            for key in store.keys(f"{FRAMES_PREFIX}/{cam}/{day.isoformat()}/"):
+                _take_image(store, key, cam, rep, kept, near_dup_bits)
+            for key in store.keys(f"{VIDEOS_PREFIX}/{cam}/{day.isoformat()}/"):
+                _take_video(store, key, cam, rep, kept, near_dup_bits, video_fps)
+    return rep
+
+
+def _keep(rep: CollectReport, item: Collected, h: int, kept: list[int], bits: int) -> None:
+    if any(hamming(h, o) <= bits for o in kept[-64:]):
+        rep.near_duplicates += 1
+        return
+    kept.append(h)
+    rep.collected.append(item)
+
+
+def _ts_of(key: str) -> int | None:
+    stem = key.rsplit("/", 1)[-1].split(".")[0]
+    return int(stem) if stem.isdigit() else None
+
+
+def _take_image(store, key, cam, rep, kept, bits) -> None:
+    if not key.lower().endswith((".jpg", ".jpeg", ".png")):
+        rep.quarantined.append(Quarantined(key, "not an image file (expected .jpg/.jpeg/.png)"))
+        return
+    ts = _ts_of(key)
+    if ts is None:
+        rep.quarantined.append(Quarantined(key, "file name is not <epoch_ms>.jpg"))
+        return
+    data = store.get_bytes(key)
+    if _is_truncated_jpeg(data):
+        rep.quarantined.append(Quarantined(key, "truncated JPEG (no end-of-image marker)"))
+        return
+    pixels = _decode(data)
+    if pixels is None:
+        rep.quarantined.append(Quarantined(key, "unreadable: not a decodable image"))
+        return
+    h = dhash(pixels)
+    _keep(rep, Collected(key, cam, ts, content_hash(data), f"{h:016x}", "image"), h, kept, bits)
+
+
+def _take_video(store, key, cam, rep, kept, bits, fps) -> None:
+    import cv2
+
+    start = _ts_of(key)
+    if start is None:
+        rep.quarantined.append(Quarantined(key, "video name is not <epoch_ms>.mp4"))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = store.local_path(key) or store.get_file(key, Path(tmp) / "clip.mp4")
+        try:
+            for offset, pixels in sample_video(Path(local), fps):
+                _ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+                h = dhash(pixels)
+                rep.video_samples += 1
+                item = Collected(
+                    f"{key}{VIDEO_KEY_SEP}{offset}",
+                    cam,
+                    start + offset,
+                    content_hash(jpeg.tobytes()),
+                    f"{h:016x}",
+                    "video",
+                )
+                _keep(rep, item, h, kept, bits)
+        except ValueError as exc:
+            rep.quarantined.append(Quarantined(key, f"unreadable video: {exc}"))
+
+
+def read_frame(store: Storage, key: str) -> bytes:
+    """JPEG bytes of a collected frame (an image key, or a sampled video frame)."""
+    if VIDEO_KEY_SEP not in key:
+        return store.get_bytes(key)
+    import cv2
+
+    video, offset = key.split(VIDEO_KEY_SEP)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = store.local_path(video) or store.get_file(video, Path(tmp) / "clip.mp4")
+        cap = cv2.VideoCapture(str(local))
+        cap.set(cv2.CAP_PROP_POS_MSEC, int(offset))
+        ok, frame = cap.read()
+        cap.release()
+    if not ok:
+        raise ValueError(f"cannot read {key}")
+    return cv2.imencode(".jpg", frame)[1].tobytes()
+
+
+def to_parquet(items: list[Collected]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(
+        [asdict(c) for c in items],
+        schema=pa.schema(
+            [
+                ("key", pa.string()),
+                ("camera", pa.string()),
+                ("ts_ms", pa.int64()),
+                ("sha256", pa.string()),
+                ("dhash", pa.string()),
+                ("source", pa.string()),
+            ]
+        ),
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
