@@ -7,14 +7,9 @@ from prefect import flow
 
 from cvloop.config.lineage import git_commit, params_sha256
 from cvloop.config.params import load_params
-from tasks.data import (
-    DATASET_DIR,
-    DATASET_POINTER,
-    HOLDOUT_DIR,
-    HOLDOUT_POINTER,
-    build_baseline_data_task,
-    version_data_task,
-)
+from cvloop.stages.data import DATASET_DIR, DATASET_POINTER, HOLDOUT_DIR, HOLDOUT_POINTER
+from registry.names import FLOW, GATE, HOLDOUT_ONNX_MAP50_95
+from tasks.data import build_baseline_data_task, version_data_task
 from tasks.model import (
     evaluate_model_task,
     find_champion_task,
@@ -86,7 +81,7 @@ def bootstrap(
             "val_frames": data.val_frames,
         },
         {
-            "cvloop.flow": "bootstrap",
+            FLOW: "bootstrap",
             "cvloop.dataset.version": dataset.name,
             "cvloop.dataset.dvc_md5": dataset.dvc_md5,
             "cvloop.holdout.version": holdout.name,
@@ -132,8 +127,8 @@ def bootstrap(
         },
         holdout_pt,
         {
-            "cvloop.holdout_onnx.map50_95": f"{holdout_onnx.map50_95:.4f}",
-            "cvloop.gate": "bootstrap: no champion to compare with",
+            HOLDOUT_ONNX_MAP50_95: f"{holdout_onnx.map50_95:.4f}",
+            GATE: "bootstrap: no champion to compare with",
         },
         p.registry.model_name,
         ["champion"],

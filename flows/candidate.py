@@ -19,8 +19,9 @@ from prefect import flow, task
 from prefect.runtime import flow_run
 
 from cvloop.config.params import Params, load_params
+from cvloop.stages.candidate import TrainingData
+from registry.names import CANDIDATE_GATE, CANDIDATE_VERSION, DRIFT_SLICES, FLOW
 from tasks.candidate import (
-    TrainingData,
     candidate_lineage_task,
     evaluate_pair_task,
     export_and_benchmark_task,
@@ -42,7 +43,7 @@ def start_rollout_task(version: str, who: str) -> str:
     progress is not disturbed (this candidate keeps its `challenger` alias; start it with
     `cvloop rollout start VERSION` once the other has ended)."""
     from cvloop.core.errors import CvloopError
-    from tasks.rollout import start_rollout
+    from cvloop.stages.rollout import start_rollout
 
     try:
         out = start_rollout(version, who, f"v{version} passed every gate")
@@ -91,7 +92,7 @@ def train_and_gate(
             "candidate.epochs_run": trained.epochs_run,
             "candidate.train_seconds": trained.train_seconds,
         },
-        {"cvloop.candidate.version": version, "cvloop.candidate.gate": verdict},
+        {CANDIDATE_VERSION: version, CANDIDATE_GATE: verdict},
     )
     print(f"candidate v{version} {verdict}" + (": " + "; ".join(reasons) if reasons else ""))
     rollout = "not started (gate rejected)"
@@ -136,9 +137,9 @@ def candidate(
         run_id,
         f"candidate-{flow_run.get_name() or 'local'}",
         {
-            "cvloop.flow": "candidate",
+            FLOW: "candidate",
             "cvloop.dataset.version": data.dataset["name"],
-            "cvloop.drift.slices": ",".join(tags) or "none",
+            DRIFT_SLICES: ",".join(tags) or "none",
             **{f"cvloop.override.{k}": v for k, v in overrides.items()},
         },
     )

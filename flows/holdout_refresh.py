@@ -22,18 +22,18 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from cvloop.config.params import load_params
+from cvloop.stages.holdout import RUNS
+from cvloop.stages.model import training_dir
 from tasks.annotate import push_to_label_studio_task
 from tasks.collect import collect_frames_task
 from tasks.dataset import export_reviews_task, publish_validation_report, validate_reviews_task
 from tasks.holdout import (
-    RUNS,
     publish_refresh_report,
     record_refresh_task,
     sample_for_refresh_task,
     score_champion_task,
     version_refreshed_holdout_task,
 )
-from tasks.model import training_dir
 from tasks.review import (
     check_review_task,
     ensure_reviewed_task,

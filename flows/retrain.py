@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 
 from cvloop.config.params import load_params
 from flows.candidate import train_and_gate
+from registry.names import DRIFT_CAMERAS, LABELSTUDIO_PROJECT, REVIEW_REASON, TRIGGERS
 from tasks.annotate import (
     next_dataset_version_task,
     publish_review_queue,
@@ -65,8 +66,8 @@ def retrain(
         run_id,
         f"retrain-{flow_run.get_name() or 'local'}",
         {
-            "cvloop.triggers": ",".join(triggers or ["manual"]),
-            "cvloop.drift.cameras": ",".join(cameras or []) or "none",
+            TRIGGERS: ",".join(triggers or ["manual"]),
+            DRIFT_CAMERAS: ",".join(cameras or []) or "none",
         },
     )
     batch = collect_frames_task(
@@ -148,8 +149,8 @@ def retrain(
             "cvloop.dataset.dvc_md5": versions.dataset["dvc_md5"],
             "cvloop.dataset.git_rev": versions.dataset["git_rev"],
             "cvloop.holdout.version": (versions.holdout or {}).get("name", "unchanged"),
-            "cvloop.review.reason": go.reason,
-            "cvloop.labelstudio.project": queue.project_url,
+            REVIEW_REASON: go.reason,
+            LABELSTUDIO_PROJECT: queue.project_url,
         },
     )
     # 6.–8. fine-tune from the champion, judge against it on the same frames, export and

@@ -14,13 +14,9 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from tasks.rollout import (
-    canary_report,
-    production_status,
-    rollout_tick,
-    start_rollout,
-    status_text,
-)
+from cvloop.stages.canary import canary_report
+from cvloop.stages.rollout import rollout_tick, start_rollout
+from cvloop.stages.status import production_status, status_text
 
 
 @task(name="rollout_tick")

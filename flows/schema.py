@@ -21,8 +21,8 @@ from dataclasses import asdict
 from prefect import flow
 
 from cvloop.core.schema import SchemaChange
+from cvloop.stages.schema import SchemaChangeResult
 from tasks.schema import (
-    SchemaChangeResult,
     migrate_and_version_task,
     plan_change_task,
     publish_schema_report,

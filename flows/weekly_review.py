@@ -15,13 +15,15 @@ import datetime as dt
 
 from prefect import flow, task
 
+from registry.names import CHAMPION_VERSION, GATE, GATE_REASONS, ROLLOUT_STATUS, TRIGGERS_FIRED
+
 
 @task(name="gather_week")
 def gather_week(start: dt.datetime, end: dt.datetime) -> dict:
     from cvloop.adapters.storage import open_storage
+    from cvloop.stages.monitor import MONITOR_EXPERIMENT
     from registry.manifest import history
     from registry.models import ModelRegistry
-    from tasks.monitor import MONITOR_EXPERIMENT
 
     reg = ModelRegistry.from_settings()
     client = reg.client
@@ -37,8 +39,8 @@ def gather_week(start: dt.datetime, end: dt.datetime) -> dict:
             monitor.append(
                 {
                     "run": r.info.run_name,
-                    "champion": r.data.tags.get("cvloop.champion"),
-                    "fired": r.data.tags.get("cvloop.triggers.fired", "none"),
+                    "champion": r.data.tags.get(CHAMPION_VERSION),
+                    "fired": r.data.tags.get(TRIGGERS_FIRED, "none"),
                     "holdout_map50_95": r.data.metrics.get("holdout.map50_95"),
                 }
             )
@@ -49,10 +51,10 @@ def gather_week(start: dt.datetime, end: dt.datetime) -> dict:
             versions.append(
                 {
                     "version": str(mv.version),
-                    "gate": t.get("cvloop.gate", "n/a"),
-                    "reasons": t.get("cvloop.gate.reasons", "[]"),
+                    "gate": t.get(GATE, "n/a"),
+                    "reasons": t.get(GATE_REASONS, "[]"),
                     "dataset": t.get("cvloop.dataset.version"),
-                    "rollout": t.get("cvloop.rollout.status", "-"),
+                    "rollout": t.get(ROLLOUT_STATUS, "-"),
                 }
             )
     versions.sort(key=lambda v: int(v["version"]))
@@ -67,7 +69,7 @@ def gather_week(start: dt.datetime, end: dt.datetime) -> dict:
         for h in history(open_storage(), since=start)
         if dt.datetime.fromisoformat(h.updated_at) < end
     ]
-    from tasks.schema import data_changes
+    from cvloop.stages.schema import data_changes
 
     return {
         "monitor": monitor,

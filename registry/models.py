@@ -19,29 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from cvloop.core.errors import CvloopError
+from registry.names import LINEAGE_TAGS
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREVIOUS_CHAMPION = "previous-champion"
 MODEL_ARTIFACT_DIR = "model"
-
-#: Lineage tag keys on every registered model version.
-LINEAGE_TAGS = {
-    "dataset_version": "cvloop.dataset.version",
-    "dataset_dvc_md5": "cvloop.dataset.dvc_md5",
-    "dataset_git_rev": "cvloop.dataset.git_rev",
-    "holdout_version": "cvloop.holdout.version",
-    "git_commit": "cvloop.git_commit",
-    "params_sha256": "cvloop.params_sha256",
-    "parent_version": "cvloop.parent_version",
-    "training_run": "cvloop.training_run",
-    "sha256_pt": "cvloop.sha256.pt",
-    "sha256_onnx": "cvloop.sha256.onnx",
-    "classes": "cvloop.classes",
-    "imgsz": "cvloop.imgsz",
-    "schema_version": "cvloop.schema.version",  # schema-v<n> (the class list it predicts)
-    "label_policy_version": "cvloop.schema.label_policy_version",
-}
 
 
 class RegistryError(CvloopError):

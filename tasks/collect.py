@@ -2,48 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-from dataclasses import asdict, dataclass
 
 from prefect import task
 
-from cvloop.stages.collect import collect, to_parquet
-
-
-@dataclass(frozen=True)
-class CollectedBatch:
-    """Where the collection was written, and its counts (tasks pass keys, not frames)."""
-
-    frames_key: str
-    quarantine_key: str
-    summary: dict
-
-
-def collect_frames(
-    run_id: str,
-    end: str | None,
-    days: int,
-    cameras: list[str] | None,
-    video_fps: float,
-    near_dup_bits: int,
-    base: str | None = None,
-) -> CollectedBatch:
-    """Collect, then write ``collected.parquet`` and ``quarantine.json`` under the run's
-    folder in the store (a re-run of the same flow run rewrites the same keys)."""
-    from cvloop.adapters.storage import open_storage
-
-    store = open_storage()
-    end_day = dt.date.fromisoformat(end[:10]) if end else dt.date.today()
-    rep = collect(
-        store, end_day, days, cameras=cameras, video_fps=video_fps, near_dup_bits=near_dup_bits
-    )
-    base = base or f"runs/retrain/{run_id}"
-    store.put_bytes(f"{base}/collected.parquet", to_parquet(rep.collected))
-    store.put_text(
-        f"{base}/quarantine.json", json.dumps([asdict(q) for q in rep.quarantined], indent=2)
-    )
-    return CollectedBatch(f"{base}/collected.parquet", f"{base}/quarantine.json", rep.summary())
+from cvloop.stages.collect import CollectedBatch, collect_frames
 
 
 @task(name="publish_collect_report")

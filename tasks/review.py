@@ -17,19 +17,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from prefect import task
 from prefect.input import RunInput
 
-from cvloop.adapters.labelstudio import LabelStudioQueue
-from cvloop.config.params import ReviewParams
 from cvloop.core.errors import CvloopError
-from cvloop.core.review import decide, review_progress
-from tasks.annotate import ReviewQueue
-
-REVIEW_PAUSE_KEY = "review"
-DEADLINE_MARGIN_S = 900  # three runs of the review/watch schedule (every 300 s)
+from cvloop.stages.annotate import ReviewQueue
+from cvloop.stages.review import (
+    DEADLINE_MARGIN_S,
+    REVIEW_PAUSE_KEY,
+    ReviewStatus,
+    WatchedRun,
+    check_review,
+    ensure_reviewed,
+    review_markdown,
+)
 
 
 class ReviewGo(RunInput):
@@ -37,76 +40,6 @@ class ReviewGo(RunInput):
 
     go: bool = True
     reason: str = "an operator said go"
-
-
-@dataclass(frozen=True)
-class ReviewStatus:
-    go: bool
-    reason: str
-    progress: dict  # ReviewProgress.as_dict()
-    checked_at: str
-
-
-def check_review(
-    queue: ReviewQueue,
-    classes: list[str],
-    watch: list[str],
-    review: ReviewParams,
-    *,
-    operator_go: bool = False,
-    deadline_passed: bool = False,
-    complete_only: bool = False,
-) -> ReviewStatus:
-    """Read the reviews from Label Studio, compute edit rates, decide whether to go on.
-
-    ``complete_only`` (a holdout refresh): only every task reviewed, an operator's go or the
-    deadline end the review; a stable edit rate does not (a holdout must be exact)."""
-    total, reviewed = LabelStudioQueue.from_settings().reviewed(queue.project_id)
-    progress = review_progress(
-        ((r.predicted, r.final) for r in reviewed),
-        total,
-        classes,
-        watch,
-        window_frames=review.window_frames,
-        stable_windows=review.stable_windows,
-        stable_tolerance=review.stable_tolerance,
-        frames_per_class=review.frames_per_class,
-        iou_match=review.iou_match,
-        moved_iou=review.moved_iou,
-    )
-    go, reason = decide(progress, operator_go=operator_go, deadline_passed=deadline_passed)
-    if complete_only and go and reason.startswith("edit rate stable"):
-        go, reason = (
-            False,
-            (f"every frame must be labeled: {progress.reviewed}/{progress.total_tasks}"),
-        )
-    return ReviewStatus(
-        go, reason, progress.as_dict(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    )
-
-
-def review_markdown(queue: ReviewQueue, status: ReviewStatus) -> str:
-    p = status.progress
-    lines = [
-        f"# Review progress: [{queue.title}]({queue.project_url})",
-        "",
-        f"**{p['reviewed']} / {p['total_tasks']}** frames reviewed; decision: "
-        f"**{'go' if status.go else 'wait'}** ({status.reason}); checked {status.checked_at}.",
-        "",
-        f"Watched classes: {', '.join(p['watched']) or 'none'}",
-        "",
-        "| class | frames | edit rate | kept | moved | relabelled | deleted | added "
-        "| window rates | stable |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, c in p["classes"].items():
-        lines.append(
-            f"| {name} | {c['frames']} | {c['edit_rate']:.3f} | {c['kept']} | {c['moved']} | "
-            f"{c['relabelled']} | {c['deleted']} | {c['added']} | "
-            f"{', '.join(f'{w:.3f}' for w in c['windows'][-5:])} | "
-            f"{'yes' if c['stable'] else 'no'} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def record_review(queue: ReviewQueue, status: ReviewStatus, mlflow_run_id: str | None) -> None:
@@ -171,17 +104,6 @@ def wait_for_review(status: ReviewStatus, deadline_hours: float, poll_seconds: f
         ) from None
 
 
-@dataclass(frozen=True)
-class WatchedRun:
-    flow_run_id: str
-    flow_run_name: str
-    dataset_version: str
-    reviewed: int
-    total: int
-    go: bool
-    reason: str
-
-
 def _waiting_retrains():
     from prefect import get_client
     from prefect.client.schemas.filters import (
@@ -227,7 +149,7 @@ def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
         # resume a little before the pause times out: the watcher runs every few minutes
         margin = dt.timedelta(seconds=max(2 * poll, DEADLINE_MARGIN_S))
         passed = bool(deadline) and dt.datetime.now(dt.UTC) >= deadline - margin
-        from tasks.schema import current_schema
+        from cvloop.stages.schema import current_schema
 
         status = check_review(
             queue,
@@ -259,19 +181,10 @@ def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
     return out
 
 
-def ensure_reviewed(queue: ReviewQueue, status: ReviewStatus, go: bool, reason: str) -> int:
-    """Stop here (clearly) if the review was called off or nothing was reviewed."""
-    if go and status.progress["reviewed"]:
-        return int(status.progress["reviewed"])
-    raise CvloopError(
-        f"review of {queue.title} ended with {status.progress['reviewed']} reviewed frames "
-        f"({reason})",
-        fix=f"review frames at {queue.project_url}, then run the retrain again: reviewed "
-        "frames are kept and no task is imported twice",
-    )
-
-
 check_review_task = task(check_review, name="check_review", persist_result=True)
+
 record_review_task = task(record_review, name="record_review")
+
 ensure_reviewed_task = task(ensure_reviewed, name="ensure_reviewed")
+
 watch_reviews_task = task(watch_reviews, name="watch_reviews")

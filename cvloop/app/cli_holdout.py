@@ -17,7 +17,7 @@ holdout_app = typer.Typer(help="Holdout versions and the quarterly refresh.", no
 @holdout_app.command("show")
 def show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every holdout version (newest last): when, and what it is; the current one marked."""
-    from tasks.data import HOLDOUT_DIR, data_repo
+    from cvloop.stages.data import HOLDOUT_DIR, data_repo
 
     _settings()
     repo = data_repo()

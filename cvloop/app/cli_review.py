@@ -71,7 +71,7 @@ def simulate(
     queue = LabelStudioQueue.from_settings()
     queue.check()
     title = project_title(dataset_version)
-    from tasks.schema import current_schema
+    from cvloop.stages.schema import current_schema
 
     project = queue.ensure_project(title, list(current_schema().classes))
     size = params().fleet.image_size

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from registry.names import APPROVED_BY, REJECTED_BY
+
 rollout_app = typer.Typer(
     help="Start a rollout or run one tick of it now (deployment rollout/tick runs it).",
     no_args_is_help=True,
@@ -42,7 +44,7 @@ def status(
     """What serves production at what share; for each version its training run, dataset
     version and DVC hash, git commit, params, holdout metrics, gates, benchmark, approval;
     the rollout history."""
-    from tasks.rollout import production_status, status_text
+    from cvloop.stages.status import production_status, status_text
 
     _settings()
     s = production_status(history)
@@ -59,11 +61,11 @@ def approve(
 ) -> None:
     """The ML lead's approval before 100 %: sets the model version's tag
     `cvloop.approved_by` (or `cvloop.rejected_by`), as the MLflow UI would."""
-    from tasks.rollout import approve as do_approve
+    from cvloop.stages.rollout import approve as do_approve
 
     _settings()
     tags = do_approve(version, by or _me(), reject=reject, note=note)
-    key = "cvloop.rejected_by" if reject else "cvloop.approved_by"
+    key = REJECTED_BY if reject else APPROVED_BY
     print(f"v{version}: {key} = {tags[key]} (the next rollout tick acts on it)")
 
 
@@ -73,7 +75,7 @@ def rollback(
 ) -> None:
     """Roll back now: a rollout in progress goes back to its champion; otherwise the
     champion goes back to the previous champion."""
-    from tasks.rollout import rollback_now
+    from cvloop.stages.rollout import rollback_now
 
     _settings()
     out = rollback_now(reason, by or _me())
@@ -88,7 +90,7 @@ def start(
     force: Annotated[bool, typer.Option(help="start a version rolled back before")] = False,
 ) -> None:
     """Start the rollout of a version that passed every gate (first stage share)."""
-    from tasks.rollout import start_rollout
+    from cvloop.stages.rollout import start_rollout
 
     _settings()
     out = start_rollout(version, _me(), reason, force)

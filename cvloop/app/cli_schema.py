@@ -32,7 +32,7 @@ def _run(op: str, name: str, **kw) -> None:
 @schema_app.command("show")
 def show(as_json: Annotated[bool, typer.Option("--json", help="the whole log")] = False) -> None:
     """The current schema version, its classes and label policy, and how it got there."""
-    from tasks.schema import schema_log
+    from cvloop.stages.schema import schema_log
 
     _settings()
     log = schema_log()

@@ -43,6 +43,7 @@ from cvloop.app.deploy import deploy_all, run_and_wait
 from cvloop.app.services import ServiceManager, format_status
 from cvloop.config.settings import Settings
 from cvloop.core.errors import CvloopError
+from registry.names import CANDIDATE_VERSION, GATE, GATE_REASONS, HOLDOUT_MAP50_95
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,8 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
             phases["rollout"] = time.perf_counter() - t
             from cvloop.adapters.storage import open_storage
             from registry.manifest import read_manifest
-            from registry.models import CHAMPION, ModelRegistry
+            from registry.models import ModelRegistry
+            from registry.names import CHAMPION
 
             champ = ModelRegistry.from_settings().alias_version(CHAMPION)
             if stage != "stable" or champ == str(version):
@@ -261,7 +263,7 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
     pictures = _pictures(settings, retrain_run, monitor_run)
 
     out("\n==> cvloop status: which checkpoint is in prod, trained on what?")
-    from tasks.rollout import production_status, status_text
+    from cvloop.stages.status import production_status, status_text
 
     out(status_text(production_status(history=8)))
 
@@ -599,7 +601,7 @@ def _candidate_lines(settings: Settings, flow_run_id: str) -> list[str]:
         [exp.experiment_id], f"tags.`cvloop.flow_run_id` = '{flow_run_id}'", max_results=1
     )
     tags = runs[0].data.tags if runs else {}
-    v = tags.get("cvloop.candidate.version")
+    v = tags.get(CANDIDATE_VERSION)
     if not v:
         return [
             f"no candidate registered: see {settings.prefect_ui_url}/runs/flow-run/{flow_run_id}"
@@ -607,11 +609,11 @@ def _candidate_lines(settings: Settings, flow_run_id: str) -> list[str]:
     mv = client.get_model_version(p.registry.model_name, v)
     t = mv.tags
     lines = [
-        f"candidate v{v} {t.get('cvloop.gate')} (holdout mAP50-95 {t.get('cvloop.holdout.map50_95')}; "
+        f"candidate v{v} {t.get(GATE)} (holdout mAP50-95 {t.get(HOLDOUT_MAP50_95)}; "
         f"trained on {t.get('cvloop.dataset.version')}); report: artifact gate-report, "
         f"MLflow {settings.mlflow_tracking_uri}/#/models/{p.registry.model_name}/versions/{v}"
     ]
-    reasons = t.get("cvloop.gate.reasons", "[]")
+    reasons = t.get(GATE_REASONS, "[]")
     if reasons not in ("", "[]"):
         lines.append(f"gate reasons: {reasons}")
     return lines
@@ -632,8 +634,9 @@ def _rollout(settings: Settings, size: DemoSize, out) -> str:
     from cvloop.config.params import load_params
     from cvloop.core.rollout import K_APPROVAL_ASKED, K_CHALLENGER
     from cvloop.sim.fleet.serve import serve_current_manifest
+    from cvloop.stages.rollout import approve
     from registry.manifest import read_manifest
-    from tasks.rollout import APPROVED_BY, approve
+    from registry.names import APPROVED_BY
 
     store = open_storage()
     day = dt.date.today()
@@ -672,7 +675,7 @@ def _canary_line(tags: dict) -> str:
     """What the last tick's canary said and which evidence decided it (model version tags)."""
     import json
 
-    from tasks.rollout import ROLLOUT_CANARY, ROLLOUT_EVIDENCE, ROLLOUT_KEPT
+    from registry.names import ROLLOUT_CANARY, ROLLOUT_EVIDENCE, ROLLOUT_KEPT
 
     kept = json.loads(tags.get(ROLLOUT_KEPT) or "{}")
     shares = ", ".join(f"{k} {v:.0%}" for k, v in kept.items() if v is not None)

@@ -28,6 +28,7 @@ from dataclasses import replace
 from cvloop.app.deploy import run_and_wait
 from cvloop.config.settings import Settings
 from cvloop.core.errors import CvloopError
+from registry.names import CANDIDATE_VERSION, GATE, HEAD_RESIZE
 
 NEW_CLASS = "pallet"
 
@@ -82,7 +83,7 @@ def run_new_class(settings: Settings, size, out=print) -> dict:
             f"schema-change run {run_id} ended {state}",
             fix=f"open {settings.prefect_ui_url}/runs/flow-run/{run_id}",
         )
-    from tasks.schema import schema_log
+    from cvloop.stages.schema import schema_log
 
     schema = schema_log().current
     out(f"  {schema.tag}: {', '.join(schema.classes)}; {len(seeds)} seed frames")
@@ -155,7 +156,7 @@ def _result(settings: Settings, flow_run_id: str) -> dict:
 
     from cvloop.adapters.datasets import folder_schema
     from cvloop.config.params import load_params
-    from tasks.data import DATASET_DIR, HOLDOUT_DIR, data_repo
+    from cvloop.stages.data import DATASET_DIR, HOLDOUT_DIR, data_repo
 
     p = load_params()
     client = MlflowClient(settings.mlflow_tracking_uri)
@@ -163,7 +164,7 @@ def _result(settings: Settings, flow_run_id: str) -> dict:
     runs = client.search_runs(
         [exp.experiment_id], f"tags.`cvloop.flow_run_id` = '{flow_run_id}'", max_results=1
     )
-    v = runs[0].data.tags.get("cvloop.candidate.version") if runs else None
+    v = runs[0].data.tags.get(CANDIDATE_VERSION) if runs else None
     if not v:
         return {"candidate": None}
     mv = client.get_model_version(p.registry.model_name, v)
@@ -175,7 +176,7 @@ def _result(settings: Settings, flow_run_id: str) -> dict:
     root = data_repo().root
     return {
         "candidate": v,
-        "gate": mv.tags.get("cvloop.gate"),
+        "gate": mv.tags.get(GATE),
         "classes": json.loads(mv.tags.get("cvloop.classes", "[]")),
         "model_schema": mv.tags.get("cvloop.schema.version"),
         "dataset_schema": f"schema-v{folder_schema(root / DATASET_DIR)}",
@@ -187,5 +188,5 @@ def _result(settings: Settings, flow_run_id: str) -> dict:
             for k, c in checks.items()
             if k.startswith("class_ap:")
         },
-        "head_resize": client.get_run(train_run).data.tags.get("cvloop.head_resize"),
+        "head_resize": client.get_run(train_run).data.tags.get(HEAD_RESIZE),
     }

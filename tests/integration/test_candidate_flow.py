@@ -51,7 +51,7 @@ def test_candidate_on_an_existing_version_is_registered_with_its_verdict(booted)
 
 def test_an_unknown_dataset_version_names_the_versions_there(booted, stack_client_env):
     from cvloop.adapters.versioning import VersioningError
-    from tasks.candidate import training_data
+    from cvloop.stages.candidate import training_data
 
     with pytest.raises(VersioningError, match=r"dataset-v99.*not found") as err:
         training_data(None, "dataset-v99")
@@ -61,8 +61,9 @@ def test_an_unknown_dataset_version_names_the_versions_there(booted, stack_clien
 def test_registration_is_one_transaction(booted, stack_client_env, monkeypatch, tmp_path):
     """A failure after the version exists deletes it and puts the alias back; the re-run
     registers it whole."""
+    from cvloop.stages.model import TrainedModel, register_model, start_training_run
     from registry.models import ModelRegistry
-    from tasks.model import REGISTRATION, TrainedModel, register_model, start_training_run
+    from registry.names import REGISTRATION
 
     client = _mlflow(stack_client_env)
     reg = ModelRegistry.from_settings()

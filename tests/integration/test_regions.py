@@ -63,7 +63,7 @@ def test_a_region_in_its_own_bucket_is_written_collected_and_reviewed(
     assert read_frame(open_storage(), key) == eu.get_bytes(key)
 
     # `cvloop status` says where frames live
-    from tasks.rollout import production_status, status_text
+    from cvloop.stages.status import production_status, status_text
 
     status = production_status()
     assert status["frames"] == {"store": str(main), "regions": {"eu-west": eu.uri}}

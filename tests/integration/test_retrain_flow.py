@@ -131,7 +131,7 @@ def _client_env(b, mp):
 
 def _push(b, run_base: str, selected_key: str, version: str, batch: int = 500):
     """The pre-annotation step as the flow calls it, from this test process."""
-    from tasks.annotate import push_to_label_studio
+    from cvloop.stages.annotate import push_to_label_studio
 
     with pytest.MonkeyPatch.context() as mp:
         _client_env(b, mp)

@@ -59,7 +59,7 @@ def _json_tail(text: str) -> dict:
 def _tick(b) -> dict:
     """`cvloop rollout tick`: one step, reported to Prefect as a flow run (its report is
     printed: `pytest -s` shows what each tick judged)."""
-    from tasks.rollout import canary_report
+    from cvloop.stages.canary import canary_report
 
     out = _json_tail(b.stack.cli("rollout", "tick", env=b.env).stdout)
     print(canary_report(out))
@@ -77,7 +77,7 @@ def _register(tmp_path, name: str, pt, onnx, classes, imgsz: int, parent: str) -
     from cvloop.adapters.training import EvalResult
     from cvloop.config.lineage import git_commit, params_sha256
     from cvloop.config.settings import load_settings
-    from tasks.model import TrainedModel, register_model, start_training_run
+    from cvloop.stages.model import TrainedModel, register_model, start_training_run
 
     run_id = start_training_run("cvloop", name, {"lr0": 0.001, "epochs": 1}, {})
     d = tmp_path / name
@@ -145,9 +145,9 @@ def trained(fleet, client_env, tmp_path_factory):
     from cvloop.adapters.training import evaluate
     from cvloop.sim.baseline import build_baseline
     from cvloop.sim.fleet.generate import FleetConfig, cameras_named
+    from cvloop.stages.model import resolve_model_source, start_training_run, train_model
     from registry.manifest import single, write_manifest
     from registry.models import ModelRegistry
-    from tasks.model import resolve_model_source, start_training_run, train_model
 
     tmp = tmp_path_factory.mktemp("rollout-models")
     cfg = FleetConfig(seed=7, cameras=cameras_named(2), image_size=160, classes=tuple(CLASSES))

@@ -13,7 +13,7 @@ import pytest
 from cvloop.adapters.datasets import read_manifest
 from cvloop.adapters.storage import LocalStorage
 from cvloop.adapters.versioning import DataRepo
-from tasks.dataset import ValidatedReviews, version_reviewed_data
+from cvloop.stages.dataset import ValidatedReviews, version_reviewed_data
 
 CLASSES = ["crate", "barrel", "cone"]
 

@@ -142,7 +142,7 @@ def test_no_check_at_all_is_not_a_pass():
 def test_gate_reasons_tag_stays_valid_json_within_the_limit():
     import json
 
-    from tasks.candidate import _fit_json
+    from cvloop.stages.gate import _fit_json
 
     reasons = [f"class_ap:c{i}: " + "x" * 990 for i in range(10)]
     text = _fit_json(reasons, 4900)

@@ -109,7 +109,7 @@ def test_a_resized_checkpoint_loads_in_ultralytics_with_the_new_names(trained, t
     ],
 )
 def test_the_fine_tune_reads_the_class_list_of_the_dataset(tmp_path, names_yaml):
-    from tasks.candidate import _dataset_names
+    from cvloop.stages.finetune import _dataset_names
 
     (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\n" + names_yaml)
     assert _dataset_names(str(tmp_path / "data.yaml")) == [*OLD, "pallet"]
@@ -118,7 +118,7 @@ def test_the_fine_tune_reads_the_class_list_of_the_dataset(tmp_path, names_yaml)
 def test_a_fine_tune_that_adds_a_class_sees_its_frames_repeat_times(tmp_path):
     import yaml
 
-    from tasks.candidate import repeat_new_class_frames
+    from cvloop.stages.finetune import repeat_new_class_frames
 
     ds = tmp_path / "images-dataset"
     for split, frames in (("train", {"a": "0 .5 .5 .1 .1\n", "b": "3 .5 .5 .2 .1\n0 .2 .2 .1 .1\n",

@@ -208,7 +208,7 @@ def test_a_seed_key_stays_a_key_and_a_seed_file_is_stored_by_content(tmp_path, m
     import numpy as np
 
     from cvloop.adapters.storage import open_storage
-    from tasks.schema import store_seeds
+    from cvloop.stages.schema import store_seeds
 
     monkeypatch.setenv("CVLOOP_STORAGE_URI", str(tmp_path / "store"))
     store = open_storage()

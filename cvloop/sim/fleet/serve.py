@@ -162,7 +162,8 @@ def serve_current_manifest(
     """Serve a window as the fleet would now: routed by the rollout manifest, or by the
     ``champion`` alias at 100 % when none was written. Returns the report and the split."""
     from registry.manifest import read_manifest, route, single
-    from registry.models import CHAMPION, ModelRegistry
+    from registry.models import ModelRegistry
+    from registry.names import CHAMPION
 
     registry = ModelRegistry.from_settings()
     manifest = read_manifest(store)

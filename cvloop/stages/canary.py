@@ -1,0 +1,438 @@
+"""Runbook step 8, the measurement: a rollout's canary from the inference log (guards) and
+from both models on the same frames (quality: paired re-scoring, the champion's holdout
+precision, reviewed labels). The rules that judge them are ``cvloop/core/rollout.py`` and
+``cvloop/core/pairing.py``; ``cvloop/stages/rollout.py`` acts on the decision."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import replace
+
+from cvloop.core.rollout import (
+    K_CHALLENGER,
+    K_CHAMPION,
+    K_DRIFT_CAMERAS,
+    K_ROLLOUT_LOG,
+    K_STAGE_LOG,
+    Canary,
+    Sample,
+    canary,
+    with_groups,
+)
+from registry.names import ROLLOUT_CANARY, ROLLOUT_EVIDENCE, ROLLOUT_KEPT, ROLLOUT_LABELS
+
+
+def log_watermark(store) -> dt.datetime | None:
+    """The newest frame time in the inference log (its newest date partition)."""
+    import pyarrow.compute as pc
+
+    from cvloop.adapters.inference_log import LOG_PREFIX, read_log
+
+    dates = sorted(
+        {k.split("date=", 1)[1][:10] for k in store.keys(f"{LOG_PREFIX}/") if "date=" in k}
+    )
+    if not dates:
+        return None
+    day = dt.date.fromisoformat(dates[-1])
+    t = read_log(store, day, day + dt.timedelta(days=1), columns=["ts"])
+    if t.num_rows == 0:
+        return None
+    return pc.max(t.column("ts")).as_py()
+
+
+def log_groups(store, since: dt.datetime, until: dt.datetime) -> list[str]:
+    """The camera groups that served frames with ``since < ts <= until``."""
+    import pyarrow.compute as pc
+
+    from cvloop.adapters.inference_log import read_log
+
+    t = read_log(store, since + dt.timedelta(milliseconds=1), until + dt.timedelta(milliseconds=1),
+                 columns=["camera_group"])  # fmt: skip
+    return sorted(pc.unique(t.column("camera_group")).to_pylist()) if t.num_rows else []
+
+
+def window_sample(
+    store,
+    version: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    drift_cameras=(),
+    group: str | None = None,
+):
+    """What ``version`` served with ``since < ts <= until``, from the inference log.
+
+    Latency and errors count every frame; detection volume and confidences leave out the
+    ``drift_cameras`` the candidate was retrained for (it is meant to behave differently
+    there: a champion blind at night against a challenger that sees is not a breach).
+    ``group``: only the frames of that camera group."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from cvloop.adapters.inference_log import detections_per_frame, flatten_detections, read_log
+
+    t = read_log(
+        store,
+        since + dt.timedelta(milliseconds=1),
+        until + dt.timedelta(milliseconds=1),
+        model_versions=[version],
+        columns=["camera", "camera_group", "latency_ms", "error", "detections"],
+    )
+    if group is not None:
+        t = t.filter(pc.equal(t.column("camera_group"), group))
+    ok = t.filter(pc.is_null(t.column("error")))
+    steady = ok
+    if drift_cameras:
+        keep = pc.invert(pc.is_in(ok.column("camera"), pa.array(list(drift_cameras), pa.string())))
+        steady = ok.filter(keep)
+    conf = flatten_detections(steady).column("conf").to_numpy() if steady.num_rows else []
+    return Sample(
+        t.num_rows,
+        t.num_rows - ok.num_rows,
+        ok.column("latency_ms").to_numpy(zero_copy_only=False).astype(float),
+        np.asarray(conf, dtype=float),
+        detections_per_frame(steady).to_numpy(zero_copy_only=False).astype(float),
+    )
+
+
+def measure_canary(store, reg, m, mark: dt.datetime, c) -> Canary:
+    """The canary of the rollout ``m`` up to ``mark``: the guards from the inference log and
+    the quality evidence from both models on the same frames, fleet-wide and per group.
+
+    The challenger is judged on what it served since its stage began; the champion on the
+    same period, or since the rollout began when it serves too little now (at 100 %)."""
+    chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
+    stage_since = dt.datetime.fromisoformat(m.extra[K_STAGE_LOG])
+    rollout_since = dt.datetime.fromisoformat(m.extra[K_ROLLOUT_LOG])
+    drift = [x for x in m.extra.get(K_DRIFT_CAMERAS, "").split(",") if x]
+    a = window_sample(store, chall, stage_since, mark, drift)
+    champ_since = stage_since
+    b = window_sample(store, champ, stage_since, mark, drift)
+    if b.frames < c.min_frames:  # the champion serves no traffic at 100 %: compare
+        champ_since = rollout_since  # with its canary days
+        b = window_sample(store, champ, rollout_since, mark, drift)
+    if a.frames < c.min_frames or b.frames < c.min_frames:
+        return canary(a, b, c)  # too few frames to judge: no model is run
+    windows = {"challenger": (stage_since, mark), "champion": (champ_since, mark)}
+    frames, labeled, counts = paired_frames(store, reg, chall, champ, windows, c.quality)
+    rename = _champion_names(reg, champ, chall)
+    prec, where = holdout_precision(store, reg, champ, c.quality)
+    prec = {rename.get(k, k): v for k, v in prec.items()}
+    result = canary(a, b, c, quality_of(frames, labeled, c.quality, prec, where))
+    groups = log_groups(store, stage_since, mark)
+    if len(groups) > 1:  # each camera group judged on its own too
+        per = {}
+        for g in groups:
+            ag = window_sample(store, chall, stage_since, mark, drift, g)
+            bg = window_sample(store, champ, champ_since, mark, drift, g)
+            if bg.frames < c.min_frames and champ_since != rollout_since:
+                bg = window_sample(store, champ, rollout_since, mark, drift, g)
+            frames_g = [f for f in frames if f.group == g]
+            labeled_g = {k: v for k, v in labeled.items() if v[0].group == g}
+            qg = quality_of(frames_g, labeled_g, c.quality, prec, where)
+            per[g] = canary(ag, bg, c, qg)
+        result = with_groups(result, per)
+    notes = [f"quality: {counts['sampled']} paired frames (a sample of the "
+             f"{counts['challenger_served']} challenger / {counts['champion_served']} champion "
+             "frames, each scored by the other model too)"]  # fmt: skip
+    if counts["missing"]:
+        notes.append(f"{counts['missing']} sampled frames are gone from the frame store "
+                     "(not scored)")  # fmt: skip
+    if drift:
+        notes.append(f"volume and confidence leave out the drift cameras {', '.join(drift)} "
+                     "(the candidate was retrained to change there)")  # fmt: skip
+    return replace(result, note="; ".join(notes))
+
+
+def canary_tags(result: Canary) -> dict[str, str]:
+    """What decided the last tick, on the challenger's model version (the MLflow UI)."""
+    q = result.quality or {}
+    kept = {k: v.get("kept_share") for k, v in (q.get("classes") or {}).items()}
+    labels = q.get("labels") or {}
+    return {
+        ROLLOUT_EVIDENCE: result.evidence,
+        ROLLOUT_CANARY: result.status,
+        ROLLOUT_KEPT: json.dumps({k: None if v is None else round(v, 4) for k, v in kept.items()}),
+        ROLLOUT_LABELS: json.dumps(
+            {
+                "frames": labels.get("frames", 0),
+                "challenger_map50_95": (labels.get("challenger") or {}).get("map50_95"),
+                "champion_map50_95": (labels.get("champion") or {}).get("map50_95"),
+            }
+        ),
+    }
+
+
+def _served_frames(store, version: str, since: dt.datetime, until: dt.datetime):
+    """The frames ``version`` served without error with ``since < ts <= until``."""
+    import pyarrow.compute as pc
+
+    from cvloop.adapters.inference_log import read_log
+
+    t = read_log(store, since + dt.timedelta(milliseconds=1), until + dt.timedelta(milliseconds=1),
+                 model_versions=[version],
+                 columns=["ts", "camera", "camera_group", "frame_key", "error", "detections"])  # fmt: skip
+    return t.filter(pc.is_null(t.column("error")))
+
+
+def _sample_keys(keys: list[str], n: int) -> set[str]:
+    """A deterministic sample of ``n`` frame keys: the same frames stay in the sample as
+    the window grows, so successive ticks judge mostly the same frames."""
+    import hashlib
+
+    order = sorted(keys, key=lambda k: hashlib.sha256(f"canary|{k}".encode()).digest())
+    return set(order[:n])
+
+
+def _log_boxes(dets, min_conf: float, rename: dict[str, str]):
+    from cvloop.core.frames import LabelBox
+
+    return [
+        (LabelBox(rename.get(d["label"], d["label"]), d["cx"], d["cy"], d["w"], d["h"]), d["conf"])
+        for d in dets or ()
+        if d["conf"] >= min_conf
+    ]
+
+
+def _rescore(store, detector, rows: list[dict], conf: float, rename: dict[str, str]):
+    """The other model's boxes on each frame (frame key -> boxes); frames whose image is
+    gone or unreadable are left out and counted."""
+    from cvloop.adapters.detector import decode_jpeg
+    from cvloop.core.errors import CvloopError
+
+    out, missing = {}, 0
+    for i in range(0, len(rows), 16):
+        batch, images = [], []
+        for r in rows[i : i + 16]:
+            try:
+                images.append(decode_jpeg(store.get_bytes(r["frame_key"])))
+                batch.append(r)
+            except (CvloopError, OSError, KeyError, FileNotFoundError):
+                missing += 1
+        if not images:
+            continue
+        for r, det in zip(batch, detector.predict(images, conf=conf), strict=True):
+            out[r["frame_key"]] = _boxes(detector, det, rename)
+    return out, missing
+
+
+def _champion_names(reg, champion: str, challenger: str) -> dict[str, str]:
+    """Champion class name -> the challenger's name for it, when a schema change renamed a
+    class between them (the log names the classes of the model that served)."""
+    a = reg.fetch(champion).classes
+    b = reg.fetch(challenger).classes
+    if a == b:
+        return {}
+    from cvloop.stages.schema import schema_log
+
+    sources = schema_log().sources(list(a)) or {c: c for c in b if c in a}
+    return {old: new for new, old in sources.items() if old != new}
+
+
+def paired_frames(
+    store, reg, challenger: str, champion: str, windows: dict[str, tuple], q
+) -> tuple[list, dict, dict]:
+    """Frames each model served in its window (``windows``: role -> (since, until)), a
+    sample of ``q.rescore_frames`` each plus every frame with reviewed labels, scored by
+    the other model too. Returns (sampled paired frames, labeled paired frames by key,
+    counts)."""
+    from cvloop.adapters.detector import OnnxDetector
+    from cvloop.adapters.label_store import read_labels
+    from cvloop.core.pairing import PairedFrame
+
+    versions = {"challenger": challenger, "champion": champion}
+    rename = _champion_names(reg, champion, challenger)
+    served = {role: _served_frames(store, versions[role], *windows[role]).to_pylist()
+              for role in versions}  # fmt: skip
+    since = min(w[0] for w in windows.values())
+    until = max(w[1] for w in windows.values())
+    keys = [r["frame_key"] for rows in served.values() for r in rows]
+    labels = read_labels(store, since, until + dt.timedelta(milliseconds=1), keys) if keys else {}
+    detectors = {}
+    for role, v in versions.items():
+        m = reg.fetch(v)
+        detectors[role] = OnnxDetector(m.onnx, m.classes, m.imgsz, spinning=False)
+    sampled, labeled, counts = [], {}, {"missing": 0}
+    for role, rows in served.items():
+        other = "champion" if role == "challenger" else "challenger"
+        pick = _sample_keys([r["frame_key"] for r in rows], q.rescore_frames)
+        todo = [r for r in rows if r["frame_key"] in pick or r["frame_key"] in labels]
+        names_other = rename if other == "champion" else {}
+        boxes, missing = _rescore(store, detectors[other], todo, q.match_conf, names_other)
+        counts["missing"] += missing
+        counts[f"{role}_served"] = len(rows)
+        for r in todo:
+            if r["frame_key"] not in boxes:
+                continue
+            own = _log_boxes(r["detections"], q.match_conf, rename if role == "champion" else {})
+            pair = {role: own, other: boxes[r["frame_key"]]}
+            f = PairedFrame(r["frame_key"], r["camera"], r["camera_group"] or "default", role,
+                            pair["champion"], pair["challenger"])  # fmt: skip
+            if r["frame_key"] in pick:
+                sampled.append(f)
+            if r["frame_key"] in labels:
+                labeled[r["frame_key"]] = f
+    counts["labeled"] = len(labeled)
+    counts["sampled"] = len(sampled)
+    return sampled, {k: (f, labels[k]) for k, f in labeled.items()}, counts
+
+
+def holdout_precision(store, reg, champion: str, q) -> tuple[dict[str, tuple[int, int]], str]:
+    """The champion's (right, confident) boxes per class at ``q.confident_floor`` on the
+    current holdout of the data repo, and the holdout's name: what its own false positives
+    explain of a challenger's lost boxes (cvloop/core/pairing.py). Cached in the store per
+    champion version and holdout content; ``({}, reason)`` when no holdout is at hand (the
+    canary then takes the champion's confident boxes as right)."""
+    import hashlib
+
+    from cvloop.adapters.datasets import read_yolo_labels, yolo_split_frames
+    from cvloop.adapters.detector import OnnxDetector, decode_jpeg
+    from cvloop.core.pairing import champion_precision
+    from cvloop.stages.data import HOLDOUT_DIR, data_repo
+
+    try:
+        root = data_repo().root / HOLDOUT_DIR
+        pairs = yolo_split_frames(root / "data.yaml", "val")
+    except Exception as exc:  # no data repo here (a team's serving-side host): say so
+        return {}, f"no holdout ({type(exc).__name__}: {str(exc)[:80]})"
+    if not pairs:
+        return {}, f"no holdout frames in {root}"
+    name = (root / "VERSION").read_text().strip() if (root / "VERSION").exists() else "holdout"
+    digest = hashlib.sha256()
+    for img, lab in pairs:
+        digest.update(img.name.encode())
+        digest.update(lab.read_bytes() if lab.exists() else b"")
+    key = (f"rollout/reference/champion-v{champion}-{name}-{digest.hexdigest()[:12]}-"
+           f"{q.confident_floor:g}-{q.match_iou:g}.json")  # fmt: skip
+    if store.exists(key):
+        cached = json.loads(store.get_text(key))
+        return {k: tuple(v) for k, v in cached["precision"].items()}, name
+    m = reg.fetch(champion)
+    det = OnnxDetector(m.onnx, m.classes, m.imgsz, spinning=False)
+    frames = []
+    for img, lab in pairs:
+        (d,) = det.predict([decode_jpeg(img.read_bytes())], conf=q.confident_floor)
+        frames.append((_boxes(det, d, {}), read_yolo_labels(lab, m.classes)))
+    prec = champion_precision(frames, q.confident_floor, q.match_iou)
+    store.put_text(key, json.dumps({"champion": champion, "holdout": name, "frames": len(pairs),
+                                    "precision": prec}, indent=1))  # fmt: skip
+    return prec, name
+
+
+def _boxes(detector, det, rename: dict[str, str]):
+    """A detector's output as (LabelBox, confidence) pairs, names mapped by ``rename``."""
+    from cvloop.core.frames import LabelBox
+
+    names = [detector.class_names[int(c)] for c in det.classes]
+    return [
+        (LabelBox(rename.get(n, n), *map(float, b)), float(s))
+        for n, s, b in zip(names, det.scores, det.cxcywh(), strict=True)
+    ]
+
+
+def quality_of(
+    frames: list,
+    labeled: dict,
+    q,
+    precision: dict[str, tuple[int, int]] | None = None,
+    where: str = "the holdout",
+):
+    """What the paired frames and the labeled ones say (the labels decide where there are
+    enough of them; the pairing is reported either way)."""
+    from cvloop.core.pairing import (
+        decide_quality,
+        judge_labels,
+        judge_pairing,
+        kept_by_camera,
+        mean_ap,
+        pair_classes,
+    )
+
+    match = {"confident_floor": q.confident_floor, "match_conf": q.match_conf,
+             "match_iou": q.match_iou}  # fmt: skip
+    pairing = judge_pairing(pair_classes(frames, **match), len(frames), q, precision, where)
+    pairing.by_camera = kept_by_camera(frames, **match)
+    labels = None
+    if labeled:
+        pairs = list(labeled.values())
+        sources = ", ".join(sorted({lab.source for _, lab in pairs}))
+        champ = mean_ap([(f.champion, lab.boxes) for f, lab in pairs])
+        chall = mean_ap([(f.challenger, lab.boxes) for f, lab in pairs])
+        labels = judge_labels(chall, champ, q, source=f"reviewed labels ({sources})")
+        if labels is None:
+            pairing.note = "; ".join(x for x in (pairing.note, (
+                f"{len(pairs)} frames with reviewed labels in the window: "
+                f"{q.labels_min_frames} needed for the labels to decide")) if x)  # fmt: skip
+            pairing.labels = {"frames": len(pairs), "source": sources, "champion": champ,
+                              "challenger": chall}  # fmt: skip
+    return decide_quality(pairing, labels)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def canary_report(result: dict) -> str:
+    """The rollout tick in markdown: the decision, what decided it (labels, pairing or the
+    guards), the per-class pairing numbers and every check."""
+    lines = [f"# Rollout: {result['status']}", ""]
+    if result.get("reason"):
+        lines += [result["reason"], ""]
+    c = result.get("canary") or {}
+    if not c.get("checks"):
+        return "\n".join(lines) + "\n"
+    q = c.get("quality") or {}
+    lines += [
+        f"**Decided by: {c.get('evidence', 'none')}** (canary {c['status']}; challenger "
+        f"{c['challenger_frames']} frames, champion {c['champion_frames']} frames, same period "
+        "of the inference log). " + (c.get("note") or ""),
+        "",
+        "| check | kind | result | detail |",
+        "|---|---|---|---|",
+    ]
+    for x in c["checks"]:
+        res = "pass" if x["passed"] else ("hold" if x.get("held") else "**FAIL**")
+        if x.get("kind") == "signal":
+            res = "signal"
+        lines.append(f"| {x['name']} | {x.get('kind', 'guard')} | {res} | {x['detail']} |")
+    classes = q.get("classes") or {}
+    if classes:
+        lines += [
+            "",
+            f"Pairing per class ({q.get('frames', 0)} frames scored by both models): the "
+            "champion's confident boxes the challenger keeps, and the challenger's confident "
+            "boxes the champion finds." + (f" {q['note']}." if q.get("note") else ""),
+            "",
+            "| class | champion confident | kept by challenger | kept share | challenger "
+            "confident | found by champion | found share |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for k, v in classes.items():
+            lines.append(
+                f"| {k} | {v['champion_confident']} | {v['kept_by_challenger']} | "
+                f"{_pct(v['kept_share'])} | {v['challenger_confident']} | "
+                f"{v['found_by_champion']} | {_pct(v['found_share'])} |"
+            )
+    cams = q.get("by_camera") or {}
+    if cams:
+        lines += ["", "| camera | champion confident | kept share |", "|---|---|---|"]
+        for k, v in cams.items():
+            n = v["champion_confident"]
+            lines.append(f"| {k} | {n} | {_pct(v['kept_by_challenger'] / n if n else None)} |")
+    lab = q.get("labels") or {}
+    if lab.get("champion"):
+        a, b = lab["challenger"], lab["champion"]
+        lines += [
+            "",
+            f"Reviewed labels: {lab['frames']} frames ({lab.get('source', '')}): mAP50-95 "
+            f"challenger {a.get('map50_95') or 0:.3f} vs champion {b.get('map50_95') or 0:.3f}"
+            + (
+                " — the labels decide."
+                if c.get("evidence") == "labels"
+                else " (too few to decide)."
+            ),
+        ]
+    else:
+        lines += ["", "Reviewed labels: none for frames of this window (the pairing decides)."]
+    return "\n".join(lines) + "\n"

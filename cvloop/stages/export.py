@@ -1,0 +1,88 @@
+"""Runbook step 7, export + benchmark: each export's own holdout mAP (parity with the .pt)
+and its serving benchmark, the champion's ONNX measured in the same run as the baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cvloop.stages.candidate import ChampionRef, TrainingData
+from cvloop.stages.model import (
+    TrainedModel,
+    _client,
+    evaluate_model,
+)
+
+
+def export_and_benchmark(
+    trained: TrainedModel, champion: ChampionRef, data: TrainingData, export
+) -> dict:
+    """Each export's own mAP on the holdout (parity with the .pt) and its serving benchmark.
+
+    ONNX always (ONNX Runtime, as the fleet serves it; the champion's ONNX is measured in
+    the same run as the baseline). Where CUDA and TensorRT are present: an FP16 engine and,
+    with ``export.tensorrt_int8``, an INT8 engine calibrated on frames of the dataset, each
+    benchmarked against the PyTorch FP32 .pt on the same GPU; otherwise each TensorRT
+    export is recorded as skipped with the reason. ``export`` is params.yaml's section.
+    """
+    from cvloop.adapters.export import (
+        benchmark_engine,
+        benchmark_onnx_isolated,
+        export_tensorrt,
+        tensorrt_status,
+    )
+
+    holdout_yaml = f"{data.holdout_dir}/data.yaml"
+    onnx_eval = evaluate_model(
+        trained.run_id, trained.onnx, holdout_yaml, trained.imgsz, "challenger_onnx.holdout"
+    )
+    exports: dict[str, dict] = {
+        "onnx": {"status": "ok", "map50_95": onnx_eval.map50_95, "path": trained.onnx}
+    }
+    bench = {
+        f"{who}.onnx": benchmark_onnx_isolated(
+            Path(path), list(names), trained.imgsz, batch=export.bench_batch,
+            warmup=export.bench_warmup, iterations=export.bench_iterations,
+        ).as_dict()
+        for who, path, names in (("challenger", trained.onnx, trained.classes),
+                                 ("champion", champion.onnx, champion.classes))
+    }  # fmt: skip
+    ok, why = tensorrt_status()
+    wanted = [
+        ("tensorrt_fp16", export.tensorrt_fp16, False),
+        ("tensorrt_int8", export.tensorrt_int8, True),
+    ]
+    for fmt, on, int8 in wanted:
+        if not on:
+            continue
+        if not ok:
+            exports[fmt] = {"status": "skipped", "reason": why}
+            continue
+        try:
+            engine = export_tensorrt(
+                Path(trained.best_pt), trained.imgsz,
+                Path(trained.best_pt).with_name(f"best-{fmt.split('_')[1]}.engine"),
+                int8=int8, calibration_yaml=Path(data.dataset_yaml),
+                calibration_frames=export.int8_calibration_frames, batch=export.bench_batch,
+            )  # fmt: skip
+            m = evaluate_model(trained.run_id, str(engine), holdout_yaml, trained.imgsz,
+                               f"challenger_{fmt}.holdout", "0")  # fmt: skip
+            exports[fmt] = {"status": "ok", "map50_95": m.map50_95, "path": str(engine)}
+            bench[f"challenger.{fmt}"] = benchmark_engine(
+                engine, trained.imgsz, batch=export.bench_batch, warmup=export.bench_warmup,
+                iterations=export.bench_iterations, fmt=fmt,
+            ).as_dict()  # fmt: skip
+        except Exception as exc:  # a failed export gates (fails closed), with its reason
+            exports[fmt] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]}
+    if any(v["status"] == "ok" for k, v in exports.items() if k.startswith("tensorrt")):
+        bench["challenger.pytorch_fp32"] = benchmark_engine(
+            Path(trained.best_pt), trained.imgsz, batch=export.bench_batch,
+            warmup=export.bench_warmup, iterations=export.bench_iterations, fmt="pytorch_fp32",
+        ).as_dict()  # fmt: skip
+    client = _client()
+    for who, b in bench.items():
+        for k in ("p50_ms", "p95_ms", "p99_ms", "throughput_fps", "memory_mb", "file_mb"):
+            client.log_metric(trained.run_id, f"bench.{who}.{k}", b[k])
+    for fmt, e in exports.items():
+        if e["status"] == "ok" and fmt != "onnx":
+            client.log_artifact(trained.run_id, e["path"], "model")
+    return {"exports": exports, "benchmarks": bench}

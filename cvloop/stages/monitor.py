@@ -1,0 +1,351 @@
+"""Monitor stage: drift signals, holdout trend, triggers, reports, the drift event.
+
+Plain functions (testable without Prefect); ``tasks/monitor.py`` wraps them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from cvloop.config.params import MonitorParams, Params
+from cvloop.core.signals import SliceDrift, Window, most_drifted, windows
+from cvloop.core.triggers import (
+    TriggerResult,
+    days_since_training,
+    holdout_map_drop,
+    ks_with_ap_regression,
+    new_labels,
+    severe_drift,
+)
+from cvloop.stages.signals import compute_drift_by_group
+from registry.names import (
+    CHAMPION_VERSION,
+    HOLDOUT_MAP50_95,
+    HOLDOUT_PER_CLASS,
+    HOLDOUT_REFERENCE_MAP50_95,
+    HOLDOUT_REFERENCE_PER_CLASS,
+    HOLDOUT_REFERENCE_VERSION,
+    TRIGGERS_FIRED,
+    WINDOW_CURRENT,
+    WINDOW_REFERENCE,
+)
+
+MONITOR_EXPERIMENT = "cvloop-monitor"
+
+
+@dataclass(frozen=True)
+class Windows:
+    ref_start: str
+    ref_end: str
+    cur_start: str
+    cur_end: str
+
+    def as_windows(self) -> tuple[Window, Window]:
+        f = dt.datetime.fromisoformat
+        return (
+            Window(f(self.ref_start), f(self.ref_end)),
+            Window(f(self.cur_start), f(self.cur_end)),
+        )
+
+    @property
+    def iso_week(self) -> int:
+        """The check's week: ISO year * 100 + ISO week of the current window's last day."""
+        last = (dt.datetime.fromisoformat(self.cur_end) - dt.timedelta(milliseconds=1)).date()
+        y, w, _ = last.isocalendar()
+        return y * 100 + w
+
+
+@dataclass
+class HoldoutCheck:
+    champion: str | None
+    holdout_version: str | None
+    map50_95: float | None
+    map50: float | None
+    per_class_ap50_95: dict[str, float]
+    reference_map50_95: float | None
+    reference_per_class: dict[str, float]
+    history: list[tuple[int, float]]
+    days_since_training: float | None
+    note: str = ""
+
+
+def first_served_day(version: str, before: dt.date) -> dt.date | None:
+    """The first day in the inference log on which ``version`` served frames."""
+    import pyarrow.compute as pc
+
+    from cvloop.adapters.inference_log import LOG_PREFIX, read_log
+    from cvloop.adapters.storage import open_storage
+
+    store = open_storage()
+    days = sorted({k.split("/")[1].removeprefix("date=") for k in store.keys(f"{LOG_PREFIX}/")})
+    for d in days:
+        day = dt.date.fromisoformat(d)
+        if day >= before:
+            break
+        t = read_log(store, day, day + dt.timedelta(days=1), columns=["model_version"])
+        if t.num_rows and pc.any(pc.equal(t["model_version"], version)).as_py():
+            return day
+    return None
+
+
+def resolve_windows(
+    current_end: str | None, current_days: int, reference_days: int, reference_start: str | None
+) -> Windows:
+    """The current window ends at ``current_end`` (default today). The reference starts at
+    ``reference_start``; by default it is the champion's first ``reference_days`` in
+    production (its validation baseline), else the period just before the current window."""
+    end = dt.date.fromisoformat(current_end) if current_end else dt.date.today()
+    ref_start = dt.date.fromisoformat(reference_start) if reference_start else None
+    if ref_start is None:
+        from registry.models import ModelRegistry
+        from registry.names import CHAMPION
+
+        champion = ModelRegistry.from_settings().alias_version(CHAMPION)
+        cur_start = end - dt.timedelta(days=current_days)
+        first = first_served_day(champion, cur_start) if champion else None
+        if first and first + dt.timedelta(days=reference_days) <= cur_start:
+            ref_start = first
+    ref, cur = windows(end, current_days, reference_days, ref_start)
+    return Windows(
+        ref.start.isoformat(), ref.end.isoformat(), cur.start.isoformat(), cur.end.isoformat()
+    )
+
+
+def compute_drift_signals(w: Windows, classes: list[str], m: MonitorParams) -> list[dict]:
+    """Every signal on every slice (rows of plain values: small, serializable)."""
+    from cvloop.adapters.storage import open_storage
+    from cvloop.core.drift import signal_bins
+
+    ref, cur = w.as_windows()
+    bins = signal_bins(m.confidence_bins, m.size_bins, m.volume_max_per_frame)
+    rows = compute_drift_by_group(
+        open_storage(), ref, cur, classes, m.min_slice_detections, m.exact_max_detections,
+        m.reference_days, bins,
+    )  # fmt: skip
+    return [r.row() for r in rows]
+
+
+def _slices_from_rows(rows: list[dict]) -> list[SliceDrift]:
+    from cvloop.core.drift import DriftStats
+
+    out = []
+    for r in rows:
+        stats = DriftStats(
+            r["ks_stat"],
+            r["ks_p"],
+            r["psi"],
+            r["wasserstein"],
+            r["n_ref"],
+            r["n_cur"],
+            r["enough_data"],
+        )
+        out.append(SliceDrift(r["signal"], r["kind"], r["slice"], stats, r["path"]))
+    return out
+
+
+def check_holdout(w: Windows, imgsz_default: int, device: str) -> HoldoutCheck:
+    """Score the champion on the holdout and read the weekly history of this champion."""
+    from cvloop.adapters.training import evaluate
+    from cvloop.config.settings import load_settings
+    from registry.models import ModelRegistry
+    from registry.names import CHAMPION
+
+    reg = ModelRegistry.from_settings()
+    version = reg.alias_version(CHAMPION)
+    if version is None:
+        return HoldoutCheck(None, None, None, None, {}, None, {}, [], None, "no champion")
+    model = reg.fetch(version)
+    tags = model.tags
+    holdout_yaml = load_settings().data_repo / "holdout" / "data" / "data.yaml"
+    stamp = holdout_yaml.parent / "VERSION"
+    scored = stamp.read_text().strip() if stamp.exists() else tags.get("cvloop.holdout.version")
+    # after a quarterly refresh the champion was re-scored on the new holdout: that score is
+    # the reference, and only weeks measured on the same holdout version make the trend
+    ref_version = tags.get(HOLDOUT_REFERENCE_VERSION)
+    if ref_version:
+        ref_map = float(tags[HOLDOUT_REFERENCE_MAP50_95])
+        ref_cls = json.loads(tags.get(HOLDOUT_REFERENCE_PER_CLASS, "{}"))
+    else:
+        ref_map = float(tags[HOLDOUT_MAP50_95]) if HOLDOUT_MAP50_95 in tags else None
+        ref_cls = json.loads(tags.get(HOLDOUT_PER_CLASS, "{}"))
+    mv = reg.get_version(version)
+    trained_ms = reg.client.get_run(mv.run_id).info.start_time
+    days = (dt.datetime.now(dt.UTC).timestamp() * 1000 - trained_ms) / 86_400_000
+    past = _history(version, scored, legacy=ref_version is None)
+    if not holdout_yaml.exists():
+        return HoldoutCheck(
+            version,
+            scored,
+            None,
+            None,
+            {},
+            ref_map,
+            ref_cls,
+            past,
+            days,
+            f"holdout not found at {holdout_yaml} (dvc pull holdout/data.dvc)",
+        )
+    r = evaluate(model.pt, holdout_yaml, imgsz=model.imgsz or imgsz_default, device=device)
+    history = [h for h in past if h[0] != w.iso_week] + [(w.iso_week, r.map50_95)]
+    return HoldoutCheck(
+        version,
+        scored,
+        r.map50_95,
+        r.map50,
+        r.per_class_ap50_95,
+        ref_map,
+        ref_cls,
+        sorted(history),
+        days,
+    )
+
+
+def _history(
+    version: str, holdout_version: str | None, legacy: bool = True
+) -> list[tuple[int, float]]:
+    """Weekly holdout mAP50-95 of ``version`` logged by earlier monitor runs on the same
+    holdout version (``legacy``: runs that did not record theirs count too)."""
+    from mlflow import MlflowClient
+
+    from cvloop.config.settings import load_settings
+
+    client = MlflowClient(load_settings().mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(MONITOR_EXPERIMENT)
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.`cvloop.champion` = '{version}'", max_results=500
+    )
+    out = {}
+    for run in runs:
+        hv = run.data.tags.get("cvloop.holdout.version")
+        if hv != holdout_version and not (hv is None and legacy):
+            continue
+        for m in client.get_metric_history(run.info.run_id, "holdout.map50_95"):
+            out[int(m.step)] = float(m.value)
+    return sorted(out.items())
+
+
+def count_new_labels(since_days: float | None) -> int | None:
+    """Annotations in cvloop's Label Studio projects since the champion was trained."""
+    if since_days is None:
+        return None
+    try:
+        from label_studio_sdk import LabelStudio
+
+        from cvloop.config.settings import load_settings
+
+        s = load_settings()
+        client = LabelStudio(
+            base_url=s.label_studio_url, api_key=s.label_studio_token(), timeout=10
+        )
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(days=since_days)
+        total = 0
+        for proj in client.projects.list():
+            created = getattr(proj, "created_at", None)
+            if (proj.title or "").startswith("cvloop") and (created is None or created >= since):
+                total += int(getattr(proj, "num_tasks_with_annotations", 0) or 0)
+        return total
+    except Exception:
+        return None
+
+
+def evaluate_triggers(
+    rows: list[dict], holdout: HoldoutCheck, labels: int | None, p: Params
+) -> list[TriggerResult]:
+    drift = _slices_from_rows(rows)
+    t = p.trigger
+    return [
+        holdout_map_drop(holdout.history, holdout.reference_map50_95, t),
+        ks_with_ap_regression(drift, holdout.per_class_ap50_95, holdout.reference_per_class, t),
+        new_labels(labels, t),
+        days_since_training(holdout.days_since_training, t),
+        severe_drift(drift, t),
+    ]
+
+
+def trigger_table(results: list[TriggerResult]) -> str:
+    lines = ["| rule | fired | value | threshold | why |", "|---|---|---|---|---|"]
+    for r in results:
+        mark = "🔴 FIRED" if r.fired else "🟢 no"
+        lines.append(f"| {r.rule} | {mark} | {r.value} | {r.threshold} | {r.explanation} |")
+    return "\n".join(lines)
+
+
+def drifted_table(rows: list[dict], k: int = 10) -> str:
+    top = most_drifted(_slices_from_rows(rows), k)
+    lines = [
+        "| signal | slice | KS | KS p | PSI | Wasserstein | n ref / cur | path |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in top:
+        s = r.stats
+        lines.append(
+            f"| {r.signal} | {r.kind} {r.name} | {s.ks_stat:.3f} | {s.ks_p:.2e} | "
+            f"{s.psi:.3f} | {s.wasserstein:.3f} | {s.n_ref} / {s.n_cur} | {r.path} |"
+        )
+    small = sum(1 for r in rows if not r["enough_data"])
+    return "\n".join(lines) + f"\n\n{small} slice-signals had not enough data (never an alarm)."
+
+
+def log_monitor_run(
+    w: Windows,
+    rows: list[dict],
+    holdout: HoldoutCheck,
+    results: list[TriggerResult],
+    report_dir: str,
+) -> dict[str, str]:
+    """One MLflow run per check: holdout metrics at the ISO week, drift figures, reports."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from cvloop.config.settings import load_settings
+
+    client = MlflowClient(load_settings().mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(MONITOR_EXPERIMENT)
+    exp_id = exp.experiment_id if exp else client.create_experiment(MONITOR_EXPERIMENT)
+    run = client.create_run(
+        exp_id,
+        run_name=f"monitor-{w.iso_week}",
+        tags={
+            CHAMPION_VERSION: str(holdout.champion),
+            "cvloop.holdout.version": str(holdout.holdout_version),
+            WINDOW_CURRENT: f"{w.cur_start}..{w.cur_end}",
+            WINDOW_REFERENCE: f"{w.ref_start}..{w.ref_end}",
+            TRIGGERS_FIRED: ",".join(r.rule for r in results if r.fired) or "none",
+        },
+    )
+    now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    metrics = []
+    if holdout.map50_95 is not None:
+        metrics.append(Metric("holdout.map50_95", holdout.map50_95, now, w.iso_week))
+        metrics.append(Metric("holdout.map50", holdout.map50 or 0.0, now, w.iso_week))
+        for c, v in holdout.per_class_ap50_95.items():
+            metrics.append(Metric(f"holdout.ap50_95.{c}", v, now, w.iso_week))
+    for r in rows:
+        if r["enough_data"] and r["kind"] in ("overall", "camera", "class", "group"):
+            base = f"drift.{r['signal']}.{r['kind']}.{r['slice'].replace('*', 'all')}"
+            for stat in ("ks_p", "psi", "wasserstein"):
+                metrics.append(Metric(f"{base}.{stat}", float(r[stat]), now, w.iso_week))
+    for i in range(0, len(metrics), 900):
+        client.log_batch(run.info.run_id, metrics=metrics[i : i + 900])
+    client.log_artifacts(run.info.run_id, report_dir, "drift-report")
+    client.set_terminated(run.info.run_id)
+    base = load_settings().mlflow_tracking_uri
+    return {
+        "run_id": run.info.run_id,
+        "run_url": f"{base}/#/experiments/{exp_id}/runs/{run.info.run_id}",
+        "artifact_url": f"{base}/get-artifact?path=drift-report/{{name}}"
+        f"&run_uuid={run.info.run_id}",
+    }
+
+
+def report_dir(w: Windows) -> Path:
+    from cvloop.config.settings import load_settings
+
+    d = load_settings().home / "reports" / "monitor" / str(w.iso_week)
+    d.mkdir(parents=True, exist_ok=True)
+    return d

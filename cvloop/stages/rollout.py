@@ -1,0 +1,298 @@
+"""Runbook step 8, the state machine: start a rollout, act on a tick's decision (advance, ask
+for approval, promote, roll back, stop), the people's levers (approve, rollback)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from cvloop.core.rollout import (
+    CANARY,
+    K_APPROVAL_ASKED,
+    K_CHALLENGER,
+    K_CHAMPION,
+    K_DRIFT_CAMERAS,
+    K_ROLLOUT_LOG,
+    K_STAGE,
+    K_STAGE_LOG,
+    K_STAGE_WALL,
+    STABLE,
+    decide,
+)
+from cvloop.stages.canary import canary_tags, log_watermark, measure_canary
+from registry.manifest import read_manifest, single, write_manifest
+from registry.names import (
+    APPROVED_AT,
+    APPROVED_BY,
+    APPROVED_NOTE,
+    DRIFT_CAMERAS,
+    GATE,
+    PROMOTED_AT,
+    REJECTED_AT,
+    REJECTED_BY,
+    REJECTED_NOTE,
+    ROLLOUT_REASON,
+    ROLLOUT_SHARE,
+    ROLLOUT_STATUS,
+)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _mirror(reg, version: str, tags: dict) -> None:
+    """The rollout's state as tags on the model version (what the MLflow UI shows)."""
+    reg.set_tags(version, tags)
+
+
+def start_rollout(
+    version: str | None = None, who: str | None = None, reason: str = "", force: bool = False
+) -> dict:
+    """First stage: the challenger takes ``rollout.stages[0].share`` % of the traffic.
+
+    Only a version that passed every gate, and not one rolled back before (unless
+    ``force``); idempotent for the version already rolling out.
+    """
+    from cvloop.adapters.storage import open_storage
+    from cvloop.config.params import params
+    from cvloop.core.errors import CvloopError
+    from registry.manifest import Allocation, RolloutManifest
+    from registry.models import ModelRegistry
+    from registry.names import CHALLENGER, CHAMPION
+
+    reg = ModelRegistry.from_settings()
+    store = open_storage()
+    version = version or reg.alias_version(CHALLENGER)
+    if version is None:
+        raise CvloopError(
+            "no version to roll out: no `challenger` alias",
+            fix="name a version (`cvloop rollout start 4`), or let a retrain register one",
+        )
+    current = read_manifest(store)
+    if current is not None and current.stage != STABLE:
+        if current.extra.get(K_CHALLENGER) == str(version):
+            return {"status": "already rolling out", "manifest": json.loads(current.to_json())}
+        raise CvloopError(
+            f"a rollout is in progress: v{current.extra.get(K_CHALLENGER)} at {current.stage}",
+            fix="let it finish, or `cvloop rollback --reason ...` first",
+        )
+    tags = dict(reg.get_version(version).tags)
+    if tags.get(GATE) != "passed":
+        raise CvloopError(
+            f"version {version} did not pass the gates (cvloop.gate = "
+            f"{tags.get(GATE, 'missing')}): it is never rolled out",
+            fix="see its gate report (runbooks/candidate.md)",
+        )
+    if tags.get(ROLLOUT_STATUS) in ("rolled-back", "stopped") and not force:
+        raise CvloopError(
+            f"version {version} was {tags[ROLLOUT_STATUS]} before: "
+            f"{tags.get(ROLLOUT_REASON, 'no reason recorded')}",
+            fix="fix the cause, then `cvloop rollout start VERSION --force`",
+        )
+    champion = reg.alias_version(CHAMPION)
+    if champion is None or champion == str(version):
+        raise CvloopError(f"version {version} is the champion already (or there is none)")
+    p = params().rollout
+    share = p.stages[0].share
+    now, mark = _now(), log_watermark(store)
+    since = _iso(mark) if mark else _iso(now)
+    m = RolloutManifest(
+        [Allocation(champion, 100.0 - share), Allocation(str(version), share)],
+        stage=CANARY.format(share=share),
+        extra={
+            K_CHALLENGER: str(version),
+            K_CHAMPION: champion,
+            K_STAGE: "0",
+            K_STAGE_WALL: _iso(now),
+            K_STAGE_LOG: since,
+            K_ROLLOUT_LOG: since,
+            K_APPROVAL_ASKED: "",
+            K_DRIFT_CAMERAS: tags.get(DRIFT_CAMERAS, ""),
+        },
+    )
+    reg.set_alias(CHALLENGER, str(version))
+    write_manifest(store, m, who=who, reason=reason or f"rollout of v{version}: {share:g}%")
+    _mirror(reg, str(version), {ROLLOUT_STATUS: "canary", ROLLOUT_SHARE: f"{share:g}"})
+    _mirror(reg, champion, {ROLLOUT_SHARE: f"{100 - share:g}"})
+    return {"status": "started", "manifest": json.loads(m.to_json())}
+
+
+def _approval(tags: dict) -> tuple[bool, bool]:
+    return bool(tags.get(APPROVED_BY, "").strip()), bool(tags.get(REJECTED_BY, "").strip())
+
+
+def rollout_tick(who: str = "cvloop rollout") -> dict:
+    """One step of the rollout in progress: canary from the inference log, then hold,
+    advance, ask for approval, promote, roll back or stop. Safe to run again at any time:
+    the manifest and the aliases are reconciled first (a crash between them is finished)."""
+    from cvloop.adapters.storage import open_storage
+    from cvloop.config.params import params
+    from registry.models import ModelRegistry
+    from registry.names import CHAMPION
+
+    store = open_storage()
+    reg = ModelRegistry.from_settings()
+    m = read_manifest(store)
+    if m is None or m.stage == STABLE:
+        return {"status": "idle", **_reconcile_stable(reg, m)}
+    p = params().rollout
+    chall = m.extra[K_CHALLENGER]
+    if reg.alias_version(CHAMPION) == chall:  # promoted, then the manifest write was lost
+        return _promote(store, reg, m, who, "promotion finished after an interruption")
+    idx = int(m.extra[K_STAGE])
+    shares = [s.share for s in p.stages]
+    hours = [s.hours for s in p.stages]
+    stage_since = dt.datetime.fromisoformat(m.extra[K_STAGE_LOG])
+    mark = log_watermark(store) or stage_since
+    result = measure_canary(store, reg, m, mark, p.canary)
+    tags = dict(reg.get_version(chall).tags)
+    approved, rejected = _approval(tags)
+    asked = m.extra.get(K_APPROVAL_ASKED) or ""
+    now = _now()
+    d = decide(
+        idx,
+        shares,
+        hours,
+        max(0.0, (mark - stage_since).total_seconds() / 3600),
+        result,
+        approval_before_share=p.approval_before_share,
+        approved=approved,
+        rejected=rejected,
+        approval_asked_at=dt.datetime.fromisoformat(asked) if asked else None,
+        deadline_hours=p.approval_deadline_hours,
+        now=now,
+    )
+    out = {"status": d.action, "reason": d.reason, "canary": result.as_dict(), "version": chall}
+    _mirror(reg, chall, canary_tags(result))
+    if d.action == "await_approval" and not asked:
+        m.extra[K_APPROVAL_ASKED] = _iso(now)
+        write_manifest(store, m, who=who, reason=f"v{chall}: {d.reason}")
+        _mirror(reg, chall, {ROLLOUT_STATUS: "awaiting-approval"})
+    elif d.action == "advance":
+        why = d.reason
+        if shares[idx + 1] >= p.approval_before_share:
+            why += f"; approved by {tags[APPROVED_BY]}"
+        _advance(store, reg, m, idx + 1, shares[idx + 1], mark, who, why)
+    elif d.action == "promote":
+        return {**out, **_promote(store, reg, m, who, d.reason)}
+    elif d.action in ("rollback", "stop"):
+        return {**out, **_back_to_champion(store, reg, m, who, d.reason, d.action)}
+    return {**out, "manifest": json.loads(read_manifest(store).to_json())}
+
+
+def _advance(store, reg, m, idx: int, share: float, mark, who: str, reason: str) -> None:
+    from registry.manifest import Allocation
+
+    chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
+    allocs = [Allocation(chall, 100.0)] if share >= 100 else [
+        Allocation(champ, 100.0 - share), Allocation(chall, share)
+    ]  # fmt: skip
+    m.allocations = allocs
+    m.stage = CANARY.format(share=share)
+    m.extra.update({K_STAGE: str(idx), K_STAGE_WALL: _iso(_now()), K_STAGE_LOG: _iso(mark)})
+    write_manifest(store, m, who=who, reason=f"v{chall} to {share:g}%: {reason}")
+    _mirror(reg, chall, {ROLLOUT_STATUS: "canary", ROLLOUT_SHARE: f"{share:g}"})
+    _mirror(reg, champ, {ROLLOUT_SHARE: f"{100 - share:g}"})
+
+
+def _promote(store, reg, m, who: str, reason: str) -> dict:
+    """Champion alias to the challenger (the old one keeps ``previous-champion``), then the
+    manifest: a crash in between is finished by the next tick."""
+    from registry.names import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+
+    chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
+    if reg.alias_version(CHAMPION) != chall:
+        reg.set_alias(PREVIOUS_CHAMPION, champ)
+        reg.set_alias(CHAMPION, chall)
+    if reg.alias_version(CHALLENGER) == chall:  # a newer candidate may hold it by now
+        reg.delete_alias(CHALLENGER)
+    final = single(chall, stage="stable")
+    final.extra = {"promoted": chall, "previous_champion": champ}
+    write_manifest(store, final, who=who, reason=f"v{chall} is the champion: {reason}")
+    _mirror(reg, chall, {ROLLOUT_STATUS: "champion", ROLLOUT_SHARE: "100",
+                         PROMOTED_AT: _iso(_now()), ROLLOUT_REASON: reason})  # fmt: skip
+    _mirror(reg, champ, {ROLLOUT_STATUS: "previous-champion", ROLLOUT_SHARE: "0"})
+    return {"status": "promote", "champion": chall, "previous_champion": champ,
+            "manifest": json.loads(final.to_json())}  # fmt: skip
+
+
+def _back_to_champion(store, reg, m, who: str, reason: str, action: str) -> dict:
+    """Traffic back to the champion first (the manifest), then the alias and the tags."""
+
+    chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
+    final = single(champ, stage="stable")
+    final.extra = {"rolled_back": chall} if action == "rollback" else {"stopped": chall}
+    write_manifest(store, final, who=who, reason=f"v{chall} {action}: {reason}")
+    _reconcile_stable(reg, final, reason)
+    return {"status": action, "champion": champ, "manifest": json.loads(final.to_json())}
+
+
+def _reconcile_stable(reg, m, reason: str | None = None) -> dict:
+    """After a rollback (or a stop) the manifest says so: the challenger alias goes and the
+    reason is tagged, idempotently (also after a crash between the two)."""
+    from registry.names import CHALLENGER
+
+    if m is None:
+        return {}
+    out = {}
+    if "rolled_back" in m.extra or "stopped" in m.extra:
+        v = m.extra.get("rolled_back") or m.extra.get("stopped")
+        status = "rolled-back" if "rolled_back" in m.extra else "stopped"
+        if reg.alias_version(CHALLENGER) == v and status == "rolled-back":
+            reg.delete_alias(CHALLENGER)
+        tags = dict(reg.get_version(v).tags)
+        if tags.get(ROLLOUT_STATUS) != status:
+            _mirror(reg, v, {ROLLOUT_STATUS: status, ROLLOUT_SHARE: "0",
+                             ROLLOUT_REASON: (reason or m.reason)[:4900]})  # fmt: skip
+        out[status] = v
+    return out
+
+
+def approve(version: str, who: str, *, reject: bool = False, note: str = "") -> dict:
+    """The ML lead's decision on a version: the same tag the MLflow UI sets."""
+    from registry.models import ModelRegistry
+
+    reg = ModelRegistry.from_settings()
+    reg.get_version(version)  # a clear error for an unknown version
+    if reject:
+        tags = {REJECTED_BY: who, REJECTED_AT: _iso(_now()), REJECTED_NOTE: note}
+    else:
+        tags = {APPROVED_BY: who, APPROVED_AT: _iso(_now()), APPROVED_NOTE: note}
+    reg.set_tags(version, {k: v for k, v in tags.items() if v})
+    return tags
+
+
+def rollback_now(reason: str, who: str | None = None) -> dict:
+    """Immediate manual rollback: a rollout in progress goes back to its champion; with no
+    rollout in progress, the champion goes back to ``previous-champion``."""
+    from cvloop.adapters.storage import open_storage
+    from cvloop.core.errors import CvloopError
+    from registry.models import ModelRegistry
+    from registry.names import CHAMPION, PREVIOUS_CHAMPION
+
+    store = open_storage()
+    reg = ModelRegistry.from_settings()
+    who = who or "operator"
+    m = read_manifest(store)
+    if m is not None and m.stage != STABLE:
+        return _back_to_champion(store, reg, m, who, f"manual rollback: {reason}", "rollback")
+    current, previous = reg.alias_version(CHAMPION), reg.alias_version(PREVIOUS_CHAMPION)
+    if previous is None or previous == current:
+        raise CvloopError(
+            f"nothing to roll back to: champion v{current}, no `previous-champion` alias",
+            fix="set the alias `previous-champion` on the version to serve in MLflow first",
+        )
+    reg.set_alias(CHAMPION, previous)
+    reg.delete_alias(PREVIOUS_CHAMPION)
+    final = single(previous, stage="stable")
+    final.extra = {"rolled_back": current}
+    write_manifest(store, final, who=who, reason=f"manual rollback of v{current}: {reason}")
+    _mirror(reg, current, {ROLLOUT_STATUS: "rolled-back", ROLLOUT_SHARE: "0",
+                           ROLLOUT_REASON: f"manual rollback: {reason}"})  # fmt: skip
+    _mirror(reg, previous, {ROLLOUT_STATUS: "champion", ROLLOUT_SHARE: "100"})
+    return {"status": "rollback", "champion": previous, "rolled_back": current}
