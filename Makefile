@@ -26,7 +26,7 @@ help:
 	@echo "make test    set up, run the test suite (all but GPU tests)"
 	@echo "make setup   create .venv and .venv-labelstudio from the lock files (idempotent)"
 	@echo "make up | down | status    the local services (cvloop services ...)"
-	@echo "make lint | format         ruff"
+	@echo "make lint | format         ruff; lint also checks the layer contracts (import-linter)"
 	@echo "make test-gpu              the GPU (TensorRT) tests; skipped with a reason without CUDA"
 
 setup: $(MAIN_STAMP) $(PROJ_STAMP) $(LS_STAMP)
@@ -72,6 +72,7 @@ test-gpu: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache  # the layers of pyproject.toml: upward imports, circles
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

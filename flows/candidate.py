@@ -15,12 +15,16 @@ reproduce a registered model.
 
 from __future__ import annotations
 
-from prefect import flow, task
+from prefect import flow
 from prefect.runtime import flow_run
 
-from cvloop.config.params import Params, load_params
+from cvloop.config.params import Params
+from cvloop.context import current
+from cvloop.core.slices import drift_cameras
 from cvloop.stages.candidate import TrainingData
-from registry.names import CANDIDATE_GATE, CANDIDATE_VERSION, DRIFT_SLICES, FLOW
+from cvloop.stages.model import ChampionRef
+from flows.hooks import publish_failure
+from registry.names import DATASET_VERSION, DRIFT_SLICES, FLOW, override_tag
 from tasks.candidate import (
     candidate_lineage_task,
     evaluate_pair_task,
@@ -29,89 +33,39 @@ from tasks.candidate import (
     gate_candidate_task,
     holdout_drift_tags_task,
     publish_gate_report,
+    record_candidate_task,
     register_candidate_task,
-    resolve_champion_task,
     slice_tags_task,
     training_data_task,
 )
-from tasks.model import log_retrain_step_task, start_retrain_run_task, training_dir_task
-
-
-@task(name="start_rollout")
-def start_rollout_task(version: str, who: str) -> str:
-    """Begin the rollout of a candidate that passed every gate; a rollout already in
-    progress is not disturbed (this candidate keeps its `challenger` alias; start it with
-    `cvloop rollout start VERSION` once the other has ended)."""
-    from cvloop.core.errors import CvloopError
-    from cvloop.stages.rollout import start_rollout
-
-    try:
-        out = start_rollout(version, who, f"v{version} passed every gate")
-    except CvloopError as exc:
-        return f"not started: {exc}"
-    m = out["manifest"]
-    return f"{out['status']}: " + ", ".join(
-        f"v{a['version']} {a['share']:g}%" for a in m["allocations"]
-    )
+from tasks.model import resolve_champion_task, start_retrain_run_task, training_dir_task
+from tasks.rollout import start_if_passed_task
 
 
 def train_and_gate(
-    p: Params,
-    mlflow_run: str,
-    data: TrainingData,
-    drift_tags: list[str],
+    p: Params, mlflow_run: str, data: TrainingData, drift_tags: list[str], champion: ChampionRef
 ) -> dict:
-    """Steps 6–8 inside the calling flow; returns the candidate's version and verdict."""
-    # 6. fine-tune from the champion's best.pt on the dataset version (lr0 0.001, 50 epochs)
-    champion = resolve_champion_task()
+    """Steps 6–8 inside the calling flow, against the run's ``champion``; returns the
+    candidate's version and verdict."""
     work_dir = training_dir_task()
+    # 6. fine-tune from the champion's best.pt on the dataset version (lr0 0.001, 50 epochs)
     trained = fine_tune_task(mlflow_run, champion, data, work_dir, p.registry.experiment, p.train)
     # 7. champion vs candidate on the same frames; exports and their benchmarks; gates
-    evals = evaluate_pair_task(
-        trained, champion, data.holdout_dir, drift_tags, work_dir, p.train.device, p.prefilter.conf
-    )
+    evals = evaluate_pair_task(trained, champion, data.holdout_dir, drift_tags, work_dir,
+                               p.train.device, p.prefilter.conf)  # fmt: skip
     exported = export_and_benchmark_task(trained, champion, data, p.export)
     gate = gate_candidate_task(trained, evals, exported, trained.classes, p.gate)
-    # 8. register either way; alias `challenger` only if every gate passed
-    version = register_candidate_task(
-        trained,
-        champion,
-        evals,
-        exported,
-        gate,
-        candidate_lineage_task(data),
-        p.registry.model_name,
-        [t.split(" ", 1)[1] for t in drift_tags if t.startswith("drift:camera ")],
-    )
+    # 8. register either way; alias `challenger` only if every gate passed; the rollout
+    version = register_candidate_task(trained, champion, evals, exported, gate,
+                                      candidate_lineage_task(data), drift_cameras(drift_tags))  # fmt: skip
     publish_gate_report(gate, evals, exported, version, trained.run_id)
-    reasons = [f"{c['name']}: {c['detail']}" for c in gate["checks"] if not c["passed"]]
-    verdict = "passed" if gate["passed"] else "rejected"
-    log_retrain_step_task(
-        mlflow_run,
-        {
-            "candidate.epochs_run": trained.epochs_run,
-            "candidate.train_seconds": trained.train_seconds,
-        },
-        {CANDIDATE_VERSION: version, CANDIDATE_GATE: verdict},
-    )
-    print(f"candidate v{version} {verdict}" + (": " + "; ".join(reasons) if reasons else ""))
-    rollout = "not started (gate rejected)"
-    if gate["passed"] and p.rollout.auto_start:
-        rollout = start_rollout_task(version, "cvloop retrain")
-    elif gate["passed"]:
-        rollout = "not started (rollout.auto_start is false): cvloop rollout start " + version
+    verdict = record_candidate_task(mlflow_run, trained, version, gate)
+    rollout = start_if_passed_task(version, gate.passed, "cvloop retrain")
     print(f"rollout: {rollout}")
-    return {
-        "rollout": rollout,
-        "candidate_version": version,
-        "champion_version": champion.version,
-        "gate": verdict,
-        "gate_reasons": reasons,
-        "training_run": trained.run_id,
-    }
+    return {**verdict, "rollout": rollout, "champion_version": champion.version}
 
 
-@flow(name="candidate", log_prints=True)
+@flow(name="candidate", log_prints=True, on_failure=[publish_failure])
 def candidate(
     dataset_version: str | None = None,
     cameras: list[str] | None = None,
@@ -122,32 +76,26 @@ def candidate(
     """Fine-tune, judge and register a candidate on an existing dataset version (default:
     the newest). Drift slices: ``cameras``/``classes``, else those of the frames the newest
     holdout version added. ``epochs``/``lr0`` override params.yaml's ``train`` section."""
-    p = load_params()
+    p = current().params
     overrides = {k: v for k, v in (("epochs", epochs), ("lr0", lr0)) if v is not None}
     if overrides:
         p = p.model_copy(update={"train": p.train.model_copy(update=overrides)})
     run_id = flow_run.get_id() or "local"
+    champion = resolve_champion_task()
     data = training_data_task(None, dataset_version)
     if cameras or classes:
         tags = slice_tags_task(cameras, classes)
     else:
         tags = holdout_drift_tags_task(data.holdout_dir, data.holdout.get("name", ""))
     mlflow_run = start_retrain_run_task(
-        p.registry.experiment,
-        run_id,
-        f"candidate-{flow_run.get_name() or 'local'}",
-        {
-            FLOW: "candidate",
-            "cvloop.dataset.version": data.dataset["name"],
-            DRIFT_SLICES: ",".join(tags) or "none",
-            **{f"cvloop.override.{k}": v for k, v in overrides.items()},
-        },
-    )
-    print(
-        f"candidate on {data.dataset['name']} (holdout {data.holdout.get('name')}); "
-        f"drift slices {tags or 'none'}; train {p.train.epochs} epochs at lr0 {p.train.lr0}"
-    )
-    out = train_and_gate(p, mlflow_run, data, tags)
+        p.registry.experiment, run_id, f"candidate-{flow_run.get_name() or 'local'}",
+        {FLOW: "candidate", DATASET_VERSION: data.dataset["name"],
+         DRIFT_SLICES: ",".join(tags) or "none",
+         **{override_tag(k): v for k, v in overrides.items()}},
+    )  # fmt: skip
+    print(f"candidate on {data.dataset['name']} (holdout {data.holdout.get('name')}); "
+          f"drift slices {tags or 'none'}; train {p.train.epochs} epochs at lr0 {p.train.lr0}")  # fmt: skip
+    out = train_and_gate(p, mlflow_run, data, tags, champion)
     return {**out, "dataset_version": data.dataset["name"], "drift_slices": tags}
 
 

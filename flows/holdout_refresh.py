@@ -21,95 +21,64 @@ import datetime as dt
 from prefect import flow
 from prefect.runtime import flow_run
 
-from cvloop.config.params import load_params
+from cvloop.context import current
 from cvloop.stages.holdout import RUNS
-from cvloop.stages.model import training_dir
+from flows.hooks import publish_failure
+from flows.review_gate import review_gate
 from tasks.annotate import push_to_label_studio_task
 from tasks.collect import collect_frames_task
-from tasks.dataset import export_reviews_task, publish_validation_report, validate_reviews_task
 from tasks.holdout import (
     publish_refresh_report,
     record_refresh_task,
+    refresh_work_dir_task,
     sample_for_refresh_task,
     score_champion_task,
     version_refreshed_holdout_task,
 )
-from tasks.review import (
-    check_review_task,
-    ensure_reviewed_task,
-    record_review_task,
-    wait_for_review,
-)
+from tasks.model import resolve_champion_task
 from tasks.schema import current_schema_task
 
 
-@flow(name="holdout-refresh", log_prints=True)
+@flow(name="holdout-refresh", log_prints=True, on_failure=[publish_failure])
 def holdout_refresh(
     window_end: str | None = None, days: int | None = None, frames: int | None = None
 ) -> dict:
     """A new holdout version from the last quarter's frames (see the module docstring)."""
-    p = load_params()
+    p = current().params
     h = p.holdout
     run_id = flow_run.get_id() or "local"
     end = (window_end or dt.date.today().isoformat())[:10]
     days = days or h.refresh_days
-    start = (dt.date.fromisoformat(end) - dt.timedelta(days=days)).isoformat()
-    window = f"{start}..{end}"
+    window = f"{dt.date.fromisoformat(end) - dt.timedelta(days=days)}..{end}"
     print(f"holdout refresh over {window}: {frames or h.refresh_frames} frames to label")
+    champion = resolve_champion_task()
     # 1. the quarter's frames
-    batch = collect_frames_task(
-        run_id, end, days, None, p.collect.video_fps, p.collect.near_duplicate_hamming,
-        base=f"{RUNS}/{run_id}",
-    )  # fmt: skip
-    # 2. a stratified sample, pre-annotated, into Label Studio
+    batch = collect_frames_task(run_id, end, p.collect, days, base=f"{RUNS}/{run_id}")
+    # 2. a stratified sample, pre-annotated by the champion, into Label Studio
     schema = current_schema_task()
-    sample = sample_for_refresh_task(
-        run_id, batch.frames_key, frames or h.refresh_frames, h.min_frames, h.max_frames,
-        h.near_duplicate_hamming, f"holdout-refresh {window}", p.prefilter,
-    )  # fmt: skip
+    sample = sample_for_refresh_task(run_id, batch.frames_key, champion, h, p.prefilter,
+                                     f"holdout-refresh {window}", frames)  # fmt: skip
     queue = push_to_label_studio_task(
-        f"{RUNS}/{run_id}",
-        sample.selected_key,
-        sample.holdout_version,
-        list(schema.classes),
-        p.annotate.conf,
-        p.annotate.import_batch_size,
-        None,
+        f"{RUNS}/{run_id}", sample.selected_key, champion, sample.holdout_version,
+        list(schema.classes), p.annotate.conf, p.annotate.import_batch_size, None,
         f"cvloop quarterly holdout refresh ({window}): label every object in every frame",
-    )
-    # 3. every frame labeled (suspended meanwhile; review/watch resumes)
-    r = p.review
-    status = check_review_task(queue, list(schema.classes), [], r, complete_only=True)
-    go = wait_for_review(status, r.deadline_hours, r.poll_seconds)
-    schema = current_schema_task()
-    status = check_review_task(
-        queue, list(schema.classes), [], r, operator_go=go.go, complete_only=True
-    )
-    record_review_task(queue, status, None)
-    ensure_reviewed_task(queue, status, go.go, go.reason)
-    # 4. validate, score, version, score again, record
-    export = export_reviews_task(queue, r.iou_match, r.moved_iou, [])
-    v = p.validate_
-    validated = validate_reviews_task(
-        export, list(schema.classes), v.min_box_area, v.max_box_area, v.duplicate_iou
-    )
-    publish_validation_report(validated)
-    work = f"{training_dir()}/holdout-refresh/{run_id}"
-    before = score_champion_task("previous", work, p.train.imgsz, p.train.device)
-    version = version_refreshed_holdout_task(
-        validated, sample.holdout_version, list(schema.classes), schema.label_policy_version,
-        min_frames=h.min_frames, max_frames=h.max_frames,
-        near_dup_bits=h.near_duplicate_hamming, window=window,
     )  # fmt: skip
-    after = score_champion_task("new", work, p.train.imgsz, p.train.device)
+    # 3. the review gate: every frame labeled (suspended meanwhile; review/watch resumes)
+    reviewed = review_gate(p, queue, [], None, complete_only=True)
+    # 4. score the champion on the current holdout, version the new one, score again, record
+    work = refresh_work_dir_task(run_id)
+    before = score_champion_task("previous", champion, work, p.train.device)
+    version = version_refreshed_holdout_task(reviewed.validated, sample.holdout_version,
+                                             list(reviewed.schema.classes),
+                                             reviewed.schema.label_policy_version, h, window)  # fmt: skip
+    after = score_champion_task("new", champion, work, p.train.device)
     out = record_refresh_task(before, after, version, sample)
     publish_refresh_report(out, sample)
-    print(
-        f"holdout {out['previous_version']} -> {out['holdout_version']} ({out['frames']} "
-        f"frames); champion v{out['champion']} mAP50-95 {out['champion_map50_95_previous']} "
-        f"-> {out['champion_map50_95_new']}"
-    )
-    return {**out, "sample": sample.summary, "validation": validated.summary, "review": go.reason}
+    print(f"holdout {out['previous_version']} -> {out['holdout_version']} ({out['frames']} "
+          f"frames); champion v{out['champion']} mAP50-95 {out['champion_map50_95_previous']} "
+          f"-> {out['champion_map50_95_new']}")  # fmt: skip
+    return {**out, "sample": sample.summary, "validation": reviewed.validated.summary,
+            "review": reviewed.go.reason}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from cvloop.config.params import load_params
+from cvloop.context import current
+from flows.hooks import publish_failure
 from tasks.monitor import (
     check_holdout_task,
     compute_drift_signals_task,
@@ -23,7 +24,7 @@ from tasks.reports import publish_monitor_report_task
 from tasks.schema import current_schema_task
 
 
-@flow(name="monitor", log_prints=True)
+@flow(name="monitor", log_prints=True, on_failure=[publish_failure])
 def monitor(
     current_end: str | None = None,
     current_days: int | None = None,
@@ -32,7 +33,7 @@ def monitor(
     emit: bool = True,
 ) -> list[str]:
     """Run the weekly check; returns the names of the rules that fired."""
-    p = load_params()
+    p = current().params
     m = p.monitor
     # 1. the two windows (current: the last week; reference: the week before, or fixed)
     w = resolve_windows_task(

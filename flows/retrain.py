@@ -15,35 +15,25 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
-from cvloop.config.params import load_params
+from cvloop.context import current
 from flows.candidate import train_and_gate
-from registry.names import DRIFT_CAMERAS, LABELSTUDIO_PROJECT, REVIEW_REASON, TRIGGERS
+from flows.hooks import publish_failure
+from flows.review_gate import review_gate
+from registry.names import DRIFT_CAMERAS, TRIGGERS
 from tasks.annotate import (
     next_dataset_version_task,
     publish_review_queue,
     push_to_label_studio_task,
 )
-from tasks.candidate import resolve_champion_task, slice_tags_task, training_data_task
+from tasks.candidate import slice_tags_task, training_data_task
 from tasks.collect import collect_frames_task, publish_collect_report
-from tasks.dataset import (
-    export_reviews_task,
-    publish_dataset_report,
-    publish_validation_report,
-    validate_reviews_task,
-    version_reviewed_data_task,
-)
-from tasks.model import log_retrain_step_task, start_retrain_run_task
+from tasks.dataset import publish_dataset_report, record_data_steps_task, version_reviewed_data_task
+from tasks.model import resolve_champion_task, start_retrain_run_task
 from tasks.prefilter import prefilter_and_select_task, publish_selection_report
-from tasks.review import (
-    check_review_task,
-    ensure_reviewed_task,
-    record_review_task,
-    wait_for_review,
-)
 from tasks.schema import current_schema_task, new_class_routes_task
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain", log_prints=True, on_failure=[publish_failure])
 def retrain(
     drift_slices: list[dict] | None = None,
     cameras: list[str] | None = None,
@@ -54,119 +44,55 @@ def retrain(
 ) -> dict:
     """Retrain on the drift: ``drift_slices``/``cameras``/``classes`` come from the
     ``cvloop.drift.detected`` event (prefect.yaml automation)."""
-    p = load_params()
+    p = current().params
     run_id = flow_run.get_id() or "local"
-    print(
-        f"retrain: triggers {triggers or 'manual'}; drift cameras {cameras or 'none'}; "
-        f"classes {classes or 'none'}"
-    )
+    print(f"retrain: triggers {triggers or 'manual'}; drift cameras {cameras or 'none'}; "
+          f"classes {classes or 'none'}")  # fmt: skip
+    # 0. the champion this run works against, resolved once (persisted: a resumed run and
+    # every later step use the same one, even if the alias moves during the review)
+    champion = resolve_champion_task()
+    mlflow_run = start_retrain_run_task(p.registry.experiment, run_id,
+                                        f"retrain-{flow_run.get_name() or 'local'}",
+                                        {TRIGGERS: ",".join(triggers or ["manual"]),
+                                         DRIFT_CAMERAS: ",".join(cameras or []) or "none"})  # fmt: skip
     # 1. collect the last N days of frames (images + videos sampled at the collect fps)
-    mlflow_run = start_retrain_run_task(
-        p.registry.experiment,
-        run_id,
-        f"retrain-{flow_run.get_name() or 'local'}",
-        {
-            TRIGGERS: ",".join(triggers or ["manual"]),
-            DRIFT_CAMERAS: ",".join(cameras or []) or "none",
-        },
-    )
-    batch = collect_frames_task(
-        run_id,
-        window_end,
-        days or p.collect.days,
-        None,
-        p.collect.video_fps,
-        p.collect.near_duplicate_hamming,
-    )
+    batch = collect_frames_task(run_id, window_end, p.collect, days)
     publish_collect_report(batch, drift_slices or [])
     # 2. prefilter with the champion, then select within the labeling budget; classes the
     # champion does not know yet (added to the schema) have their frames routed to review
     schema = current_schema_task()
-    routes = new_class_routes_task(resolve_champion_task().classes)
-    if routes.classes:
-        print(f"new classes {routes.classes}: {len(routes.seed_keys)} seed frames, "
-              f"cameras {routes.cameras or 'any'} weighed like drift")  # fmt: skip
+    routes = new_class_routes_task(champion.classes)
     watched = sorted({*(classes or []), *routes.classes})
     selection = prefilter_and_select_task(
-        run_id, batch.frames_key, cameras or [], watched, p.prefilter, p.select,
+        run_id, batch.frames_key, champion, cameras or [], watched, p.prefilter, p.select,
         routes.cameras, routes.seed_keys, routes.classes,
     )  # fmt: skip
     publish_selection_report(selection)
     # 3. pre-annotate at conf 0.5 and push to Label Studio's review queue (project per version)
     version = next_dataset_version_task()
-    queue = push_to_label_studio_task(
-        f"runs/retrain/{run_id}",
-        selection.selected_key,
-        version,
-        list(schema.classes),
-        p.annotate.conf,
-        p.annotate.import_batch_size,
-        mlflow_run,
-    )
+    queue = push_to_label_studio_task(f"runs/retrain/{run_id}", selection.selected_key, champion,
+                                      version, list(schema.classes), p.annotate.conf,
+                                      p.annotate.import_batch_size, mlflow_run)  # fmt: skip
     publish_review_queue(queue)
-    # 4. wait for the reviewers: until the drift classes' edit rate is stable (or go)
-    r = p.review
-    status = check_review_task(queue, list(schema.classes), watched, r)
-    go = wait_for_review(status, r.deadline_hours, r.poll_seconds)
-    # the schema may have changed while the frames were in review: read it again
-    schema = current_schema_task()
-    status = check_review_task(queue, list(schema.classes), watched, r, operator_go=go.go)
-    record_review_task(queue, status, mlflow_run)
-    ensure_reviewed_task(queue, status, go.go, go.reason)
-    # 5. validate the annotations (Great Expectations); version dataset v_n+1 and holdout
-    # (frames with a new class's boxes are tagged drift:class <name>: holdout candidates)
-    export = export_reviews_task(queue, r.iou_match, r.moved_iou, watched)
-    v = p.validate_
-    validated = validate_reviews_task(
-        export, list(schema.classes), v.min_box_area, v.max_box_area, v.duplicate_iou
-    )
-    publish_validation_report(validated)
-    versions = version_reviewed_data_task(
-        validated,
-        queue.dataset_version,
-        list(schema.classes),
-        schema.label_policy_version,
-        holdout_quota=p.holdout.add_per_retrain,
-        holdout_max_frames=p.holdout.max_frames,
-        holdout_max_drift_share=p.holdout.max_drift_share,
-        val_share=p.version.val_share,
-        near_dup_bits=p.holdout.near_duplicate_hamming,
-    )
+    # 4.–5a. the review gate: suspended until the edit rate is stable (or go), then validated
+    reviewed = review_gate(p, queue, watched, mlflow_run)
+    # 5b. version dataset v_n+1 and holdout v_k+1 (+ drift frames, leakage-checked)
+    versions = version_reviewed_data_task(reviewed.validated, queue.dataset_version,
+                                          list(reviewed.schema.classes),
+                                          reviewed.schema.label_policy_version, p.holdout,
+                                          p.version)  # fmt: skip
     publish_dataset_report(versions)
-    log_retrain_step_task(
-        mlflow_run,
-        {
-            "frames.collected": batch.summary["collected"],
-            "frames.selected": selection.summary["selected"],
-            "frames.reviewed": validated.summary["reviewed"],
-            "frames.quarantined": validated.summary["quarantined"],
-            "frames.added.train": versions.added["train"],
-            "frames.added.val": versions.added["val"],
-            "frames.added.holdout": versions.added["holdout"],
-        },
-        {
-            "cvloop.dataset.version": versions.dataset["name"],
-            "cvloop.dataset.dvc_md5": versions.dataset["dvc_md5"],
-            "cvloop.dataset.git_rev": versions.dataset["git_rev"],
-            "cvloop.holdout.version": (versions.holdout or {}).get("name", "unchanged"),
-            REVIEW_REASON: go.reason,
-            LABELSTUDIO_PROJECT: queue.project_url,
-        },
-    )
+    record_data_steps_task(mlflow_run, batch, selection, reviewed.validated, versions,
+                           reviewed.go.reason, queue.project_url)  # fmt: skip
     # 6.–8. fine-tune from the champion, judge against it on the same frames, export and
     # benchmark, gate, register (alias `challenger` only if every gate passed)
     data = training_data_task(versions)
-    candidate = train_and_gate(p, mlflow_run, data, slice_tags_task(cameras, watched))
+    candidate = train_and_gate(p, mlflow_run, data, slice_tags_task(cameras, watched), champion)
     return {
-        **batch.summary,
-        **selection.summary,
-        **candidate,
-        "review": go.reason,
-        "validation": validated.summary,
-        "dataset_version": versions.dataset["name"],
-        "holdout_version": (versions.holdout or {}).get("name"),
-        "added": versions.added,
-    }
+        **batch.summary, **selection.summary, **candidate, "review": reviewed.go.reason,
+        "validation": reviewed.validated.summary, "dataset_version": versions.dataset["name"],
+        "holdout_version": (versions.holdout or {}).get("name"), "added": versions.added,
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

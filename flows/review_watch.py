@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from prefect import flow
 
-from cvloop.config.params import load_params
+from cvloop.context import current
+from flows.hooks import publish_failure
 from tasks.review import watch_reviews_task
 
 
-@flow(name="review-watch", log_prints=True)
+@flow(name="review-watch", log_prints=True, on_failure=[publish_failure])
 def review_watch() -> list[dict]:
     """Check every retrain waiting for review; resume those that may go on."""
-    p = load_params()
-    return watch_reviews_task(p)
+    return watch_reviews_task(current().params)
 
 
 if __name__ == "__main__":

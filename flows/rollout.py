@@ -12,39 +12,30 @@ people's levers; ``cvloop status`` says what serves.
 
 from __future__ import annotations
 
-from prefect import flow, task
+from prefect import flow
 
-from cvloop.stages.canary import canary_report
-from cvloop.stages.rollout import rollout_tick, start_rollout
-from cvloop.stages.status import production_status, status_text
-
-
-@task(name="rollout_tick")
-def rollout_tick_task(who: str) -> dict:
-    return rollout_tick(who)
-
-
-@task(name="publish_rollout_status")
-def publish_rollout_status(result: dict) -> str:
-    from prefect.artifacts import create_markdown_artifact
-
-    md = canary_report(result) + "\n```\n" + status_text(production_status()) + "\n```\n"
-    create_markdown_artifact(markdown=md, key="rollout-status", description=result["status"])
-    if result["status"] in ("rollback", "stop"):
-        create_markdown_artifact(
-            markdown=md, key="rollout-breach" if result["status"] == "rollback" else "rollout-stopped",
-            description=result.get("reason", ""),
-        )  # fmt: skip
-    return md
+from flows.hooks import publish_failure
+from tasks.rollout import (
+    apply_decision_task,
+    decide_task,
+    measure_canary_task,
+    publish_rollout_status,
+    start_rollout_task,
+)
 
 
-@flow(name="rollout", log_prints=True)
+@flow(name="rollout", log_prints=True, on_failure=[publish_failure])
 def rollout(start_version: str | None = None, who: str = "cvloop rollout") -> dict:
     """One tick of the rollout in progress (or start one with ``start_version``)."""
     if start_version:
-        start = task(start_rollout, name="start_rollout")(start_version, who)
-        print(f"rollout of v{start_version}: {start['status']}")
-    result = rollout_tick_task(who)
+        started = start_rollout_task(start_version, who)
+        print(f"rollout of v{start_version}: {started['status']}")
+    # 1. the canary: guards from the inference log, quality from both models on the same frames
+    measured = measure_canary_task(who)
+    # 2. the decision: canary, served hours, the ML lead's approval
+    decision = decide_task(measured)
+    # 3. act on it: hold, advance, ask for approval, promote, roll back or stop
+    result = apply_decision_task(measured, decision, who)
     print(
         f"rollout: {result['status']}" + (f": {result['reason']}" if result.get("reason") else "")
     )

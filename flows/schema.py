@@ -22,6 +22,7 @@ from prefect import flow
 
 from cvloop.core.schema import SchemaChange
 from cvloop.stages.schema import SchemaChangeResult
+from flows.hooks import publish_failure
 from tasks.schema import (
     migrate_and_version_task,
     plan_change_task,
@@ -31,7 +32,7 @@ from tasks.schema import (
 )
 
 
-@flow(name="schema-change", log_prints=True)
+@flow(name="schema-change", log_prints=True, on_failure=[publish_failure])
 def schema_change(
     op: str,
     name: str,

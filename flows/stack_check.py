@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.hooks import publish_failure
 from tasks.stack import (
     check_frame_store_task,
     check_label_studio_task,
@@ -14,7 +15,7 @@ from tasks.stack import (
 )
 
 
-@flow(name="stack-check", log_prints=True)
+@flow(name="stack-check", log_prints=True, on_failure=[publish_failure])
 def stack_check() -> None:
     """Reach the frame store, S3, MLflow and Label Studio as the runbook flows do."""
     # reach each service

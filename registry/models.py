@@ -60,16 +60,6 @@ class ModelRegistry:
         self.cache_dir = cache_dir
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
-    @classmethod
-    def from_settings(cls, model_name: str | None = None) -> ModelRegistry:
-        from cvloop.config.params import params
-        from cvloop.config.settings import load_settings
-
-        s = load_settings()
-        return cls(
-            s.mlflow_tracking_uri, model_name or params().registry.model_name, s.home / "models"
-        )
-
     def _call(self, what: str, fn, *args, **kwargs):
         from mlflow.exceptions import MlflowException
 
@@ -170,6 +160,18 @@ class ModelRegistry:
             return str(self.version_by_alias(alias).version)
         except RegistryError:
             return None
+
+    def versions(self) -> list:
+        """Every version of the registered model (MLflow's records: tags, creation time)."""
+        return list(self._call(f"versions of {self.name!r}", self.client.search_model_versions,
+                               f"name='{self.name}'"))  # fmt: skip
+
+    def version_of_run(self, run_id: str) -> str | None:
+        """The version registered from this training run, if any (a re-run after a crash
+        reuses it)."""
+        found = self._call(f"versions of run {run_id}", self.client.search_model_versions,
+                           f"name='{self.name}' and run_id='{run_id}'")  # fmt: skip
+        return str(found[0].version) if found else None
 
     def get_version(self, version: str):
         return self._call(

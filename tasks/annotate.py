@@ -6,6 +6,7 @@ from __future__ import annotations
 from prefect import task
 
 from cvloop.stages.annotate import ReviewQueue, next_dataset_version, push_to_label_studio
+from tasks import stage_task
 
 
 @task(name="publish_review_queue")
@@ -24,11 +25,10 @@ def publish_review_queue(queue: ReviewQueue) -> str:
     return queue.project_url
 
 
-push_to_label_studio_task = task(
-    push_to_label_studio, name="push_to_label_studio", persist_result=True, retries=2,
+push_to_label_studio_task = stage_task(push_to_label_studio, name="push_to_label_studio", persist_result=True, retries=2,
     retry_delay_seconds=[10, 60],
 )  # fmt: skip
 
-next_dataset_version_task = task(
+next_dataset_version_task = stage_task(
     next_dataset_version, name="next_dataset_version", persist_result=True
 )

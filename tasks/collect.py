@@ -7,15 +7,16 @@ import json
 from prefect import task
 
 from cvloop.stages.collect import CollectedBatch, collect_frames
+from tasks import stage_task
 
 
 @task(name="publish_collect_report")
 def publish_collect_report(batch: CollectedBatch, drift_slices: list[dict]) -> str:
     from prefect.artifacts import create_markdown_artifact
 
-    from cvloop.adapters.storage import open_storage
+    from cvloop.context import current
 
-    quarantined = json.loads(open_storage().get_text(batch.quarantine_key))
+    quarantined = json.loads(current().store.get_text(batch.quarantine_key))
     lines = [
         "# Retrain: collected frames",
         "",
@@ -35,4 +36,4 @@ def publish_collect_report(batch: CollectedBatch, drift_slices: list[dict]) -> s
     return md
 
 
-collect_frames_task = task(collect_frames, name="collect_frames", persist_result=True)
+collect_frames_task = stage_task(collect_frames, name="collect_frames", persist_result=True)

@@ -1,11 +1,8 @@
-"""Data stage: baseline frames, dataset and holdout versions (plain functions + @task wrappers)."""
+"""Data stage: dataset and holdout versions in the data repository."""
 
 from __future__ import annotations
 
-from prefect import task
+from cvloop.stages.data import version_data
+from tasks import stage_task
 
-from cvloop.stages.data import build_baseline_data, version_data
-
-build_baseline_data_task = task(build_baseline_data, name="build_baseline_data")
-
-version_data_task = task(version_data, name="version_data")
+version_data_task = stage_task(version_data, name="version_data")

@@ -11,16 +11,18 @@ from cvloop.stages.dataset import (
     NewVersions,
     ValidatedReviews,
     export_reviews,
+    record_data_steps,
     validate_reviews,
     version_reviewed_data,
 )
+from tasks import stage_task
 
 
 @task(name="publish_validation_report")
 def publish_validation_report(v: ValidatedReviews) -> str:
     from prefect.artifacts import create_markdown_artifact
 
-    from cvloop.adapters.storage import open_storage
+    from cvloop.context import current
 
     s = v.summary
     lines = [
@@ -30,7 +32,7 @@ def publish_validation_report(v: ValidatedReviews) -> str:
         "|---|---|---|---|",
         f"| {s['reviewed']} | {s['valid']} | {s['quarantined']} | {s['boxes_checked']} |",
     ]
-    violations = json.loads(open_storage().get_text(v.quarantine_key))
+    violations = json.loads(current().store.get_text(v.quarantine_key))
     if violations:
         lines += ["", "## Quarantined frames", "", "| frame | rule | detail |", "|---|---|---|"]
         lines += [f"| {x['key']} | {x['rule']} | {x['detail']} |" for x in violations[:300]]
@@ -67,10 +69,12 @@ def publish_dataset_report(v: NewVersions) -> str:
     return md
 
 
-export_reviews_task = task(export_reviews, name="export_reviews", persist_result=True)
+export_reviews_task = stage_task(export_reviews, name="export_reviews", persist_result=True)
 
-validate_reviews_task = task(validate_reviews, name="validate_reviews", persist_result=True)
+validate_reviews_task = stage_task(validate_reviews, name="validate_reviews", persist_result=True)
 
-version_reviewed_data_task = task(
+version_reviewed_data_task = stage_task(
     version_reviewed_data, name="version_reviewed_data", persist_result=True
 )
+
+record_data_steps_task = stage_task(record_data_steps, name="record_data_steps")

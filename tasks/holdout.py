@@ -11,10 +11,12 @@ from prefect import task
 from cvloop.stages.holdout import (
     RefreshSample,
     record_refresh,
+    refresh_work_dir,
     sample_for_refresh,
     score_champion_on_holdout,
     version_refreshed_holdout,
 )
+from tasks import stage_task
 
 
 @task(name="publish_refresh_report")
@@ -49,13 +51,17 @@ def publish_refresh_report(out: dict, sample: RefreshSample) -> str:
     return md
 
 
-sample_for_refresh_task = task(sample_for_refresh, name="sample_for_refresh", persist_result=True)
+sample_for_refresh_task = stage_task(
+    sample_for_refresh, name="sample_for_refresh", persist_result=True
+)
 
-score_champion_task = task(score_champion_on_holdout, name="score_champion_on_holdout",
+score_champion_task = stage_task(score_champion_on_holdout, name="score_champion_on_holdout",
                            persist_result=True)  # fmt: skip
 
-version_refreshed_holdout_task = task(
+version_refreshed_holdout_task = stage_task(
     version_refreshed_holdout, name="version_refreshed_holdout", persist_result=True
 )
 
-record_refresh_task = task(record_refresh, name="record_refresh")
+record_refresh_task = stage_task(record_refresh, name="record_refresh")
+
+refresh_work_dir_task = stage_task(refresh_work_dir, name="refresh_work_dir")

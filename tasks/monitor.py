@@ -1,6 +1,6 @@
 """Monitor stage: drift signals, holdout trend, triggers, reports, the drift event.
 
-Plain functions (testable without Prefect) with thin ``@task`` wrappers at the bottom.
+The stage functions are ``cvloop/stages/monitor.py``; the drift event is emitted here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from cvloop.stages.monitor import (
     resolve_windows,
 )
 from registry.names import DRIFT_EVENT
+from tasks import stage_task
 
 
 def emit_drift_event(
@@ -51,13 +52,13 @@ def emit_drift_event(
     return str(event.id) if event else None
 
 
-resolve_windows_task = task(resolve_windows, name="resolve_windows")
+resolve_windows_task = stage_task(resolve_windows, name="resolve_windows")
 
-compute_drift_signals_task = task(compute_drift_signals, name="compute_drift_signals")
+compute_drift_signals_task = stage_task(compute_drift_signals, name="compute_drift_signals")
 
-check_holdout_task = task(check_holdout, name="check_holdout")
+check_holdout_task = stage_task(check_holdout, name="check_holdout")
 
-count_new_labels_task = task(count_new_labels, name="count_new_labels")
+count_new_labels_task = stage_task(count_new_labels, name="count_new_labels")
 
 evaluate_triggers_task = task(evaluate_triggers, name="evaluate_triggers")
 

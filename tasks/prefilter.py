@@ -7,6 +7,7 @@ from __future__ import annotations
 from prefect import task
 
 from cvloop.stages.prefilter import Selection, prefilter_and_select
+from tasks import stage_task
 
 
 @task(name="publish_selection_report")
@@ -32,6 +33,6 @@ def publish_selection_report(selection: Selection) -> str:
     return md
 
 
-prefilter_and_select_task = task(
+prefilter_and_select_task = stage_task(
     prefilter_and_select, name="prefilter_and_select", persist_result=True
 )

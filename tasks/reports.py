@@ -21,14 +21,15 @@ def publish_monitor_report(
 ) -> str:
     from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-    from cvloop.adapters.storage import open_storage
+    from cvloop.context import current
 
-    out = report_dir(w)
-    files = build_drift_dashboard(w, rows, out)
-    store = open_storage()
+    ctx = current()
+    out = report_dir(ctx, w)
+    files = build_drift_dashboard(ctx, w, rows, out)
+    store = ctx.store
     for name in files:  # the dashboard also lives in the store, next to the log it describes
         store.put_file(f"reports/monitor/{w.iso_week}/{name}", out / name)
-    run = log_monitor_run(w, rows, holdout, results, str(out))
+    run = log_monitor_run(ctx, w, rows, holdout, results, str(out))
     dashboard = run["artifact_url"].format(name="drift-report.html")
     plot = run["artifact_url"].format(name="confidence-histograms.png")
     fired = [r.rule for r in results if r.fired]

@@ -33,6 +33,7 @@ from cvloop.stages.review import (
     ensure_reviewed,
     review_markdown,
 )
+from tasks import stage_task
 
 
 class ReviewGo(RunInput):
@@ -47,9 +48,10 @@ def record_review(queue: ReviewQueue, status: ReviewStatus, mlflow_run_id: str |
     to the retrain's MLflow run (step = frames reviewed)."""
     from prefect.artifacts import create_markdown_artifact
 
-    from cvloop.adapters.storage import open_storage
+    from cvloop.context import current
 
-    open_storage().put_text(
+    ctx = current()
+    ctx.store.put_text(
         f"{queue.run_base}/review-progress.json", json.dumps(asdict(status), indent=2)
     )
     create_markdown_artifact(
@@ -58,20 +60,13 @@ def record_review(queue: ReviewQueue, status: ReviewStatus, mlflow_run_id: str |
         description=f"review progress of {queue.title}",
     )
     if mlflow_run_id:
-        from mlflow import MlflowClient
-        from mlflow.entities import Metric
-
-        from cvloop.config.settings import load_settings
-
-        uri = load_settings().mlflow_tracking_uri
         step = int(status.progress["reviewed"])
-        now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-        metrics = [Metric("review.frames", step, now, step)]
+        metrics = {"review.frames": step}
         for name, c in status.progress["classes"].items():
             if c["frames"]:
-                metrics.append(Metric(f"review.edit_rate.{name}", c["edit_rate"], now, step))
-                metrics.append(Metric(f"review.frames.{name}", c["frames"], now, step))
-        MlflowClient(tracking_uri=uri).log_batch(mlflow_run_id, metrics=metrics)
+                metrics[f"review.edit_rate.{name}"] = c["edit_rate"]
+                metrics[f"review.frames.{name}"] = c["frames"]
+        ctx.tracker.log_metrics(mlflow_run_id, metrics, step=step)
 
 
 def wait_for_review(status: ReviewStatus, deadline_hours: float, poll_seconds: float) -> ReviewGo:
@@ -129,9 +124,11 @@ def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
     rates, resume the run when the review may stop (stable, complete, or deadline)."""
     from prefect.flow_runs import resume_flow_run
 
-    from cvloop.adapters.storage import open_storage
+    from cvloop.context import current
+    from cvloop.stages.schema import current_schema
 
-    store = open_storage()
+    ctx = current()
+    store = ctx.store
     out = []
     poll = poll_seconds or p.review.poll_seconds
     for run in _waiting_retrains():
@@ -149,11 +146,10 @@ def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
         # resume a little before the pause times out: the watcher runs every few minutes
         margin = dt.timedelta(seconds=max(2 * poll, DEADLINE_MARGIN_S))
         passed = bool(deadline) and dt.datetime.now(dt.UTC) >= deadline - margin
-        from cvloop.stages.schema import current_schema
-
         status = check_review(
+            ctx,
             queue,
-            list(current_schema().classes),
+            list(current_schema(ctx).classes),
             list((run.parameters or {}).get("classes") or []),
             p.review,
             deadline_passed=passed,
@@ -181,7 +177,7 @@ def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
     return out
 
 
-check_review_task = task(check_review, name="check_review", persist_result=True)
+check_review_task = stage_task(check_review, name="check_review", persist_result=True)
 
 record_review_task = task(record_review, name="record_review")
 

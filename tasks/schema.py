@@ -18,6 +18,7 @@ from cvloop.stages.schema import (
     store_seeds,
     update_label_studio,
 )
+from tasks import stage_task
 
 
 @task(name="publish_schema_report")
@@ -53,17 +54,17 @@ def publish_schema_report(result: SchemaChangeResult) -> str:
     return md
 
 
-store_seeds_task = task(store_seeds, name="store_seeds")
+store_seeds_task = stage_task(store_seeds, name="store_seeds")
 
-plan_change_task = task(plan_change, name="plan_schema_change")
+plan_change_task = stage_task(plan_change, name="plan_schema_change")
 
-migrate_and_version_task = task(migrate_and_version, name="migrate_and_version")
+migrate_and_version_task = stage_task(migrate_and_version, name="migrate_and_version")
 
-update_label_studio_task = task(
+update_label_studio_task = stage_task(
     update_label_studio, name="update_label_studio", retries=2, retry_delay_seconds=[10, 60]
 )
 
 # read fresh every time (never a cached result: the schema may change during a run)
-current_schema_task = task(current_schema, name="current_schema", cache_policy=NO_CACHE)
+current_schema_task = stage_task(current_schema, name="current_schema", cache_policy=NO_CACHE)
 
-new_class_routes_task = task(new_class_routes, name="new_class_routes", cache_policy=NO_CACHE)
+new_class_routes_task = stage_task(new_class_routes, name="new_class_routes", cache_policy=NO_CACHE)

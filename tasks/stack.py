@@ -1,6 +1,6 @@
 """Stack checks: each real service is reached the way the flows reach it.
 
-Plain functions (callable without Prefect) plus thin ``@task`` wrappers at the bottom.
+The checks are ``cvloop/stages/stack.py``.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from cvloop.stages.stack import (
     report_markdown,
     require_all_ok,
 )
+from tasks import stage_task
 
-check_frame_store_task = task(check_frame_store, name="check_frame_store")
+check_frame_store_task = stage_task(check_frame_store, name="check_frame_store")
 
-check_s3_task = task(check_s3, name="check_s3")
+check_s3_task = stage_task(check_s3, name="check_s3")
 
-check_mlflow_task = task(check_mlflow, name="check_mlflow")
+check_mlflow_task = stage_task(check_mlflow, name="check_mlflow")
 
-check_label_studio_task = task(check_label_studio, name="check_label_studio")
+check_label_studio_task = stage_task(check_label_studio, name="check_label_studio")
 
 
 @task(name="publish_stack_report")

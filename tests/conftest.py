@@ -157,6 +157,14 @@ def _cuda_available() -> bool:
         return False
 
 
+def context():
+    """The composition root a ``cvloop`` command would build, from this process's
+    environment (a test points it at the session stack with ``stack_client_env``)."""
+    from cvloop.context import Context
+
+    return Context.from_env()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from cvloop.adapters.datasets import read_manifest, write_data_yaml
+from cvloop.core import slices
 
 
 def slice_dirname(tag: str) -> str:
@@ -21,9 +22,8 @@ def slice_dirname(tag: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", tag).strip("-")
 
 
-DRIFT_ALL = "drift:all"
-CLEAN = "clean"
-GROUP_PREFIX = "group:"  # a camera group's frames of the holdout
+DRIFT_ALL = str(slices.DRIFT_ALL)
+CLEAN = slices.CLEAN
 
 
 def build_slice_sets(
@@ -49,14 +49,14 @@ def build_slice_sets(
     chosen_by: dict[str, list] = {t: [e for e in entries if t in e.slice_tags] for t in tags}
     if tags:
         chosen_by[DRIFT_ALL] = [e for e in entries if wanted & set(e.slice_tags)]
-    chosen_by[CLEAN] = [e for e in entries if not any(t.startswith("drift:") for t in e.slice_tags)]
+    chosen_by[CLEAN] = [e for e in entries if not any(slices.is_drift(t) for t in e.slice_tags)]
     if groups is not None:
         by_group: dict[str, list] = {}
         for e in entries:
             by_group.setdefault(groups.get(e.camera, "default"), []).append(e)
         if len(by_group) > 1:
             for g, chosen in sorted(by_group.items()):
-                chosen_by[f"{GROUP_PREFIX}{g}"] = chosen
+                chosen_by[str(slices.group(g))] = chosen
     out: dict[str, tuple[Path, int]] = {}
     for tag, chosen in chosen_by.items():
         if not chosen:

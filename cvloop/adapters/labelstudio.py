@@ -140,13 +140,6 @@ class LabelStudioQueue:
         self.url = url.rstrip("/")
         self.client = client or LabelStudio(base_url=self.url, api_key=token, timeout=120)
 
-    @classmethod
-    def from_settings(cls) -> LabelStudioQueue:
-        from cvloop.config.settings import load_settings
-
-        s = load_settings()
-        return cls(s.label_studio_url, s.label_studio_token())
-
     # ---- errors -------------------------------------------------------------------------
     @contextlib.contextmanager
     def _call(self, what: str) -> Iterator[None]:
@@ -265,14 +258,11 @@ class LabelStudioQueue:
                     title="cvloop frame store",
                 )
             return
-        from cvloop.config.settings import load_settings
-
-        s = load_settings()
         with self._call("listing S3 storages"):
             existing = self.client.import_storage.s3.list(project=project_id)
         if any(st.bucket == store.bucket for st in existing):
             return
-        kw = s.s3_client_kwargs(store.endpoint_url)
+        kw = store.client_kwargs  # the credentials the store itself was opened with
         with self._call(f"connecting the frame store (S3 bucket {store.bucket})"):
             self.client.import_storage.s3.create(
                 project=project_id,

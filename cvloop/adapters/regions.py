@@ -55,28 +55,9 @@ class Region:
     endpoint_url: str | None = None
 
 
-def regions_file() -> Path | None:
-    """The regions file: ``CVLOOP_REGIONS_FILE``, else ``regions.yaml`` in the project
-    folder; ``None`` when neither names a file (one store for the whole fleet)."""
-    from cvloop.config.settings import load_settings, project_dir
-
-    configured = load_settings().regions_file
-    if configured:
-        path = configured.expanduser()
-        if not path.is_file():
-            raise ConfigError(
-                f"CVLOOP_REGIONS_FILE={configured} is not a file",
-                fix="point it at a regions.yaml (see runbooks/cameras.md) or unset it",
-            )
-        return path
-    default = project_dir() / REGIONS_FILE
-    return default if default.is_file() else None
-
-
-def load_regions(path: Path | None = None, main_uri: str | None = None) -> dict[str, Region]:
-    """The regions the file configures (empty without a file), validated: every error names
-    the file, the region and the key."""
-    path = path or regions_file()
+def load_regions(path: Path | None, main_uri: str | None = None) -> dict[str, Region]:
+    """The regions the file at ``path`` configures (empty without a file), validated: every
+    error names the file, the region and the key (the file: ``Settings.regions_path()``)."""
     if path is None:
         return {}
     fix = "see runbooks/cameras.md for the format: regions: {NAME: {storage_uri: s3://…}}"
@@ -231,14 +212,7 @@ class RegionalStorage(Storage):
         return self.store_holding(key).local_path(key)
 
 
-def open_regional(home: Storage, regions: dict[str, Region], *, create_bucket: bool = False):
-    """The frame store over ``home`` and each configured region's root."""
-    from cvloop.adapters.storage import open_storage
-
-    stores = {
-        r.name: open_storage(
-            r.storage_uri, endpoint_url=r.endpoint_url, create_bucket=create_bucket, regional=False
-        )
-        for r in regions.values()
-    }
-    return RegionalStorage(home, stores)
+def open_regional(home: Storage, regions: dict[str, Region], open_root) -> RegionalStorage:
+    """The frame store over ``home`` and each configured region's root (``open_root(region)``
+    opens one, with the deployment's credentials)."""
+    return RegionalStorage(home, {r.name: open_root(r) for r in regions.values()})

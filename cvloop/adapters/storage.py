@@ -216,6 +216,7 @@ class S3Storage(Storage):
         client: Any = None,
         create_bucket: bool = False,
         endpoint_url: str | None = None,
+        client_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if not bucket:
             raise StorageError("S3 storage URI has no bucket", fix="use s3://<bucket>/<prefix>")
@@ -224,19 +225,27 @@ class S3Storage(Storage):
         if self.prefix:
             validate_key(self.prefix)
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self.endpoint_url = endpoint_url  # None: the settings' (CVLOOP_S3_ENDPOINT_URL or AWS)
+        self.endpoint_url = endpoint_url  # None: AWS's own (the credentials chain decides)
+        # boto3 keyword arguments (credentials, region, endpoint) to build the client with in
+        # a process that received this object pickled (the fleet's worker processes)
+        self._client_kwargs = dict(
+            client_kwargs or ({"endpoint_url": endpoint_url} if endpoint_url else {})
+        )
         self._client = client
         if create_bucket:
             self.ensure_bucket()
+
+    @property
+    def client_kwargs(self) -> dict[str, Any]:
+        """The boto3 client arguments (endpoint, credentials, region) this store uses."""
+        return dict(self._client_kwargs)
 
     @property
     def client(self) -> Any:
         if self._client is None:
             import boto3
 
-            from cvloop.config.settings import load_settings
-
-            self._client = boto3.client("s3", **load_settings().s3_client_kwargs(self.endpoint_url))
+            self._client = boto3.client("s3", **self._client_kwargs)
         return self._client
 
     def ensure_bucket(self) -> None:
@@ -346,40 +355,34 @@ class S3Storage(Storage):
 
 
 def open_storage(
-    uri: str | None = None,
+    uri: str,
     *,
     endpoint_url: str | None = None,
+    client_kwargs: dict[str, Any] | None = None,
     create_bucket: bool = False,
-    regional: bool = True,
 ) -> Storage:
-    """The storage named by ``uri`` (default: ``CVLOOP_STORAGE_URI`` / the local store).
+    """The storage named by ``uri``: ``/path``, ``file:///path`` or ``s3://bucket[/prefix]``.
 
     Args:
-        uri: ``/path``, ``file:///path`` or ``s3://bucket[/prefix]``.
-        endpoint_url: S3 endpoint (default ``CVLOOP_S3_ENDPOINT_URL``).
+        endpoint_url: S3 endpoint (MinIO, a loopback test server); None for AWS itself.
+        client_kwargs: boto3 client arguments (credentials, region; the composition root
+            builds them from the settings, :meth:`cvloop.config.settings.Settings.s3_client_kwargs`).
         create_bucket: create the S3 bucket if it does not exist (dev and tests).
-        regional: for the frame store, route each region's frames to the root the regions
-            file names (:mod:`cvloop.adapters.regions`); ``False`` gives the main store alone.
+
+    The frame store with its regions is :attr:`cvloop.context.Context.store`.
     """
-    from cvloop.config.settings import load_settings
-
-    settings = load_settings()
-    uri = uri or settings.frame_store_uri
-    if regional and uri == settings.frame_store_uri:
-        from cvloop.adapters.regions import load_regions, open_regional
-
-        regions = load_regions(main_uri=uri)
-        if regions:
-            home = open_storage(uri, endpoint_url=endpoint_url, create_bucket=create_bucket,
-                                regional=False)  # fmt: skip
-            return open_regional(home, regions, create_bucket=create_bucket)
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         import boto3
 
-        client = boto3.client("s3", **settings.s3_client_kwargs(endpoint_url))
+        from cvloop.config.settings import s3_client_kwargs
+
+        kwargs = dict(client_kwargs or s3_client_kwargs(endpoint_url))
+        if endpoint_url:
+            kwargs["endpoint_url"] = endpoint_url
+        client = boto3.client("s3", **kwargs)
         return S3Storage(parsed.netloc, parsed.path, client=client, create_bucket=create_bucket,
-                         endpoint_url=endpoint_url)  # fmt: skip
+                         endpoint_url=endpoint_url, client_kwargs=kwargs)  # fmt: skip
     if parsed.scheme == "file":
         return LocalStorage(parsed.path)
     if parsed.scheme in ("",) or (len(parsed.scheme) == 1 and os.name == "nt"):

@@ -1,6 +1,6 @@
-"""Train, evaluate and export YOLO models with Ultralytics, logged to MLflow.
+"""Train, evaluate and export YOLO models with Ultralytics.
 
-Training metrics and losses go to MLflow through an Ultralytics callback
+Training metrics and losses go to the caller (its MLflow run) through an Ultralytics callback
 (``on_fit_epoch_end``), never by parsing output folders; the trainer object tells us where
 ``best.pt`` and the plots are. Ultralytics' own integrations stay off
 (:func:`cvloop.config.offline.configure_ultralytics`).
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cvloop.config.params import TrainParams
 from cvloop.core.errors import CvloopError
 
 
@@ -32,28 +34,21 @@ def _metric_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "", key)
 
 
-class MlflowEpochLogger:
-    """Ultralytics callback: per-epoch metrics, losses and learning rates to an MLflow run."""
+class EpochLogger:
+    """Ultralytics callback: per-epoch metrics, losses and learning rates, handed to ``log``
+    (``log(values, step)``: the stage sends them to its tracking run)."""
 
-    def __init__(self, client, run_id: str) -> None:
-        self.client = client
-        self.run_id = run_id
+    def __init__(self, log: Callable[[dict[str, float], int], None]) -> None:
+        self.log = log
         self.epochs_logged = 0
 
     def on_fit_epoch_end(self, trainer) -> None:
-        from mlflow.entities import Metric
-
         values: dict[str, float] = {}
         values.update(trainer.label_loss_items(trainer.tloss, prefix="train"))
         values.update(trainer.metrics or {})
         values.update(trainer.lr or {})
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(_metric_name(k), float(v), now, int(trainer.epoch))
-            for k, v in values.items()
-            if v is not None
-        ]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        clean = {_metric_name(k): float(v) for k, v in values.items() if v is not None}
+        self.log(clean, int(trainer.epoch))
         self.epochs_logged += 1
 
 
@@ -67,30 +62,47 @@ class TrainResult:
     plots: list[Path] = field(default_factory=list)
 
 
+def ultralytics_train_args(p: TrainParams, *, epochs: int, lr0: float, device: str) -> dict:
+    """The one place that spells Ultralytics' training arguments from ``params.yaml``'s
+    ``train`` section (``epochs`` and ``lr0`` differ between the from-scratch baseline and a
+    fine-tune, so the caller names them)."""
+    return {
+        "epochs": epochs,
+        "lr0": lr0,
+        "imgsz": p.imgsz,
+        "batch": p.batch,
+        "device": device,
+        "workers": p.workers,
+        "patience": p.patience,
+        "seed": p.seed,
+        "deterministic": True,
+        "plots": True,
+        "verbose": False,
+        "amp": device != "cpu",
+        "val": True,
+    }
+
+
 def train(
     data_yaml: Path,
     model_source: str,
     out_dir: Path,
     name: str,
+    p: TrainParams,
     *,
-    epochs: int,
-    lr0: float,
-    imgsz: int,
-    batch: int,
-    device: str,
-    workers: int,
-    patience: int,
-    seed: int,
-    mlflow_client=None,
-    mlflow_run_id: str | None = None,
+    epochs: int | None = None,
+    lr0: float | None = None,
+    on_epoch: Callable[[dict[str, float], int], None] | None = None,
     extra: dict | None = None,
 ) -> TrainResult:
-    """Train (or fine-tune) a YOLO detector.
+    """Train (or fine-tune) a YOLO detector with ``params.yaml``'s ``train`` section.
 
     Args:
         model_source: a model YAML (from scratch, nothing downloaded) or a ``.pt`` to
             fine-tune from.
         out_dir, name: where Ultralytics writes (``out_dir/name``), chosen by the caller.
+        epochs, lr0: default ``p.epochs`` / ``p.lr0`` (the fine-tune's).
+        on_epoch: receives each epoch's metrics (``on_fit_epoch_end``).
     """
     from cvloop.config.offline import configure_ultralytics
 
@@ -99,33 +111,14 @@ def train(
 
     if model_source.endswith(".pt") and not Path(model_source).exists():
         raise CvloopError(f"weights to fine-tune from not found: {model_source}")
-    dev = resolve_device(device)
+    dev = resolve_device(p.device)
     model = YOLO(model_source)
-    logger = None
-    if mlflow_client is not None and mlflow_run_id:
-        logger = MlflowEpochLogger(mlflow_client, mlflow_run_id)
-        model.add_callback("on_fit_epoch_end", logger.on_fit_epoch_end)
+    if on_epoch is not None:
+        model.add_callback("on_fit_epoch_end", EpochLogger(on_epoch).on_fit_epoch_end)
     t0 = time.perf_counter()
-    model.train(
-        data=str(data_yaml),
-        epochs=epochs,
-        lr0=lr0,
-        imgsz=imgsz,
-        batch=batch,
-        device=dev,
-        workers=workers,
-        patience=patience,
-        seed=seed,
-        deterministic=True,
-        project=str(out_dir),
-        name=name,
-        exist_ok=True,
-        plots=True,
-        verbose=False,
-        amp=dev != "cpu",
-        val=True,
-        **(extra or {}),
-    )
+    args = ultralytics_train_args(p, epochs=epochs or p.epochs, lr0=lr0 or p.lr0, device=dev)
+    model.train(data=str(data_yaml), project=str(out_dir), name=name, exist_ok=True,
+                **args, **(extra or {}))  # fmt: skip
     seconds = time.perf_counter() - t0
     trainer = model.trainer
     best = Path(trainer.best)

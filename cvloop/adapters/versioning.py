@@ -306,3 +306,10 @@ def next_version(repo: DataRepo, prefix: str) -> int:
     tags = repo.tags(f"{prefix}-v*")
     nums = [int(t.rsplit("-v", 1)[1]) for t in tags if t.rsplit("-v", 1)[1].isdigit()]
     return max(nums, default=0) + 1
+
+
+# the data repository's layout: the training pool and the holdout, each a DVC-tracked folder
+DATASET_POINTER = "datasets.dvc"
+HOLDOUT_POINTER = "holdout/data.dvc"
+DATASET_DIR = "datasets"
+HOLDOUT_DIR = "holdout/data"

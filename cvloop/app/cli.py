@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from cvloop.app.common import client_settings as _settings
 from cvloop.core.errors import CvloopError
 
 app = typer.Typer(
@@ -51,15 +52,6 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
-
-
-def _settings():
-    from cvloop.app.services import apply_client_env
-    from cvloop.config.settings import load_settings
-
-    settings = load_settings()
-    apply_client_env(settings)
-    return settings
 
 
 ServiceNames = Annotated[

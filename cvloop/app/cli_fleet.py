@@ -57,12 +57,13 @@ def generate(
     ] = None,
 ) -> None:
     """Render the fleet's frames (deterministic from the seed) into the frame store."""
-    from cvloop.app.cli import _settings
-    from cvloop.config.params import load_params
+    import functools
+
+    from cvloop.app.common import client_context
     from cvloop.sim.fleet.generate import FleetConfig, Scenario, cameras_named, generate_fleet
 
-    s = _settings()
-    p = load_params()
+    ctx = client_context()
+    s, p = ctx.settings, ctx.params
     first = _date(start, dt.date.today() - dt.timedelta(days=days))
     cfg = FleetConfig(
         seed=p.fleet.seed if seed is None else seed,
@@ -81,15 +82,21 @@ def generate(
         if done == total or done % max(1, total // 10) == 0:
             print(f"  {done}/{total} camera-days")
 
+    # the frame store through the context (its regions route each camera's frames); another
+    # store by its URI
+    frames = (
+        ctx.frame_store
+        if store_uri == s.frame_store_uri
+        else functools.partial(ctx.storage, store_uri)
+    )
     rep = generate_fleet(
         cfg,
         first,
         days,
-        store_uri,
-        s.fleet_truth_uri,
+        frames,
+        functools.partial(ctx.storage, s.fleet_truth_uri),
         video_seconds=videos,
         workers=workers,
-        endpoint_url=s.s3_endpoint_url,
         progress=progress,
     )
     print(
@@ -119,12 +126,10 @@ def register_camera(
     inference-log rows carry the group from then on; a group new to the fleet gets its own
     drift reference window (its first monitor.reference_days) instead of firing on day one."""
     from cvloop.adapters.cameras import register
-    from cvloop.adapters.storage import open_storage
-    from cvloop.app.cli import _settings
-    from cvloop.app.cli_rollout import _me
+    from cvloop.app.common import client_context
+    from cvloop.app.common import me as _me
 
-    _settings()
-    store = open_storage()
+    store = client_context().store
     reg, changed = register(store, camera, group, region, by or _me(), why)
     print(json.dumps({"camera": reg.camera, "group": reg.group, "region": reg.region,
                       "frames_root": _frames_root(store, camera), "changed": changed},
@@ -145,11 +150,9 @@ def _frames_root(store, camera: str) -> str:
 def cameras() -> None:
     """The camera registry: each camera's group and region."""
     from cvloop.adapters.cameras import registry
-    from cvloop.adapters.storage import open_storage
-    from cvloop.app.cli import _settings
+    from cvloop.app.common import client_context
 
-    _settings()
-    store = open_storage()
+    store = client_context().store
     for cam, info in sorted(registry(store).items()):
         print(f"{cam:<16} {info['group']:<16} {info['region'] or '-':<12} "
               f"{_frames_root(store, cam)}")  # fmt: skip
@@ -175,14 +178,14 @@ def serve(
     Each frame goes to the model version the rollout manifest routes it to (no manifest:
     the champion takes 100 %).
     """
-    from cvloop.adapters.storage import open_storage
-    from cvloop.app.cli import _settings
+    from cvloop.app.common import client_context
     from cvloop.sim.fleet.serve import serve_current_manifest
 
-    _settings()
+    ctx = client_context()
     first = _date(start, dt.date.today() - dt.timedelta(days=days))
     rep, split = serve_current_manifest(
-        open_storage(),
+        ctx.store,
+        ctx.registry,
         first,
         days,
         cameras=camera,
@@ -217,12 +220,10 @@ def log(
     import pyarrow.compute as pc
 
     from cvloop.adapters.inference_log import detections_per_frame, read_log
-    from cvloop.adapters.storage import open_storage
-    from cvloop.app.cli import _settings
+    from cvloop.app.common import client_context
 
-    _settings()
     first = _date(start, dt.date.today() - dt.timedelta(days=days))
-    table = read_log(open_storage(), first, first + dt.timedelta(days=days))
+    table = read_log(client_context().store, first, first + dt.timedelta(days=days))
     print(table.schema.to_string(show_schema_metadata=True))
     print(
         f"\nframes: {table.num_rows}, detections: {int(pc.sum(detections_per_frame(table)).as_py() or 0)}"
@@ -260,15 +261,12 @@ def evaluate_scenarios(
     from pathlib import Path
 
     from cvloop.adapters.training import evaluate
-    from cvloop.app.cli import _settings
-    from cvloop.config.params import load_params
+    from cvloop.app.common import client_context
     from cvloop.sim.fleet.evaluate import SCENARIO_SETS, build_scenario_set
     from cvloop.sim.fleet.generate import FleetConfig, cameras_named
-    from registry.models import ModelRegistry
 
-    _settings()
-    p = load_params()
-    reg = ModelRegistry.from_settings()
+    ctx = client_context()
+    p, reg = ctx.params, ctx.registry
     v = version if version.isdigit() else str(reg.version_by_alias(version).version)
     model = reg.fetch(v)
     base = FleetConfig(

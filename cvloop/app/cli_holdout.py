@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from cvloop.app.cli_rollout import _settings
+from cvloop.app.common import client_settings as _settings
 
 holdout_app = typer.Typer(help="Holdout versions and the quarterly refresh.", no_args_is_help=True)
 
@@ -17,10 +17,10 @@ holdout_app = typer.Typer(help="Holdout versions and the quarterly refresh.", no
 @holdout_app.command("show")
 def show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every holdout version (newest last): when, and what it is; the current one marked."""
-    from cvloop.stages.data import HOLDOUT_DIR, data_repo
+    from cvloop.adapters.versioning import HOLDOUT_DIR
+    from cvloop.app.common import client_context
 
-    _settings()
-    repo = data_repo()
+    repo = client_context().data_repo
     lines = repo.git(
         "for-each-ref", "--sort=taggerdate",
         "--format=%(refname:short)\t%(taggerdate:iso-strict)\t%(contents:subject)",

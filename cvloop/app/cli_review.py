@@ -8,19 +8,13 @@ from typing import Annotated
 
 import typer
 
+from cvloop.app.common import client_context
+from cvloop.app.common import client_settings as _settings
+
 review_app = typer.Typer(
     help="Review progress, edit rates, and the go that resumes a waiting retrain.",
     no_args_is_help=True,
 )
-
-
-def _settings():
-    from cvloop.app.services import apply_client_env
-    from cvloop.config.settings import load_settings
-
-    settings = load_settings()
-    apply_client_env(settings)
-    return settings
 
 
 @review_app.command("watch")
@@ -62,23 +56,20 @@ def simulate(
     plant_bad: Annotated[int, typer.Option(help="tasks given a bad box (for the demo)")] = 0,
 ) -> None:
     """Synthetic fleet only: review tasks with the fleet's ground truth, as a person would."""
-    from cvloop.adapters.labelstudio import LabelStudioQueue, project_title
-    from cvloop.adapters.storage import open_storage
-    from cvloop.config.params import params
+    from cvloop.adapters.labelstudio import project_title
     from cvloop.sim.fleet.reviewer import simulate_review
-
-    s = _settings()
-    queue = LabelStudioQueue.from_settings()
-    queue.check()
-    title = project_title(dataset_version)
     from cvloop.stages.schema import current_schema
 
-    project = queue.ensure_project(title, list(current_schema().classes))
-    size = params().fleet.image_size
+    ctx = client_context()
+    queue = ctx.labelstudio
+    queue.check()
+    title = project_title(dataset_version)
+    project = queue.ensure_project(title, list(current_schema(ctx).classes))
+    size = ctx.params.fleet.image_size
     rep = simulate_review(
         queue,
         project,
-        open_storage(s.fleet_truth_uri),
+        ctx.storage(ctx.settings.fleet_truth_uri),
         frames=frames,
         plant_bad=plant_bad,
         width=size,

@@ -7,34 +7,20 @@ rest every few minutes).
 
 from __future__ import annotations
 
-import getpass
 import json
 from typing import Annotated
 
 import typer
 
+from cvloop.app.common import client_context
+from cvloop.app.common import client_settings as _settings
+from cvloop.app.common import me as _me
 from registry.names import APPROVED_BY, REJECTED_BY
 
 rollout_app = typer.Typer(
     help="Start a rollout or run one tick of it now (deployment rollout/tick runs it).",
     no_args_is_help=True,
 )
-
-
-def _settings():
-    from cvloop.app.services import apply_client_env
-    from cvloop.config.settings import load_settings
-
-    settings = load_settings()
-    apply_client_env(settings)
-    return settings
-
-
-def _me() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
 
 
 def status(
@@ -46,8 +32,7 @@ def status(
     the rollout history."""
     from cvloop.stages.status import production_status, status_text
 
-    _settings()
-    s = production_status(history)
+    s = production_status(client_context(), history)
     print(json.dumps(s, indent=2, default=str) if as_json else status_text(s))
 
 
@@ -63,8 +48,7 @@ def approve(
     `cvloop.approved_by` (or `cvloop.rejected_by`), as the MLflow UI would."""
     from cvloop.stages.rollout import approve as do_approve
 
-    _settings()
-    tags = do_approve(version, by or _me(), reject=reject, note=note)
+    tags = do_approve(client_context(), version, by or _me(), reject=reject, note=note)
     key = REJECTED_BY if reject else APPROVED_BY
     print(f"v{version}: {key} = {tags[key]} (the next rollout tick acts on it)")
 
@@ -77,8 +61,7 @@ def rollback(
     champion goes back to the previous champion."""
     from cvloop.stages.rollout import rollback_now
 
-    _settings()
-    out = rollback_now(reason, by or _me())
+    out = rollback_now(client_context(), reason, by or _me())
     print(f"rolled back v{out.get('rolled_back') or out['manifest']['extra'].get('rolled_back')}: "
           f"v{out['champion']} serves 100 %")  # fmt: skip
 
@@ -92,8 +75,7 @@ def start(
     """Start the rollout of a version that passed every gate (first stage share)."""
     from cvloop.stages.rollout import start_rollout
 
-    _settings()
-    out = start_rollout(version, _me(), reason, force)
+    out = start_rollout(client_context(), version, _me(), reason, force)
     split = ", ".join(f"v{a['version']} {a['share']:g}%" for a in out["manifest"]["allocations"])
     print(f"{out['status']}: {split}")
 

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from cvloop.app.cli_rollout import _me, _settings
+from cvloop.app.common import client_settings as _settings
+from cvloop.app.common import me as _me
 
 schema_app = typer.Typer(
     help="Show or change the class schema (add, rename, retire a class).", no_args_is_help=True
@@ -32,10 +33,10 @@ def _run(op: str, name: str, **kw) -> None:
 @schema_app.command("show")
 def show(as_json: Annotated[bool, typer.Option("--json", help="the whole log")] = False) -> None:
     """The current schema version, its classes and label policy, and how it got there."""
+    from cvloop.app.common import client_context
     from cvloop.stages.schema import schema_log
 
-    _settings()
-    log = schema_log()
+    log = schema_log(client_context())
     if as_json:
         print(json.dumps([v.to_dict() for v in log.versions], indent=2))
         return

@@ -25,26 +25,29 @@ import json
 import time
 from dataclasses import replace
 
+from cvloop.app.demo_steps import _ctx
 from cvloop.app.deploy import run_and_wait
 from cvloop.config.settings import Settings
 from cvloop.core.errors import CvloopError
-from registry.names import CANDIDATE_VERSION, GATE, HEAD_RESIZE
+from registry.names import (
+    CANDIDATE_VERSION,
+    CLASSES,
+    DATASET_VERSION,
+    FLOW_RUN_ID,
+    GATE,
+    HEAD_RESIZE,
+    HOLDOUT_VERSION,
+    SCHEMA_VERSION,
+)
 
 NEW_CLASS = "pallet"
 
 
 def run_new_class(settings: Settings, size, out=print) -> dict:
     """The chapter on a running demo stack; returns what it measured."""
-    from cvloop.app.demo import (
-        _candidate_lines,
-        _dataset_lines,
-        _fleet,
-        _follow,
-        _generate,
-        _review,
-        _wait_for_versions,
-        demo_params,
-    )
+    from cvloop.app.demo import demo_params
+    from cvloop.app.demo_report import _candidate_lines, _dataset_lines
+    from cvloop.app.demo_steps import _fleet, _follow, _generate, _review, _wait_for_versions
     from cvloop.app.deploy import deploy_all
     from cvloop.app.services import ServiceManager
     from cvloop.sim.fleet.generate import Scenario
@@ -85,7 +88,7 @@ def run_new_class(settings: Settings, size, out=print) -> dict:
         )
     from cvloop.stages.schema import schema_log
 
-    schema = schema_log().current
+    schema = schema_log(_ctx()).current
     out(f"  {schema.tag}: {', '.join(schema.classes)}; {len(seeds)} seed frames")
     phases["schema change"] = time.perf_counter() - t
 
@@ -122,10 +125,9 @@ def _phase(out, name: str) -> float:
 def _seed_keys(settings: Settings, cameras, start: dt.date, days: int, n: int = 3) -> list[str]:
     """The operator's examples: the first frames of the new cameras' first day that show a
     pallet (from the fleet's ground truth, as a person would pick them by eye)."""
-    from cvloop.adapters.storage import open_storage
     from cvloop.sim.fleet.reviewer import TruthIndex
 
-    store, truth = open_storage(), TruthIndex(open_storage(settings.fleet_truth_uri))
+    store, truth = _ctx().store, TruthIndex(_ctx().storage(settings.fleet_truth_uri))
     keys = []
     for day in (start + dt.timedelta(days=i) for i in range(days)):
         for cam in cameras:
@@ -152,41 +154,33 @@ def _start_retrain(settings: Settings, window_end: str, days: int) -> str:
 def _result(settings: Settings, flow_run_id: str) -> dict:
     """The candidate of the run: verdict, pallet AP50, old classes' APs vs the champion,
     and the schema version of its dataset, holdout and model version."""
-    from mlflow import MlflowClient
-
     from cvloop.adapters.datasets import folder_schema
-    from cvloop.config.params import load_params
-    from cvloop.stages.data import DATASET_DIR, HOLDOUT_DIR, data_repo
+    from cvloop.adapters.versioning import DATASET_DIR, HOLDOUT_DIR
 
-    p = load_params()
-    client = MlflowClient(settings.mlflow_tracking_uri)
-    exp = client.get_experiment_by_name(p.registry.experiment)
-    runs = client.search_runs(
-        [exp.experiment_id], f"tags.`cvloop.flow_run_id` = '{flow_run_id}'", max_results=1
-    )
-    v = runs[0].data.tags.get(CANDIDATE_VERSION) if runs else None
+    ctx = _ctx()
+    runs = ctx.tracker.find_runs(ctx.params.registry.experiment,
+                                 tags={FLOW_RUN_ID: flow_run_id}, max_results=1)  # fmt: skip
+    v = runs[0].tags.get(CANDIDATE_VERSION) if runs else None
     if not v:
         return {"candidate": None}
-    mv = client.get_model_version(p.registry.model_name, v)
+    mv = ctx.registry.get_version(v)
     train_run = mv.run_id
-    report = json.loads(
-        open(client.download_artifacts(train_run, "gate/report.json")).read()  # noqa: SIM115
-    )
+    report = json.loads(ctx.tracker.download(train_run, "gate/report.json").read_text())
     checks = {c["name"]: c for c in report["checks"]}
-    root = data_repo().root
+    root = ctx.data_repo.root
     return {
         "candidate": v,
         "gate": mv.tags.get(GATE),
-        "classes": json.loads(mv.tags.get("cvloop.classes", "[]")),
-        "model_schema": mv.tags.get("cvloop.schema.version"),
+        "classes": json.loads(mv.tags.get(CLASSES, "[]")),
+        "model_schema": mv.tags.get(SCHEMA_VERSION),
         "dataset_schema": f"schema-v{folder_schema(root / DATASET_DIR)}",
         "holdout_schema": f"schema-v{folder_schema(root / HOLDOUT_DIR)}",
-        "dataset_version": mv.tags.get("cvloop.dataset.version"),
-        "holdout_version": mv.tags.get("cvloop.holdout.version"),
+        "dataset_version": mv.tags.get(DATASET_VERSION),
+        "holdout_version": mv.tags.get(HOLDOUT_VERSION),
         "class_gates": {
             k.split(":", 1)[1]: {"passed": c["passed"], "detail": c["detail"]}
             for k, c in checks.items()
             if k.startswith("class_ap:")
         },
-        "head_resize": client.get_run(train_run).data.tags.get(HEAD_RESIZE),
+        "head_resize": ctx.tracker.get_run(train_run).tags.get(HEAD_RESIZE),
     }

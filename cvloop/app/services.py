@@ -211,7 +211,8 @@ class ServiceManager:
             **base_env,
             **client_env(s),
             "PREFECT_API_URL": f"http://127.0.0.1:{s.prefect_port}/api",
-            "PREFECT_WORKER_QUERY_SECONDS": "5",
+            # poll often: a local worker is idle between runs, and each run waits for a poll
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             "PYTHONUNBUFFERED": "1",
         }

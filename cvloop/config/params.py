@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -209,7 +208,7 @@ class CanaryQualityParams(_Section):
     """The canary's quality evidence (cvloop/core/pairing.py): paired re-scoring and labels."""
 
     rescore_frames: PosInt = 400
-    confident_floor: Prob = 0.5
+    confident_floor: Prob = 0.7
     match_conf: Prob = 0.25
     match_iou: Annotated[float, Field(gt=0, le=1)] = 0.5
     max_loss: Annotated[float, Field(gt=0, lt=1)] = 0.10
@@ -389,12 +388,6 @@ def load_params(path: str | Path | None = None) -> Params:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p} is not valid YAML: {exc}", fix=f"fix the syntax of {p}") from None
     return parse_params(raw or {}, source=str(p.name if p.parent == project_dir() else p))
-
-
-@lru_cache(maxsize=1)
-def params() -> Params:
-    """The project's params, loaded once per process."""
-    return load_params()
 
 
 def with_overrides(base: Params, overrides: dict[str, dict[str, Any]]) -> Params:

@@ -163,31 +163,59 @@ class Settings(BaseSettings):
             )
         return stored
 
+    def regions_path(self) -> Path | None:
+        """The regions file: ``CVLOOP_REGIONS_FILE``, else ``regions.yaml`` in the project
+        folder; ``None`` when neither names a file (one store for the whole fleet)."""
+        if self.regions_file:
+            path = self.regions_file.expanduser()
+            if not path.is_file():
+                raise ConfigError(
+                    f"CVLOOP_REGIONS_FILE={self.regions_file} is not a file",
+                    fix="point it at a regions.yaml (see runbooks/cameras.md) or unset it",
+                )
+            return path
+        default = project_dir() / "regions.yaml"
+        return default if default.is_file() else None
+
     def s3_client_kwargs(self, endpoint_url: str | None = None) -> dict[str, object]:
-        """Keyword arguments for ``boto3.client('s3', ...)``.
+        """Keyword arguments for ``boto3.client('s3', ...)`` with this deployment's
+        credentials and region (:func:`s3_client_kwargs`)."""
+        secret = (
+            self.aws_secret_access_key.get_secret_value() if self.aws_secret_access_key else None
+        )
+        return s3_client_kwargs(endpoint_url or self.s3_endpoint_url, self.aws_access_key_id,
+                                secret, self.aws_region)  # fmt: skip
 
-        Credentials come from the environment; for the loopback test server, which accepts
-        any, a fixed local pair is used so that no real credential is needed.
-        """
-        from botocore.config import Config
 
-        endpoint = endpoint_url or self.s3_endpoint_url
-        kwargs: dict[str, object] = {
-            "region_name": self.aws_region,
-            # Fail fast on a dead endpoint; retry transient errors where the network is.
-            "config": Config(
-                connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}
-            ),
-        }
-        if endpoint:
-            kwargs["endpoint_url"] = endpoint
-        if self.aws_access_key_id and self.aws_secret_access_key:
-            kwargs["aws_access_key_id"] = self.aws_access_key_id
-            kwargs["aws_secret_access_key"] = self.aws_secret_access_key.get_secret_value()
-        elif endpoint and _is_loopback_url(endpoint):
-            kwargs["aws_access_key_id"] = "cvloop-local"
-            kwargs["aws_secret_access_key"] = "cvloop-local-secret"  # loopback test server only
-        return kwargs
+def s3_client_kwargs(
+    endpoint: str | None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    region: str = "us-east-1",
+) -> dict[str, object]:
+    """Keyword arguments for ``boto3.client('s3', ...)``.
+
+    Without given credentials boto3's own chain finds them; for the loopback test server,
+    which accepts any, a fixed local pair is used so that no real credential is needed.
+    """
+    from botocore.config import Config
+
+    kwargs: dict[str, object] = {
+        "region_name": region,
+        # Fail fast on a dead endpoint; retry transient errors where the network is.
+        "config": Config(
+            connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}
+        ),
+    }
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+    if access_key_id and secret_access_key:
+        kwargs["aws_access_key_id"] = access_key_id
+        kwargs["aws_secret_access_key"] = secret_access_key
+    elif endpoint and _is_loopback_url(endpoint):
+        kwargs["aws_access_key_id"] = "cvloop-local"
+        kwargs["aws_secret_access_key"] = "cvloop-local-secret"  # loopback test server only
+    return kwargs
 
 
 def _is_loopback_url(url: str) -> bool:

@@ -33,6 +33,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+from cvloop.core import slices
+
+ALL = str(slices.DRIFT_ALL)
+
 Metrics = Mapping[str, float]
 
 
@@ -203,7 +207,7 @@ def evaluate_gates(
 
     # 2b. no camera group may regress on its holdout frames
     for sl, n in sorted((group_slices or {}).items()):
-        name = f"group_map:{sl.removeprefix('group:')}"
+        name = f"group_map:{sl.split(':', 1)[1]}"
         if n < min_slice_frames:
             checks.append(GateCheck(name, True, f"{n} holdout frames (< {min_slice_frames}): "
                                     "judged within the whole holdout", True))  # fmt: skip
@@ -223,12 +227,13 @@ def evaluate_gates(
 
     # 3. every drift slice must improve
     def new_class_slice(sl: str) -> bool:
-        return sl.startswith("drift:class ") and sl.split(" ", 1)[1] in new_set
+        tag = slices.SliceTag.maybe(sl)
+        return tag is not None and tag.kind == "class" and tag.name in new_set
 
-    only_new = bool(new_set) and all(new_class_slice(x) for x in drift_slices if x != "drift:all")
+    only_new = bool(new_set) and all(new_class_slice(x) for x in drift_slices if x != ALL)
     for sl in drift_slices:
         name = f"drift_slice:{sl}"
-        if sl == "drift:all" and only_new:
+        if sl == ALL and only_new:
             checks.append(
                 GateCheck(
                     name,
@@ -250,7 +255,7 @@ def evaluate_gates(
             )
             continue
         n = (slice_frames or {}).get(sl)
-        if n is not None and n < min_slice_frames and sl != "drift:all":
+        if n is not None and n < min_slice_frames and sl != ALL:
             checks.append(
                 GateCheck(
                     name,

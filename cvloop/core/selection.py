@@ -20,8 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from cvloop.core import slices
+
+if TYPE_CHECKING:
+    from cvloop.config.params import SelectParams
 
 
 @dataclass
@@ -97,31 +103,29 @@ class Selected:
 
 def select(
     frames: list[Scored],
+    sel: SelectParams,
     *,
-    budget: int,
     drift_cameras: set[str],
     drift_classes: set[str],
-    drift_weight: float,
-    per_class_cap: int,
-    per_camera_cap: int,
-    exploration_share: float,
-    seed: int,
 ) -> list[Selected]:
-    """Active-learning selection within ``budget``; deterministic for a seed."""
+    """Active-learning selection within ``sel.budget`` (``params.yaml``'s ``select``
+    section: ``drift_slice_weight``, ``per_class_cap``, ``per_camera_cap``,
+    ``exploration_share``, ``seed``); deterministic for a seed."""
+    budget, per_class_cap, per_camera_cap = sel.budget, sel.per_class_cap, sel.per_camera_cap
 
     def importance(f: Scored) -> tuple[float, list[str]]:
         why = []
         if f.camera in drift_cameras:
-            why.append(f"drift:camera {f.camera}")
-        why += [f"drift:class {c}" for c in f.labels if c in drift_classes]
-        return (drift_weight if why else 1.0), why
+            why.append(str(slices.camera(f.camera)))
+        why += [str(slices.drift_class(c)) for c in f.labels if c in drift_classes]
+        return (sel.drift_slice_weight if why else 1.0), why
 
     scored = []
     for f in frames:
         w, why = importance(f)
         scored.append((f.uncertainty * w, f, why))
     scored.sort(key=lambda t: (-t[0], t[1].key))
-    n_explore = int(round(budget * exploration_share))
+    n_explore = int(round(budget * sel.exploration_share))
     n_top = budget - n_explore
     per_cam: dict[str, int] = {}
     per_cls: dict[str, int] = {}
@@ -154,7 +158,7 @@ def select(
                 f.detections,
             )
         )
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(sel.seed)
     room = min(budget - len(chosen), len(rest))
     if room > 0:
         for i in sorted(rng.choice(len(rest), size=room, replace=False)):

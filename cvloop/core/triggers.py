@@ -25,9 +25,12 @@ fire, and says why.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-from cvloop.config.params import TriggerParams
 from cvloop.core.signals import SliceDrift
+
+if TYPE_CHECKING:
+    from cvloop.config.params import TriggerParams
 
 
 @dataclass

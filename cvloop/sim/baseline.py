@@ -18,7 +18,8 @@ from cvloop.adapters.datasets import add_frames, read_manifest
 from cvloop.adapters.storage import Storage
 from cvloop.core.errors import CvloopError
 from cvloop.core.frames import LabelBox, NewFrame, check_overlap, dhash, hamming
-from cvloop.sim.fleet.generate import FleetConfig, frame_refs, render_ref
+from cvloop.core.schema import ClassSchema
+from cvloop.sim.fleet.generate import FleetConfig, cameras_named, frame_refs, render_ref
 from cvloop.sim.fleet.scene import encode_jpeg
 
 
@@ -144,4 +145,69 @@ def build_baseline(
         sum(e.split == "train" for e in entries),
         sum(e.split == "val" for e in entries),
         len(read_manifest(holdout_dir)),
+    )
+
+
+@dataclass(frozen=True)
+class BaselineData:
+    dataset_yaml: str
+    holdout_yaml: str
+    train_frames: int
+    val_frames: int
+    holdout_frames: int
+
+
+def build_baseline_data(
+    dataset_dir: Path,
+    holdout_dir: Path,
+    store: Storage,
+    schema: ClassSchema,
+    seed: int,
+    cameras: int,
+    image_size: int,
+    days_ago: int,
+    days: int,
+    train_frames: int,
+    holdout_frames: int,
+    classes: list[str],
+    label_policy_version: int,
+    val_share: float,
+    near_dup_bits: int,
+) -> BaselineData:
+    """Render the clean baseline period into ``dataset_dir`` (v1) and ``holdout_dir`` (v1),
+    the frames into ``store``; both folders follow ``schema`` (its classes must be
+    ``classes``)."""
+    start = dt.date.today() - dt.timedelta(days=days_ago)
+    cfg = FleetConfig(
+        seed=seed, cameras=cameras_named(cameras), image_size=image_size, classes=tuple(classes)
+    )
+    paths = build_baseline(
+        cfg,
+        start,
+        days,
+        train_frames,
+        holdout_frames,
+        dataset_dir,
+        holdout_dir,
+        classes,
+        label_policy_version,
+        val_share,
+        near_dup_bits,
+        store=store,
+    )
+    from cvloop.adapters.datasets import mark_folder
+
+    if list(schema.classes) != list(classes):
+        raise CvloopError(
+            f"the baseline's classes {classes} are not {schema.tag}'s {list(schema.classes)}",
+            fix="bootstrap with the schema's classes (`cvloop schema show`)",
+        )
+    for folder in (paths.dataset_dir, paths.holdout_dir):
+        mark_folder(folder, schema)
+    return BaselineData(
+        str(paths.dataset_dir / "data.yaml"),
+        str(paths.holdout_dir / "data.yaml"),
+        paths.train_frames,
+        paths.val_frames,
+        paths.holdout_frames,
     )

@@ -7,10 +7,15 @@ import datetime as dt
 import io
 import json
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from cvloop.adapters.labelstudio import LabelStudioQueue, TaskSpec, image_url, project_title
+from cvloop.adapters.frame_keys import VIDEO_KEY_SEP, read_frame
+from cvloop.adapters.labelstudio import TaskSpec, image_url, project_title
 from cvloop.core.frames import LabelBox
-from cvloop.stages.collect import VIDEO_KEY_SEP, read_frame
+
+if TYPE_CHECKING:
+    from cvloop.context import Context
+    from cvloop.stages.model import ChampionRef
 
 DERIVED_PREFIX = "derived"
 
@@ -95,8 +100,10 @@ def task_specs(
 
 
 def push_to_label_studio(
+    ctx: Context,
     run_base: str,
     selected_key: str,
+    champion: ChampionRef,
     dataset_version: str,
     classes: list[str],
     conf: float,
@@ -109,11 +116,7 @@ def push_to_label_studio(
     skipped (identity = content hash), so a re-run adds no duplicate."""
     import pyarrow.parquet as pq
 
-    from cvloop.adapters.storage import open_storage
-    from registry.models import ModelRegistry
-    from registry.names import CHAMPION
-
-    store = open_storage()
+    store = ctx.store
     rows = pq.read_table(io.BytesIO(store.get_bytes(selected_key))).to_pylist()
     if not rows:
         from cvloop.core.errors import CvloopError
@@ -125,10 +128,8 @@ def push_to_label_studio(
             "collect window (collect.days, window_end); the collect and selection reports "
             "of this run say what was found",
         )
-    reg = ModelRegistry.from_settings()
-    champion = reg.alias_version(CHAMPION)
-    model_version = f"{reg.name}/{champion}"
-    queue = LabelStudioQueue.from_settings()
+    model_version = champion.label
+    queue = ctx.labelstudio
     queue.check()
     title = project_title(dataset_version)
     project = queue.ensure_project(
@@ -137,7 +138,7 @@ def push_to_label_studio(
     queue.connect_storage(project, store)
     from cvloop.stages.schema import schema_log
 
-    specs = task_specs(store, rows, conf, schema_log().translate())
+    specs = task_specs(store, rows, conf, schema_log(ctx).translate())
 
     def progress(done: int, total: int) -> None:
         print(f"label studio: imported {done}/{total} tasks into {title!r}")
@@ -159,9 +160,8 @@ def push_to_label_studio(
     return out
 
 
-def next_dataset_version() -> str:
+def next_dataset_version(ctx: Context) -> str:
     """``dataset-v<n+1>``: the name the reviewed frames will be versioned under."""
     from cvloop.adapters.versioning import next_version
-    from cvloop.stages.data import data_repo
 
-    return f"dataset-v{next_version(data_repo(), 'dataset')}"
+    return f"dataset-v{next_version(ctx.data_repo, 'dataset')}"

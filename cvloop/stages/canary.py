@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from cvloop.core.rollout import (
     K_CHALLENGER,
@@ -21,6 +22,9 @@ from cvloop.core.rollout import (
     with_groups,
 )
 from registry.names import ROLLOUT_CANARY, ROLLOUT_EVIDENCE, ROLLOUT_KEPT, ROLLOUT_LABELS
+
+if TYPE_CHECKING:
+    from cvloop.context import Context
 
 
 def log_watermark(store) -> dt.datetime | None:
@@ -96,7 +100,7 @@ def window_sample(
     )
 
 
-def measure_canary(store, reg, m, mark: dt.datetime, c) -> Canary:
+def measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:
     """The canary of the rollout ``m`` up to ``mark``: the guards from the inference log and
     the quality evidence from both models on the same frames, fleet-wide and per group.
 
@@ -115,9 +119,9 @@ def measure_canary(store, reg, m, mark: dt.datetime, c) -> Canary:
     if a.frames < c.min_frames or b.frames < c.min_frames:
         return canary(a, b, c)  # too few frames to judge: no model is run
     windows = {"challenger": (stage_since, mark), "champion": (champ_since, mark)}
-    frames, labeled, counts = paired_frames(store, reg, chall, champ, windows, c.quality)
-    rename = _champion_names(reg, champ, chall)
-    prec, where = holdout_precision(store, reg, champ, c.quality)
+    frames, labeled, counts = paired_frames(ctx, store, reg, chall, champ, windows, c.quality)
+    rename = _champion_names(ctx, reg, champ, chall)
+    prec, where = holdout_precision(ctx, store, reg, champ, c.quality)
     prec = {rename.get(k, k): v for k, v in prec.items()}
     result = canary(a, b, c, quality_of(frames, labeled, c.quality, prec, where))
     groups = log_groups(store, stage_since, mark)
@@ -217,7 +221,7 @@ def _rescore(store, detector, rows: list[dict], conf: float, rename: dict[str, s
     return out, missing
 
 
-def _champion_names(reg, champion: str, challenger: str) -> dict[str, str]:
+def _champion_names(ctx: Context, reg, champion: str, challenger: str) -> dict[str, str]:
     """Champion class name -> the challenger's name for it, when a schema change renamed a
     class between them (the log names the classes of the model that served)."""
     a = reg.fetch(champion).classes
@@ -226,12 +230,12 @@ def _champion_names(reg, champion: str, challenger: str) -> dict[str, str]:
         return {}
     from cvloop.stages.schema import schema_log
 
-    sources = schema_log().sources(list(a)) or {c: c for c in b if c in a}
+    sources = schema_log(ctx).sources(list(a)) or {c: c for c in b if c in a}
     return {old: new for new, old in sources.items() if old != new}
 
 
 def paired_frames(
-    store, reg, challenger: str, champion: str, windows: dict[str, tuple], q
+    ctx: Context, store, reg, challenger: str, champion: str, windows: dict[str, tuple], q
 ) -> tuple[list, dict, dict]:
     """Frames each model served in its window (``windows``: role -> (since, until)), a
     sample of ``q.rescore_frames`` each plus every frame with reviewed labels, scored by
@@ -242,7 +246,7 @@ def paired_frames(
     from cvloop.core.pairing import PairedFrame
 
     versions = {"challenger": challenger, "champion": champion}
-    rename = _champion_names(reg, champion, challenger)
+    rename = _champion_names(ctx, reg, champion, challenger)
     served = {role: _served_frames(store, versions[role], *windows[role]).to_pylist()
               for role in versions}  # fmt: skip
     since = min(w[0] for w in windows.values())
@@ -278,7 +282,9 @@ def paired_frames(
     return sampled, {k: (f, labels[k]) for k, f in labeled.items()}, counts
 
 
-def holdout_precision(store, reg, champion: str, q) -> tuple[dict[str, tuple[int, int]], str]:
+def holdout_precision(
+    ctx: Context, store, reg, champion: str, q
+) -> tuple[dict[str, tuple[int, int]], str]:
     """The champion's (right, confident) boxes per class at ``q.confident_floor`` on the
     current holdout of the data repo, and the holdout's name: what its own false positives
     explain of a challenger's lost boxes (cvloop/core/pairing.py). Cached in the store per
@@ -288,11 +294,11 @@ def holdout_precision(store, reg, champion: str, q) -> tuple[dict[str, tuple[int
 
     from cvloop.adapters.datasets import read_yolo_labels, yolo_split_frames
     from cvloop.adapters.detector import OnnxDetector, decode_jpeg
+    from cvloop.adapters.versioning import HOLDOUT_DIR
     from cvloop.core.pairing import champion_precision
-    from cvloop.stages.data import HOLDOUT_DIR, data_repo
 
     try:
-        root = data_repo().root / HOLDOUT_DIR
+        root = ctx.data_repo.root / HOLDOUT_DIR
         pairs = yolo_split_frames(root / "data.yaml", "val")
     except Exception as exc:  # no data repo here (a team's serving-side host): say so
         return {}, f"no holdout ({type(exc).__name__}: {str(exc)[:80]})"
@@ -367,72 +373,3 @@ def quality_of(
             pairing.labels = {"frames": len(pairs), "source": sources, "champion": champ,
                               "challenger": chall}  # fmt: skip
     return decide_quality(pairing, labels)
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{x:.1%}"
-
-
-def canary_report(result: dict) -> str:
-    """The rollout tick in markdown: the decision, what decided it (labels, pairing or the
-    guards), the per-class pairing numbers and every check."""
-    lines = [f"# Rollout: {result['status']}", ""]
-    if result.get("reason"):
-        lines += [result["reason"], ""]
-    c = result.get("canary") or {}
-    if not c.get("checks"):
-        return "\n".join(lines) + "\n"
-    q = c.get("quality") or {}
-    lines += [
-        f"**Decided by: {c.get('evidence', 'none')}** (canary {c['status']}; challenger "
-        f"{c['challenger_frames']} frames, champion {c['champion_frames']} frames, same period "
-        "of the inference log). " + (c.get("note") or ""),
-        "",
-        "| check | kind | result | detail |",
-        "|---|---|---|---|",
-    ]
-    for x in c["checks"]:
-        res = "pass" if x["passed"] else ("hold" if x.get("held") else "**FAIL**")
-        if x.get("kind") == "signal":
-            res = "signal"
-        lines.append(f"| {x['name']} | {x.get('kind', 'guard')} | {res} | {x['detail']} |")
-    classes = q.get("classes") or {}
-    if classes:
-        lines += [
-            "",
-            f"Pairing per class ({q.get('frames', 0)} frames scored by both models): the "
-            "champion's confident boxes the challenger keeps, and the challenger's confident "
-            "boxes the champion finds." + (f" {q['note']}." if q.get("note") else ""),
-            "",
-            "| class | champion confident | kept by challenger | kept share | challenger "
-            "confident | found by champion | found share |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for k, v in classes.items():
-            lines.append(
-                f"| {k} | {v['champion_confident']} | {v['kept_by_challenger']} | "
-                f"{_pct(v['kept_share'])} | {v['challenger_confident']} | "
-                f"{v['found_by_champion']} | {_pct(v['found_share'])} |"
-            )
-    cams = q.get("by_camera") or {}
-    if cams:
-        lines += ["", "| camera | champion confident | kept share |", "|---|---|---|"]
-        for k, v in cams.items():
-            n = v["champion_confident"]
-            lines.append(f"| {k} | {n} | {_pct(v['kept_by_challenger'] / n if n else None)} |")
-    lab = q.get("labels") or {}
-    if lab.get("champion"):
-        a, b = lab["challenger"], lab["champion"]
-        lines += [
-            "",
-            f"Reviewed labels: {lab['frames']} frames ({lab.get('source', '')}): mAP50-95 "
-            f"challenger {a.get('map50_95') or 0:.3f} vs champion {b.get('map50_95') or 0:.3f}"
-            + (
-                " — the labels decide."
-                if c.get("evidence") == "labels"
-                else " (too few to decide)."
-            ),
-        ]
-    else:
-        lines += ["", "Reviewed labels: none for frames of this window (the pairing decides)."]
-    return "\n".join(lines) + "\n"

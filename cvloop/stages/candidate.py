@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from cvloop.core import slices
 
-@dataclass(frozen=True)
-class ChampionRef:
-    version: str
-    pt: str
-    onnx: str
-    classes: list[str]
-    imgsz: int
+if TYPE_CHECKING:
+    from cvloop.context import Context
 
 
 @dataclass(frozen=True)
@@ -30,20 +27,19 @@ class TrainingData:
     holdout_dir: str
 
 
-def training_data(versions=None, dataset_version: str | None = None) -> TrainingData:
+def training_data(ctx: Context, versions=None, dataset_version: str | None = None) -> TrainingData:
     """From the retrain's new versions (a :class:`NewVersions`), or, for a candidate run on
     its own, from the data repository's checkout, which must hold ``dataset_version``
     (default: the newest)."""
-    from cvloop.adapters.versioning import VersioningError
-    from cvloop.stages.data import (
+    from cvloop.adapters.versioning import (
         DATASET_DIR,
         DATASET_POINTER,
         HOLDOUT_DIR,
         HOLDOUT_POINTER,
-        data_repo,
+        VersioningError,
     )
 
-    repo = data_repo()
+    repo = ctx.data_repo
     repo.checkout([DATASET_POINTER, HOLDOUT_POINTER])
     holdout = dict(versions.holdout) if versions is not None and versions.holdout else {}
     if not holdout:
@@ -92,33 +88,21 @@ def holdout_drift_tags(holdout_dir: str, holdout_version: str) -> list[str]:
         for e in read_manifest(Path(holdout_dir))
         if e.added_in == holdout_version
         for t in e.slice_tags
-        if t.startswith("drift:")
+        if slices.is_drift(t)
     }
     return sorted(tags)
 
 
-def resolve_champion() -> ChampionRef:
-    """The champion's files from the registry (sha256 verified on fetch)."""
-    from registry.models import ModelRegistry
-    from registry.names import CHAMPION
-
-    reg = ModelRegistry.from_settings()
-    m = reg.fetch_alias(CHAMPION)
-    return ChampionRef(str(reg.alias_version(CHAMPION)), str(m.pt), str(m.onnx), m.classes, m.imgsz)
-
-
-def dataset_schema(dataset_yaml: str) -> dict:
+def dataset_schema(ctx: Context, dataset_yaml: str) -> dict:
     """The schema version a dataset folder's labels follow, and its label policy."""
     from cvloop.adapters.datasets import folder_schema
     from cvloop.stages.schema import schema_log
 
     n = folder_schema(Path(dataset_yaml).parent)
-    policy = schema_log().get(n).label_policy_version
+    policy = schema_log(ctx).get(n).label_policy_version
     return {"schema_version": f"schema-v{n}", "label_policy_version": str(policy)}
 
 
 def slice_tags(cameras: list[str] | None, classes: list[str] | None) -> list[str]:
     """The holdout tags of the drift slices named by the triggering event."""
-    return [f"drift:camera {c}" for c in cameras or []] + [
-        f"drift:class {c}" for c in classes or []
-    ]
+    return slices.tags_for(cameras or [], classes or [])

@@ -19,14 +19,17 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cvloop.adapters.frame_keys import FRAMES_PREFIX, VIDEOS_PREFIX
+from cvloop.adapters.frame_keys import FRAMES_PREFIX, VIDEO_KEY_SEP, VIDEOS_PREFIX
 from cvloop.adapters.storage import Storage
 from cvloop.core.frames import content_hash, dhash, hamming
 
-VIDEO_KEY_SEP = "#t="
+if TYPE_CHECKING:
+    from cvloop.config.params import CollectParams
+    from cvloop.context import Context
 
 
 @dataclass(frozen=True)
@@ -187,24 +190,6 @@ def _take_video(store, key, cam, rep, kept, bits, fps) -> None:
             rep.quarantined.append(Quarantined(key, f"unreadable video: {exc}"))
 
 
-def read_frame(store: Storage, key: str) -> bytes:
-    """JPEG bytes of a collected frame (an image key, or a sampled video frame)."""
-    if VIDEO_KEY_SEP not in key:
-        return store.get_bytes(key)
-    import cv2
-
-    video, offset = key.split(VIDEO_KEY_SEP)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = store.local_path(video) or store.get_file(video, Path(tmp) / "clip.mp4")
-        cap = cv2.VideoCapture(str(local))
-        cap.set(cv2.CAP_PROP_POS_MSEC, int(offset))
-        ok, frame = cap.read()
-        cap.release()
-    if not ok:
-        raise ValueError(f"cannot read {key}")
-    return cv2.imencode(".jpg", frame)[1].tobytes()
-
-
 def to_parquet(items: list[Collected]) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -237,23 +222,21 @@ class CollectedBatch:
 
 
 def collect_frames(
+    ctx: Context,
     run_id: str,
     end: str | None,
-    days: int,
-    cameras: list[str] | None,
-    video_fps: float,
-    near_dup_bits: int,
+    cp: CollectParams,
+    days: int | None = None,
+    cameras: list[str] | None = None,
     base: str | None = None,
 ) -> CollectedBatch:
-    """Collect, then write ``collected.parquet`` and ``quarantine.json`` under the run's
-    folder in the store (a re-run of the same flow run rewrites the same keys)."""
-    from cvloop.adapters.storage import open_storage
-
-    store = open_storage()
+    """Collect ``days`` (default ``cp.days``) up to ``end`` with ``params.yaml``'s
+    ``collect`` section, then write ``collected.parquet`` and ``quarantine.json`` under the
+    run's folder in the store (a re-run of the same flow run rewrites the same keys)."""
+    store = ctx.store
     end_day = dt.date.fromisoformat(end[:10]) if end else dt.date.today()
-    rep = collect(
-        store, end_day, days, cameras=cameras, video_fps=video_fps, near_dup_bits=near_dup_bits
-    )
+    rep = collect(store, end_day, days or cp.days, cameras=cameras, video_fps=cp.video_fps,
+                  near_dup_bits=cp.near_duplicate_hamming)  # fmt: skip
     base = base or f"runs/retrain/{run_id}"
     store.put_bytes(f"{base}/collected.parquet", to_parquet(rep.collected))
     store.put_text(

@@ -6,16 +6,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cvloop.adapters.datasets import read_yolo_labels, yolo_split_frames
+from cvloop.core import slices
 from cvloop.core.calibration import expected_calibration_error
 from cvloop.core.frames import LabelBox
-from cvloop.stages.candidate import ChampionRef
 from cvloop.stages.model import (
+    ChampionRef,
     TrainedModel,
-    _client,
     evaluate_model,
 )
+
+if TYPE_CHECKING:
+    from cvloop.context import Context
 
 
 def model_ece(
@@ -69,6 +73,7 @@ def _metrics(result) -> dict:
 
 
 def evaluate_pair(
+    ctx: Context,
     trained: TrainedModel,
     champion: ChampionRef,
     holdout_dir: str,
@@ -83,11 +88,10 @@ def evaluate_pair(
     served model (ONNX, at the serving threshold). Logged to the candidate's training run."""
     from cvloop.adapters.cameras import registry
     from cvloop.adapters.eval_sets import build_slice_sets, class_view
-    from cvloop.adapters.storage import open_storage
     from cvloop.stages.evaluate import model_ece
 
     sets = {"holdout": (Path(holdout_dir) / "data.yaml", None)}
-    groups = {c: r["group"] for c, r in registry(open_storage()).items()}
+    groups = {c: r["group"] for c, r in registry(ctx.store).items()}
     for tag, (yaml_path, n) in build_slice_sets(
         Path(holdout_dir), slice_tags, Path(work_dir) / "slices", trained.classes, groups
     ).items():
@@ -95,8 +99,7 @@ def evaluate_pair(
     # after a schema change the champion predicts another class list: it is scored on a
     # view of the same frames labelled in its classes, and its per-class results are named
     # by today's classes (a class it cannot predict has no champion baseline)
-    view, renamed = _champion_view(champion, trained.classes)
-    client = _client()
+    view, renamed = _champion_view(ctx, champion, trained.classes)
     champ, chall = {}, {}
     for name, (yaml_path, _n) in sets.items():
         key = name.replace(":", ".").replace(" ", "_")
@@ -108,7 +111,7 @@ def evaluate_pair(
             ("champion", champion.pt, champion.onnx, champ, champ_yaml, champion.classes),
             ("challenger", trained.best_pt, trained.onnx, chall, yaml_path, trained.classes),
         ):
-            res = evaluate_model(trained.run_id, pt, str(yml), trained.imgsz,
+            res = evaluate_model(ctx, trained.run_id, pt, str(yml), trained.imgsz,
                                  f"{who}.{key}", device)  # fmt: skip
             out[name] = _metrics(res)
             if who == "champion" and renamed is not None:
@@ -117,12 +120,12 @@ def evaluate_pair(
                             conf=serving_conf)  # fmt: skip
             if ece is not None:
                 out[name]["ece"] = ece
-                client.log_metric(trained.run_id, f"{who}.{key}.ece", ece)
+                ctx.tracker.log_metrics(trained.run_id, {f"{who}.{key}.ece": ece})
     return Evaluations(
         champ,
         chall,
         {k: n for k, (_, n) in sets.items()},
-        [*slice_tags, "drift:all"] if slice_tags else [],
+        [*slice_tags, str(slices.DRIFT_ALL)] if slice_tags else [],
         [c for c in trained.classes if c not in set((renamed or {}).values())]
         if renamed is not None
         else [],
@@ -130,7 +133,7 @@ def evaluate_pair(
 
 
 def _champion_view(
-    champion: ChampionRef, classes: list[str]
+    ctx: Context, champion: ChampionRef, classes: list[str]
 ) -> tuple[dict[int, int | None] | None, dict[str, str] | None]:
     """(today's id -> champion id, champion name -> today's name) when the class lists
     differ; (None, None) when they are the same."""
@@ -138,7 +141,7 @@ def _champion_view(
         return None, None
     from cvloop.stages.schema import schema_log
 
-    sources = schema_log().sources(list(champion.classes)) or {
+    sources = schema_log(ctx).sources(list(champion.classes)) or {
         c: c for c in classes if c in champion.classes
     }
     view = {

@@ -3,19 +3,52 @@ and its serving benchmark, the champion's ONNX measured in the same run as the b
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cvloop.stages.candidate import ChampionRef, TrainingData
+from cvloop.stages.candidate import TrainingData
 from cvloop.stages.model import (
+    ChampionRef,
     TrainedModel,
-    _client,
     evaluate_model,
 )
 
+if TYPE_CHECKING:
+    from cvloop.config.params import ExportParams
+    from cvloop.context import Context
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """One export of the candidate: ``ok`` (with its own holdout mAP and file), ``skipped``
+    (with why: no CUDA for TensorRT) or ``failed`` (with why: it gates, fails closed)."""
+
+    status: str
+    map50_95: float | None = None
+    path: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Exported:
+    """Every export and every serving benchmark (``<who>.<format>`` -> the benchmark)."""
+
+    exports: dict[str, ExportResult] = field(default_factory=dict)
+    benchmarks: dict[str, dict] = field(default_factory=dict)
+
+    def for_gates(self) -> dict[str, dict]:
+        """The exports as the gates read them (``cvloop/core/gates.py``)."""
+        return {k: asdict(v) for k, v in self.exports.items()}
+
 
 def export_and_benchmark(
-    trained: TrainedModel, champion: ChampionRef, data: TrainingData, export
-) -> dict:
+    ctx: Context,
+    trained: TrainedModel,
+    champion: ChampionRef,
+    data: TrainingData,
+    export: ExportParams,
+) -> Exported:
     """Each export's own mAP on the holdout (parity with the .pt) and its serving benchmark.
 
     ONNX always (ONNX Runtime, as the fleet serves it; the champion's ONNX is measured in
@@ -33,10 +66,10 @@ def export_and_benchmark(
 
     holdout_yaml = f"{data.holdout_dir}/data.yaml"
     onnx_eval = evaluate_model(
-        trained.run_id, trained.onnx, holdout_yaml, trained.imgsz, "challenger_onnx.holdout"
+        ctx, trained.run_id, trained.onnx, holdout_yaml, trained.imgsz, "challenger_onnx.holdout"
     )
-    exports: dict[str, dict] = {
-        "onnx": {"status": "ok", "map50_95": onnx_eval.map50_95, "path": trained.onnx}
+    exports: dict[str, ExportResult] = {
+        "onnx": ExportResult("ok", onnx_eval.map50_95, trained.onnx)
     }
     bench = {
         f"{who}.onnx": benchmark_onnx_isolated(
@@ -55,7 +88,7 @@ def export_and_benchmark(
         if not on:
             continue
         if not ok:
-            exports[fmt] = {"status": "skipped", "reason": why}
+            exports[fmt] = ExportResult("skipped", reason=why)
             continue
         try:
             engine = export_tensorrt(
@@ -64,25 +97,24 @@ def export_and_benchmark(
                 int8=int8, calibration_yaml=Path(data.dataset_yaml),
                 calibration_frames=export.int8_calibration_frames, batch=export.bench_batch,
             )  # fmt: skip
-            m = evaluate_model(trained.run_id, str(engine), holdout_yaml, trained.imgsz,
+            m = evaluate_model(ctx, trained.run_id, str(engine), holdout_yaml, trained.imgsz,
                                f"challenger_{fmt}.holdout", "0")  # fmt: skip
-            exports[fmt] = {"status": "ok", "map50_95": m.map50_95, "path": str(engine)}
+            exports[fmt] = ExportResult("ok", m.map50_95, str(engine))
             bench[f"challenger.{fmt}"] = benchmark_engine(
                 engine, trained.imgsz, batch=export.bench_batch, warmup=export.bench_warmup,
                 iterations=export.bench_iterations, fmt=fmt,
             ).as_dict()  # fmt: skip
         except Exception as exc:  # a failed export gates (fails closed), with its reason
-            exports[fmt] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]}
-    if any(v["status"] == "ok" for k, v in exports.items() if k.startswith("tensorrt")):
+            exports[fmt] = ExportResult("failed", reason=f"{type(exc).__name__}: {exc}"[:500])
+    if any(v.status == "ok" for k, v in exports.items() if k.startswith("tensorrt")):
         bench["challenger.pytorch_fp32"] = benchmark_engine(
             Path(trained.best_pt), trained.imgsz, batch=export.bench_batch,
             warmup=export.bench_warmup, iterations=export.bench_iterations, fmt="pytorch_fp32",
         ).as_dict()  # fmt: skip
-    client = _client()
-    for who, b in bench.items():
-        for k in ("p50_ms", "p95_ms", "p99_ms", "throughput_fps", "memory_mb", "file_mb"):
-            client.log_metric(trained.run_id, f"bench.{who}.{k}", b[k])
+    keys = ("p50_ms", "p95_ms", "p99_ms", "throughput_fps", "memory_mb", "file_mb")
+    ctx.tracker.log_metrics(trained.run_id, {f"bench.{who}.{k}": b[k] for who, b in bench.items()
+                                             for k in keys})  # fmt: skip
     for fmt, e in exports.items():
-        if e["status"] == "ok" and fmt != "onnx":
-            client.log_artifact(trained.run_id, e["path"], "model")
-    return {"exports": exports, "benchmarks": bench}
+        if e.status == "ok" and fmt != "onnx":
+            ctx.tracker.log_file(trained.run_id, e.path, "model")
+    return Exported(exports, bench)

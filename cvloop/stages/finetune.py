@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cvloop.stages.candidate import ChampionRef, TrainingData
+from cvloop.stages.candidate import TrainingData
 from cvloop.stages.model import (
+    ChampionRef,
     TrainedModel,
-    _client,
     start_training_run,
     train_model,
 )
 from registry.names import FLOW, HEAD_RESIZE
 
+if TYPE_CHECKING:
+    from cvloop.context import Context
+
 
 def fine_tune(
+    ctx: Context,
     retrain_run_id: str,
     champion: ChampionRef,
     data: TrainingData,
@@ -30,6 +35,7 @@ def fine_tune(
     from cvloop.config.lineage import git_commit
 
     run_id = start_training_run(
+        ctx,
         experiment,
         f"finetune-{data.dataset['name']}-from-v{champion.version}",
         {
@@ -57,43 +63,24 @@ def fine_tune(
         from cvloop.stages.schema import schema_log
 
         # renamed classes keep their rows under the new name (the schema log knows which)
-        sources = schema_log().sources(classes)
+        sources = schema_log(ctx).sources(classes)
         init, rep = resize_checkpoint(
             champion.pt,
             names,
             Path(out_dir) / run_id / "init" / "resized-from-champion.pt",
             sources or None,
         )
-        _client().set_tag(
-            run_id,
-            HEAD_RESIZE,
-            json.dumps(
-                {"kept": rep.kept_classes, "new": rep.new_classes, "dropped": rep.dropped_classes}
-            ),
-        )
+        resize = {"kept": rep.kept_classes, "new": rep.new_classes, "dropped": rep.dropped_classes}
+        ctx.tracker.set_tags(run_id, {HEAD_RESIZE: json.dumps(resize)})
         source, classes = str(init), names
         data_yaml = repeat_new_class_frames(
             data.dataset_yaml, [names.index(c) for c in rep.new_classes],
-            getattr(train, "new_class_repeat", 1), Path(out_dir) / run_id / "init",
+            train.new_class_repeat, Path(out_dir) / run_id / "init",
         )  # fmt: skip
-        _client().log_param(run_id, "new_class_repeat", getattr(train, "new_class_repeat", 1))
+        ctx.tracker.log_params(run_id, {"new_class_repeat": train.new_class_repeat})
     else:
         data_yaml = data.dataset_yaml
-    return train_model(
-        run_id,
-        data_yaml,
-        source,
-        classes,
-        out_dir,
-        epochs=train.epochs,
-        lr0=train.lr0,
-        imgsz=train.imgsz,
-        batch=train.batch,
-        device=train.device,
-        workers=train.workers,
-        patience=train.patience,
-        seed=train.seed,
-    )
+    return train_model(ctx, run_id, data_yaml, source, classes, out_dir, train)
 
 
 def repeat_new_class_frames(data_yaml: str, new_ids: list[int], repeat: int, dest: Path) -> str:

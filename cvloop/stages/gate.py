@@ -4,45 +4,45 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
+from cvloop.core import slices
 from cvloop.core.gates import GateReport, evaluate_gates
 from cvloop.stages.evaluate import Evaluations
+from cvloop.stages.export import Exported
 from cvloop.stages.model import (
     TrainedModel,
-    _client,
 )
 from registry.names import GATE
 
+if TYPE_CHECKING:
+    from cvloop.config.params import GateParams
+    from cvloop.context import Context
+
 
 def gate_candidate(
-    trained: TrainedModel, evals: Evaluations, exported: dict, classes: list[str], gate
-) -> dict:
-    """Run every gate; the report goes to the training run either way."""
+    ctx: Context,
+    trained: TrainedModel,
+    evals: Evaluations,
+    exported: Exported,
+    classes: list[str],
+    gate: GateParams,
+) -> GateReport:
+    """Run every gate with ``params.yaml``'s ``gate`` section; the report goes to the
+    training run either way."""
+    groups = {s.removeprefix("slice:"): n for s, n in evals.sets.items()
+              if getattr(slices.SliceTag.maybe(s.removeprefix("slice:")), "family", None)
+              == slices.GROUP}  # fmt: skip
     report: GateReport = evaluate_gates(
-        evals.champion,
-        evals.challenger,
-        classes,
-        evals.slices,
-        exported["exports"],
-        holdout_map_tolerance_points=gate.holdout_map_tolerance_points,
-        class_ap_tolerance_points=gate.class_ap_tolerance_points,
-        drift_slice_min_gain_points=gate.drift_slice_min_gain_points,
-        new_class_min_ap=gate.new_class_min_ap,
-        export_parity_points=gate.export_parity_points,
-        int8_parity_points=gate.int8_parity_points,
+        evals.champion, evals.challenger, classes, evals.slices, exported.for_gates(),
+        **gate.model_dump(),
         slice_frames={t: evals.sets.get(f"slice:{t}") or 0 for t in evals.slices},
-        min_slice_frames=gate.min_slice_frames,
-        new_classes=evals.new_classes,
-        group_slices={
-            s.removeprefix("slice:"): n for s, n in evals.sets.items()
-            if s.startswith("slice:group:")
-        },
+        new_classes=evals.new_classes, group_slices=groups,
     )  # fmt: skip
-    client = _client()
-    client.log_text(trained.run_id, report.markdown(), "gate/report.md")
-    client.log_dict(trained.run_id, report.as_dict(), "gate/report.json")
-    client.set_tag(trained.run_id, GATE, "passed" if report.passed else "rejected")
-    return report.as_dict()
+    ctx.tracker.log_text(trained.run_id, report.markdown(), "gate/report.md")
+    ctx.tracker.log_dict(trained.run_id, report.as_dict(), "gate/report.json")
+    ctx.tracker.set_tags(trained.run_id, {GATE: "passed" if report.passed else "rejected"})
+    return report
 
 
 def _fit_json(items: list[str], limit: int) -> str:
@@ -59,10 +59,12 @@ def _fmt(v) -> str:
     return "—" if v is None else f"{v:.4f}"
 
 
-def comparison_markdown(gate_report: dict, evals: Evaluations, exported: dict, version: str) -> str:
+def comparison_markdown(
+    gate_report: GateReport, evals: Evaluations, exported: Exported, version: str
+) -> str:
     """The candidate's report: champion vs candidate per set and per class, calibration,
     every gate, every export and its benchmark (Prefect artifact and MLflow text)."""
-    verdict = "PASSED" if gate_report["passed"] else "REJECTED"
+    verdict = "PASSED" if gate_report.passed else "REJECTED"
     lines = [
         f"# Candidate v{version}: {verdict}",
         "",
@@ -89,17 +91,15 @@ def comparison_markdown(gate_report: dict, evals: Evaluations, exported: dict, v
             f"| {_fmt(h_c.get(f'ap50.{cls}'))} | {_fmt(h_d.get(f'ap50.{cls}'))} |"
         )
     lines += ["", "| gate | result | detail |", "|---|---|---|"]
-    for c in gate_report["checks"]:
-        mark = "skipped" if c["skipped"] else ("pass" if c["passed"] else "**FAIL**")
-        lines.append(f"| {c['name']} | {mark} | {c['detail']} |")
+    for c in gate_report.checks:
+        mark = "skipped" if c.skipped else ("pass" if c.passed else "**FAIL**")
+        lines.append(f"| {c.name} | {mark} | {c.detail} |")
     lines += ["", "| export | status | holdout mAP50-95 | note |", "|---|---|---|---|"]
-    for fmt, e in exported["exports"].items():
-        lines.append(
-            f"| {fmt} | {e['status']} | {_fmt(e.get('map50_95'))} | {e.get('reason', '')} |"
-        )
+    for fmt, e in exported.exports.items():
+        lines.append(f"| {fmt} | {e.status} | {_fmt(e.map50_95)} | {e.reason or ''} |")
     lines += ["", "| model.format | device | p50 ms | p95 ms | p99 ms | batch | frames/s "
               "| memory MB | file MB |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for who, b in exported["benchmarks"].items():
+    for who, b in exported.benchmarks.items():
         lines.append(
             f"| {who} | {b['device']} | {b['p50_ms']} | {b['p95_ms']} | {b['p99_ms']} | "
             f"{b['batch']} | {b['throughput_fps']} | {b['memory_mb']} | {b['file_mb']} |"

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cvloop.config.params import MonitorParams, Params
 from cvloop.core.signals import SliceDrift, Window, most_drifted, windows
@@ -28,10 +29,14 @@ from registry.names import (
     HOLDOUT_REFERENCE_MAP50_95,
     HOLDOUT_REFERENCE_PER_CLASS,
     HOLDOUT_REFERENCE_VERSION,
+    HOLDOUT_VERSION,
     TRIGGERS_FIRED,
     WINDOW_CURRENT,
     WINDOW_REFERENCE,
 )
+
+if TYPE_CHECKING:
+    from cvloop.context import Context
 
 MONITOR_EXPERIMENT = "cvloop-monitor"
 
@@ -72,14 +77,13 @@ class HoldoutCheck:
     note: str = ""
 
 
-def first_served_day(version: str, before: dt.date) -> dt.date | None:
+def first_served_day(ctx: Context, version: str, before: dt.date) -> dt.date | None:
     """The first day in the inference log on which ``version`` served frames."""
     import pyarrow.compute as pc
 
     from cvloop.adapters.inference_log import LOG_PREFIX, read_log
-    from cvloop.adapters.storage import open_storage
 
-    store = open_storage()
+    store = ctx.store
     days = sorted({k.split("/")[1].removeprefix("date=") for k in store.keys(f"{LOG_PREFIX}/")})
     for d in days:
         day = dt.date.fromisoformat(d)
@@ -92,7 +96,11 @@ def first_served_day(version: str, before: dt.date) -> dt.date | None:
 
 
 def resolve_windows(
-    current_end: str | None, current_days: int, reference_days: int, reference_start: str | None
+    ctx: Context,
+    current_end: str | None,
+    current_days: int,
+    reference_days: int,
+    reference_start: str | None,
 ) -> Windows:
     """The current window ends at ``current_end`` (default today). The reference starts at
     ``reference_start``; by default it is the champion's first ``reference_days`` in
@@ -100,12 +108,11 @@ def resolve_windows(
     end = dt.date.fromisoformat(current_end) if current_end else dt.date.today()
     ref_start = dt.date.fromisoformat(reference_start) if reference_start else None
     if ref_start is None:
-        from registry.models import ModelRegistry
         from registry.names import CHAMPION
 
-        champion = ModelRegistry.from_settings().alias_version(CHAMPION)
+        champion = ctx.registry.alias_version(CHAMPION)
         cur_start = end - dt.timedelta(days=current_days)
-        first = first_served_day(champion, cur_start) if champion else None
+        first = first_served_day(ctx, champion, cur_start) if champion else None
         if first and first + dt.timedelta(days=reference_days) <= cur_start:
             ref_start = first
     ref, cur = windows(end, current_days, reference_days, ref_start)
@@ -114,15 +121,16 @@ def resolve_windows(
     )
 
 
-def compute_drift_signals(w: Windows, classes: list[str], m: MonitorParams) -> list[dict]:
+def compute_drift_signals(
+    ctx: Context, w: Windows, classes: list[str], m: MonitorParams
+) -> list[dict]:
     """Every signal on every slice (rows of plain values: small, serializable)."""
-    from cvloop.adapters.storage import open_storage
     from cvloop.core.drift import signal_bins
 
     ref, cur = w.as_windows()
     bins = signal_bins(m.confidence_bins, m.size_bins, m.volume_max_per_frame)
     rows = compute_drift_by_group(
-        open_storage(), ref, cur, classes, m.min_slice_detections, m.exact_max_detections,
+        ctx.store, ref, cur, classes, m.min_slice_detections, m.exact_max_detections,
         m.reference_days, bins,
     )  # fmt: skip
     return [r.row() for r in rows]
@@ -146,20 +154,18 @@ def _slices_from_rows(rows: list[dict]) -> list[SliceDrift]:
     return out
 
 
-def check_holdout(w: Windows, imgsz_default: int, device: str) -> HoldoutCheck:
+def check_holdout(ctx: Context, w: Windows, imgsz_default: int, device: str) -> HoldoutCheck:
     """Score the champion on the holdout and read the weekly history of this champion."""
     from cvloop.adapters.training import evaluate
-    from cvloop.config.settings import load_settings
-    from registry.models import ModelRegistry
     from registry.names import CHAMPION
 
-    reg = ModelRegistry.from_settings()
+    reg = ctx.registry
     version = reg.alias_version(CHAMPION)
     if version is None:
         return HoldoutCheck(None, None, None, None, {}, None, {}, [], None, "no champion")
     model = reg.fetch(version)
     tags = model.tags
-    holdout_yaml = load_settings().data_repo / "holdout" / "data" / "data.yaml"
+    holdout_yaml = ctx.settings.data_repo / "holdout" / "data" / "data.yaml"
     stamp = holdout_yaml.parent / "VERSION"
     scored = stamp.read_text().strip() if stamp.exists() else tags.get("cvloop.holdout.version")
     # after a quarterly refresh the champion was re-scored on the new holdout: that score is
@@ -172,9 +178,9 @@ def check_holdout(w: Windows, imgsz_default: int, device: str) -> HoldoutCheck:
         ref_map = float(tags[HOLDOUT_MAP50_95]) if HOLDOUT_MAP50_95 in tags else None
         ref_cls = json.loads(tags.get(HOLDOUT_PER_CLASS, "{}"))
     mv = reg.get_version(version)
-    trained_ms = reg.client.get_run(mv.run_id).info.start_time
+    trained_ms = ctx.tracker.get_run(mv.run_id).start_time_ms
     days = (dt.datetime.now(dt.UTC).timestamp() * 1000 - trained_ms) / 86_400_000
-    past = _history(version, scored, legacy=ref_version is None)
+    past = _history(ctx, version, scored, legacy=ref_version is None)
     if not holdout_yaml.exists():
         return HoldoutCheck(
             version,
@@ -204,41 +210,29 @@ def check_holdout(w: Windows, imgsz_default: int, device: str) -> HoldoutCheck:
 
 
 def _history(
-    version: str, holdout_version: str | None, legacy: bool = True
+    ctx: Context, version: str, holdout_version: str | None, legacy: bool = True
 ) -> list[tuple[int, float]]:
     """Weekly holdout mAP50-95 of ``version`` logged by earlier monitor runs on the same
     holdout version (``legacy``: runs that did not record theirs count too)."""
-    from mlflow import MlflowClient
-
-    from cvloop.config.settings import load_settings
-
-    client = MlflowClient(load_settings().mlflow_tracking_uri)
-    exp = client.get_experiment_by_name(MONITOR_EXPERIMENT)
-    if exp is None:
-        return []
-    runs = client.search_runs(
-        [exp.experiment_id], f"tags.`cvloop.champion` = '{version}'", max_results=500
-    )
     out = {}
-    for run in runs:
-        hv = run.data.tags.get("cvloop.holdout.version")
+    for run in ctx.tracker.find_runs(MONITOR_EXPERIMENT, tags={CHAMPION_VERSION: version},
+                                     max_results=500, oldest_first=True):  # fmt: skip
+        hv = run.tags.get(HOLDOUT_VERSION)
         if hv != holdout_version and not (hv is None and legacy):
             continue
-        for m in client.get_metric_history(run.info.run_id, "holdout.map50_95"):
-            out[int(m.step)] = float(m.value)
+        for step, value in ctx.tracker.metric_history(run.run_id, "holdout.map50_95"):
+            out[step] = value
     return sorted(out.items())
 
 
-def count_new_labels(since_days: float | None) -> int | None:
+def count_new_labels(ctx: Context, since_days: float | None) -> int | None:
     """Annotations in cvloop's Label Studio projects since the champion was trained."""
     if since_days is None:
         return None
     try:
         from label_studio_sdk import LabelStudio
 
-        from cvloop.config.settings import load_settings
-
-        s = load_settings()
+        s = ctx.settings
         client = LabelStudio(
             base_url=s.label_studio_url, api_key=s.label_studio_token(), timeout=10
         )
@@ -292,6 +286,7 @@ def drifted_table(rows: list[dict], k: int = 10) -> str:
 
 
 def log_monitor_run(
+    ctx: Context,
     w: Windows,
     rows: list[dict],
     holdout: HoldoutCheck,
@@ -299,53 +294,41 @@ def log_monitor_run(
     report_dir: str,
 ) -> dict[str, str]:
     """One MLflow run per check: holdout metrics at the ISO week, drift figures, reports."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
-    from cvloop.config.settings import load_settings
-
-    client = MlflowClient(load_settings().mlflow_tracking_uri)
-    exp = client.get_experiment_by_name(MONITOR_EXPERIMENT)
-    exp_id = exp.experiment_id if exp else client.create_experiment(MONITOR_EXPERIMENT)
-    run = client.create_run(
-        exp_id,
-        run_name=f"monitor-{w.iso_week}",
-        tags={
+    t = ctx.tracker
+    run_id = t.start_run(
+        MONITOR_EXPERIMENT,
+        f"monitor-{w.iso_week}",
+        None,
+        {
             CHAMPION_VERSION: str(holdout.champion),
-            "cvloop.holdout.version": str(holdout.holdout_version),
+            HOLDOUT_VERSION: str(holdout.holdout_version),
             WINDOW_CURRENT: f"{w.cur_start}..{w.cur_end}",
             WINDOW_REFERENCE: f"{w.ref_start}..{w.ref_end}",
             TRIGGERS_FIRED: ",".join(r.rule for r in results if r.fired) or "none",
         },
     )
-    now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-    metrics = []
+    metrics: dict[str, float] = {}
     if holdout.map50_95 is not None:
-        metrics.append(Metric("holdout.map50_95", holdout.map50_95, now, w.iso_week))
-        metrics.append(Metric("holdout.map50", holdout.map50 or 0.0, now, w.iso_week))
-        for c, v in holdout.per_class_ap50_95.items():
-            metrics.append(Metric(f"holdout.ap50_95.{c}", v, now, w.iso_week))
+        metrics["holdout.map50_95"] = holdout.map50_95
+        metrics["holdout.map50"] = holdout.map50 or 0.0
+        metrics |= {f"holdout.ap50_95.{c}": v for c, v in holdout.per_class_ap50_95.items()}
     for r in rows:
         if r["enough_data"] and r["kind"] in ("overall", "camera", "class", "group"):
             base = f"drift.{r['signal']}.{r['kind']}.{r['slice'].replace('*', 'all')}"
             for stat in ("ks_p", "psi", "wasserstein"):
-                metrics.append(Metric(f"{base}.{stat}", float(r[stat]), now, w.iso_week))
-    for i in range(0, len(metrics), 900):
-        client.log_batch(run.info.run_id, metrics=metrics[i : i + 900])
-    client.log_artifacts(run.info.run_id, report_dir, "drift-report")
-    client.set_terminated(run.info.run_id)
-    base = load_settings().mlflow_tracking_uri
+                metrics[f"{base}.{stat}"] = float(r[stat])
+    t.log_metrics(run_id, metrics, step=w.iso_week)
+    t.log_folder(run_id, report_dir, "drift-report")
+    t.finish(run_id)
+    base = ctx.settings.mlflow_tracking_uri
     return {
-        "run_id": run.info.run_id,
-        "run_url": f"{base}/#/experiments/{exp_id}/runs/{run.info.run_id}",
-        "artifact_url": f"{base}/get-artifact?path=drift-report/{{name}}"
-        f"&run_uuid={run.info.run_id}",
+        "run_id": run_id,
+        "run_url": t.run_url(run_id),
+        "artifact_url": f"{base}/get-artifact?path=drift-report/{{name}}&run_uuid={run_id}",
     }
 
 
-def report_dir(w: Windows) -> Path:
-    from cvloop.config.settings import load_settings
-
-    d = load_settings().home / "reports" / "monitor" / str(w.iso_week)
+def report_dir(ctx: Context, w: Windows) -> Path:
+    d = ctx.settings.home / "reports" / "monitor" / str(w.iso_week)
     d.mkdir(parents=True, exist_ok=True)
     return d

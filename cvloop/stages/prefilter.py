@@ -9,11 +9,13 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cvloop.adapters.detector import OnnxDetector, decode_jpeg
 from cvloop.config.params import PrefilterParams, SelectParams
+from cvloop.core import slices
 from cvloop.core.selection import (
     Scored,
     Selected,
@@ -24,19 +26,22 @@ from cvloop.core.selection import (
     uncertainty_of,
 )
 
+if TYPE_CHECKING:
+    from cvloop.context import Context
+    from cvloop.stages.model import ChampionRef
+
 
 def score_frames(
     frames: Iterable[tuple[str, str, int, bytes]],
     detector: OnnxDetector,
-    *,
-    conf: float,
-    low: float,
-    high: float,
-    many: int,
-    batch_size: int,
+    pf: PrefilterParams,
     on_error: Callable[[str, str], None] | None = None,
 ) -> Iterator[Scored]:
-    """Run the detector over ``(key, camera, ts_ms, jpeg)`` frames, ``batch_size`` at a time."""
+    """Run the detector over ``(key, camera, ts_ms, jpeg)`` frames, ``pf.batch_size`` at a
+    time (``params.yaml``'s ``prefilter`` section: ``conf``, ``low_confidence``,
+    ``high_confidence``, ``many_detections``)."""
+    conf, low, high = pf.conf, pf.low_confidence, pf.high_confidence
+    many, batch_size = pf.many_detections, pf.batch_size
     batch: list[tuple[str, str, int, np.ndarray]] = []
 
     def flush() -> Iterator[Scored]:
@@ -85,36 +90,17 @@ def score_frames(
 def run_prefilter(
     frames: Iterable[tuple[str, str, int, bytes]],
     detector: OnnxDetector,
-    pf,
-    sel,
+    pf: PrefilterParams,
+    sel: SelectParams,
     drift_cameras: set[str],
     drift_classes: set[str],
     on_error: Callable[[str, str], None] | None = None,
 ) -> tuple[list[Scored], list[Selected]]:
     """The whole step with ``params.yaml``'s ``prefilter`` (``pf``) and ``select`` (``sel``)
     sections: score, keep events, cap the fps, select. Returns (events, selected)."""
-    scored = score_frames(
-        frames,
-        detector,
-        conf=pf.conf,
-        low=pf.low_confidence,
-        high=pf.high_confidence,
-        many=pf.many_detections,
-        batch_size=pf.batch_size,
-        on_error=on_error,
-    )
+    scored = score_frames(frames, detector, pf, on_error)
     events = cap_fps(keep_events(scored, keep_empty=pf.keep_empty), pf.fps_per_camera)
-    chosen = select(
-        events,
-        budget=sel.budget,
-        drift_cameras=drift_cameras,
-        drift_classes=drift_classes,
-        drift_weight=sel.drift_slice_weight,
-        per_class_cap=sel.per_class_cap,
-        per_camera_cap=sel.per_camera_cap,
-        exploration_share=sel.exploration_share,
-        seed=sel.seed,
-    )
+    chosen = select(events, sel, drift_cameras=drift_cameras, drift_classes=drift_classes)
     return events, chosen
 
 
@@ -135,8 +121,10 @@ class Selection:
 
 
 def prefilter_and_select(
+    ctx: Context,
     run_id: str,
     collected_key: str,
+    champion: ChampionRef,
     drift_cameras: list[str],
     drift_classes: list[str],
     pf: PrefilterParams,
@@ -155,20 +143,16 @@ def prefilter_and_select(
     import pyarrow.parquet as pq
 
     from cvloop.adapters.detector import OnnxDetector
-    from cvloop.adapters.storage import open_storage
-    from cvloop.stages.collect import read_frame
-    from registry.models import ModelRegistry
-    from registry.names import CHAMPION
+    from cvloop.adapters.frame_keys import read_frame
 
-    store = open_storage()
+    store = ctx.store
     from cvloop.stages.data import labeled_hashes
 
     collected = pq.read_table(io.BytesIO(store.get_bytes(collected_key))).to_pylist()
-    known = labeled_hashes()
+    known = labeled_hashes(ctx)
     already = sum(r["sha256"] in known for r in collected)
     collected = [r for r in collected if r["sha256"] not in known]
-    model = ModelRegistry.from_settings().fetch_alias(CHAMPION)
-    detector = OnnxDetector(model.onnx, model.classes, model.imgsz)
+    detector = OnnxDetector(champion.onnx, champion.classes, champion.imgsz)
     errors: list[tuple[str, str]] = []
 
     def frames():
@@ -190,22 +174,21 @@ def prefilter_and_select(
     )
     note = f"new class {', '.join(route_classes or [])}: likely here"
     for s in chosen:  # a routed camera is not a drift slice: say why it was weighed
-        s.why = [f"{note} ({w.split(' ', 1)[1]})" if w in {f"drift:camera {c}" for c in routed}
+        s.why = [f"{note} ({slices.SliceTag.parse(w).name})"
+                 if w in {str(slices.camera(c)) for c in routed}
                  else w for w in s.why]  # fmt: skip
     chosen += _seed_frames(store, seed_keys or [], known, {c.key for c in chosen}, detector,
                            pf, route_classes or [], errors)  # fmt: skip
     base = collected_key.rsplit("/", 1)[0]
     store.put_bytes(f"{base}/selected.parquet", to_parquet(chosen))
-    why = Counter(
-        w.split(" ")[0] if not w.startswith("drift:") else w for s in chosen for w in s.why
-    )
+    why = Counter(w.split(" ")[0] if not slices.is_drift(w) else w for s in chosen for w in s.why)
     summary = {
         "collected": len(collected) + already,
         "already_labeled": already,
         "after_prefilter": len(events),
         "selected": len(chosen),
         "unreadable": len(errors),
-        "drift_frames_selected": sum(any(w.startswith("drift:") for w in s.why) for s in chosen),
+        "drift_frames_selected": sum(any(slices.is_drift(w) for w in s.why) for s in chosen),
         "why": dict(why.most_common()),
     }
     store.put_text(f"{base}/selection-summary.json", json.dumps(summary, indent=2))
@@ -217,9 +200,9 @@ def _seed_frames(store, keys, known, taken, detector, pf, classes, errors) -> li
     pre-annotation of the classes it knows), unless already labeled or selected."""
     import time
 
+    from cvloop.adapters.frame_keys import read_frame
     from cvloop.core.frames import content_hash
     from cvloop.core.selection import Selected
-    from cvloop.stages.collect import read_frame
     from cvloop.stages.prefilter import score_frames
 
     todo = []
@@ -236,8 +219,6 @@ def _seed_frames(store, keys, known, taken, detector, pf, classes, errors) -> li
             parts = key.split("/")
             camera = parts[1] if parts[0] == "frames" and len(parts) > 2 else "operator-seed"
             todo.append((key, camera, int(time.time() * 1000), data))
-    scored = score_frames(iter(todo), detector, conf=pf.conf, low=pf.low_confidence,
-                          high=pf.high_confidence, many=pf.many_detections,
-                          batch_size=pf.batch_size)  # fmt: skip
+    scored = score_frames(iter(todo), detector, pf)
     why = f"seed: operator's example of {', '.join(classes) or 'a new class'}"
     return [Selected(f.key, f.camera, f.ts_ms, 1.0, [why], f.labels, f.detections) for f in scored]

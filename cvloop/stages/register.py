@@ -5,24 +5,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cvloop.stages.candidate import ChampionRef, TrainingData, dataset_schema
+from cvloop.core.gates import GateReport
+from cvloop.stages.candidate import TrainingData, dataset_schema
 from cvloop.stages.evaluate import Evaluations
+from cvloop.stages.export import Exported
 from cvloop.stages.gate import _fit_json
 from cvloop.stages.model import (
+    ChampionRef,
     TrainedModel,
 )
-from registry.names import DRIFT_CAMERAS, EXPORTS, GATE, GATE_REASONS
+from registry.names import DRIFT_CAMERAS, EXPORTS, GATE, GATE_REASONS, bench_tag, sha256_tag
+
+if TYPE_CHECKING:
+    from cvloop.context import Context
 
 
 def register_candidate(
+    ctx: Context,
     trained: TrainedModel,
     champion: ChampionRef,
     evals: Evaluations,
-    exported: dict,
-    gate_report: dict,
+    exported: Exported,
+    gate_report: GateReport,
     lineage: dict,
-    model_name: str,
     drift_cameras: list[str] | None = None,
 ) -> str:
     """Register the candidate either way, with lineage, gate results and the benchmark;
@@ -37,38 +44,38 @@ def register_candidate(
         {k.split(".", 1)[1]: v for k, v in h.items() if k.startswith("ap50.")},
         0, 0,
     )  # fmt: skip
-    failed = [f"{c['name']}: {c['detail']}" for c in gate_report["checks"] if not c["passed"]]
+    failed = gate_report.reasons
     from registry.models import sha256_file
 
     extra = {
-        GATE: "passed" if gate_report["passed"] else "rejected",
+        GATE: "passed" if gate_report.passed else "rejected",
         GATE_REASONS: _fit_json(failed, 4900),
-        EXPORTS: json.dumps({k: v.get("status") for k, v in exported["exports"].items()}),
+        EXPORTS: json.dumps({k: v.status for k, v in exported.exports.items()}),
         DRIFT_CAMERAS: ",".join(drift_cameras or []),
     }
-    for who, b in exported["benchmarks"].items():
+    for who, b in exported.benchmarks.items():
         if who.startswith("challenger."):
             fmt = who.split(".", 1)[1]
             keep = ("device", "p50_ms", "p95_ms", "p99_ms", "throughput_fps", "memory_mb")
-            extra[f"cvloop.bench.{fmt}"] = json.dumps({k: b[k] for k in keep})
-    for fmt, e in exported["exports"].items():
-        if e["status"] == "ok" and fmt != "onnx":
-            extra[f"cvloop.sha256.{fmt}"] = sha256_file(Path(e["path"]))
-    aliases = ["challenger"] if gate_report["passed"] else []
-    verdict = "passed every gate" if gate_report["passed"] else "REJECTED by the gates"
+            extra[bench_tag(fmt)] = json.dumps({k: b[k] for k in keep})
+    for fmt, e in exported.exports.items():
+        if e.status == "ok" and fmt != "onnx":
+            extra[sha256_tag(fmt)] = sha256_file(Path(e.path))
+    aliases = ["challenger"] if gate_report.passed else []
+    verdict = "passed every gate" if gate_report.passed else "REJECTED by the gates"
     return register_model(
+        ctx,
         trained.run_id,
         trained,
         {**lineage, "parent_version": champion.version},
         holdout,
         extra,
-        model_name,
         aliases,
         f"Fine-tuned from v{champion.version} on {lineage.get('dataset_version')}; {verdict}.",
     )
 
 
-def candidate_lineage(data: TrainingData) -> dict:
+def candidate_lineage(ctx: Context, data: TrainingData) -> dict:
     """Lineage tags of a candidate trained on ``data``."""
     from cvloop.config.lineage import git_commit, params_sha256
 
@@ -79,5 +86,21 @@ def candidate_lineage(data: TrainingData) -> dict:
         "holdout_version": data.holdout.get("name", "unknown"),
         "git_commit": git_commit(),
         "params_sha256": params_sha256(),
-        **dataset_schema(data.dataset_yaml),
+        **dataset_schema(ctx, data.dataset_yaml),
     }
+
+
+def record_candidate(
+    ctx: Context, mlflow_run: str, trained, version: str, gate: GateReport
+) -> dict:
+    """The candidate's verdict on the retrain's MLflow run; returns it with the reasons."""
+    from registry.names import CANDIDATE_GATE, CANDIDATE_VERSION
+
+    reasons = gate.reasons
+    verdict = "passed" if gate.passed else "rejected"
+    ctx.tracker.log_metrics(mlflow_run, {"candidate.epochs_run": trained.epochs_run,
+                                         "candidate.train_seconds": trained.train_seconds})  # fmt: skip
+    ctx.tracker.set_tags(mlflow_run, {CANDIDATE_VERSION: version, CANDIDATE_GATE: verdict})
+    print(f"candidate v{version} {verdict}" + (": " + "; ".join(reasons) if reasons else ""))
+    return {"candidate_version": version, "gate": verdict, "gate_reasons": reasons,
+            "training_run": trained.run_id}  # fmt: skip

@@ -6,12 +6,16 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cvloop.stages.monitor import (
     Windows,
 )
+
+if TYPE_CHECKING:
+    from cvloop.context import Context
 
 SAMPLE_ROWS = 50_000  # frames per window fed to the dashboard (bounded cost at fleet scale)
 
@@ -59,14 +63,13 @@ def _sample(
     )
 
 
-def build_drift_dashboard(w: Windows, rows: list[dict], out_dir: Path) -> list[str]:
+def build_drift_dashboard(ctx: Context, w: Windows, rows: list[dict], out_dir: Path) -> list[str]:
     """Evidently HTML report + PNG histograms (reference vs current) into ``out_dir``."""
     import pandas as pd
 
-    from cvloop.adapters.storage import open_storage
     from cvloop.stages.monitor import _slices_from_rows
 
-    store = open_storage()
+    store = ctx.store
     ref, cur = w.as_windows()
     files = []
     ref_s = _sample(store, ref.start, ref.end, None, SAMPLE_ROWS)

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cvloop.adapters.labelstudio import LabelStudioQueue
 from cvloop.config.params import ReviewParams
 from cvloop.core.errors import CvloopError
 from cvloop.core.review import decide, review_progress
 from cvloop.stages.annotate import ReviewQueue
+
+if TYPE_CHECKING:
+    from cvloop.context import Context
 
 REVIEW_PAUSE_KEY = "review"
 
@@ -38,6 +41,7 @@ class ReviewStatus:
 
 
 def check_review(
+    ctx: Context,
     queue: ReviewQueue,
     classes: list[str],
     watch: list[str],
@@ -51,7 +55,7 @@ def check_review(
 
     ``complete_only`` (a holdout refresh): only every task reviewed, an operator's go or the
     deadline end the review; a stable edit rate does not (a holdout must be exact)."""
-    total, reviewed = LabelStudioQueue.from_settings().reviewed(queue.project_id)
+    total, reviewed = ctx.labelstudio.reviewed(queue.project_id)
     progress = review_progress(
         ((r.predicted, r.final) for r in reviewed),
         total,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cvloop.core.rollout import (
     CANARY,
@@ -17,10 +19,12 @@ from cvloop.core.rollout import (
     K_STAGE_LOG,
     K_STAGE_WALL,
     STABLE,
+    Canary,
+    Decision,
     decide,
 )
 from cvloop.stages.canary import canary_tags, log_watermark, measure_canary
-from registry.manifest import read_manifest, single, write_manifest
+from registry.manifest import RolloutManifest, read_manifest, single, write_manifest
 from registry.names import (
     APPROVED_AT,
     APPROVED_BY,
@@ -35,6 +39,9 @@ from registry.names import (
     ROLLOUT_SHARE,
     ROLLOUT_STATUS,
 )
+
+if TYPE_CHECKING:
+    from cvloop.context import Context
 
 
 def _now() -> dt.datetime:
@@ -51,22 +58,23 @@ def _mirror(reg, version: str, tags: dict) -> None:
 
 
 def start_rollout(
-    version: str | None = None, who: str | None = None, reason: str = "", force: bool = False
+    ctx: Context,
+    version: str | None = None,
+    who: str | None = None,
+    reason: str = "",
+    force: bool = False,
 ) -> dict:
     """First stage: the challenger takes ``rollout.stages[0].share`` % of the traffic.
 
     Only a version that passed every gate, and not one rolled back before (unless
     ``force``); idempotent for the version already rolling out.
     """
-    from cvloop.adapters.storage import open_storage
-    from cvloop.config.params import params
     from cvloop.core.errors import CvloopError
-    from registry.manifest import Allocation, RolloutManifest
-    from registry.models import ModelRegistry
+    from registry.manifest import Allocation
     from registry.names import CHALLENGER, CHAMPION
 
-    reg = ModelRegistry.from_settings()
-    store = open_storage()
+    reg = ctx.registry
+    store = ctx.store
     version = version or reg.alias_version(CHALLENGER)
     if version is None:
         raise CvloopError(
@@ -97,7 +105,7 @@ def start_rollout(
     champion = reg.alias_version(CHAMPION)
     if champion is None or champion == str(version):
         raise CvloopError(f"version {version} is the champion already (or there is none)")
-    p = params().rollout
+    p = ctx.params.rollout
     share = p.stages[0].share
     now, mark = _now(), log_watermark(store)
     since = _iso(mark) if mark else _iso(now)
@@ -126,47 +134,83 @@ def _approval(tags: dict) -> tuple[bool, bool]:
     return bool(tags.get(APPROVED_BY, "").strip()), bool(tags.get(REJECTED_BY, "").strip())
 
 
-def rollout_tick(who: str = "cvloop rollout") -> dict:
-    """One step of the rollout in progress: canary from the inference log, then hold,
-    advance, ask for approval, promote, roll back or stop. Safe to run again at any time:
-    the manifest and the aliases are reconciled first (a crash between them is finished)."""
-    from cvloop.adapters.storage import open_storage
-    from cvloop.config.params import params
-    from registry.models import ModelRegistry
+@dataclass(frozen=True)
+class TickMeasure:
+    """What a tick measured: the manifest it read (JSON), the inference log's watermark, the
+    canary; ``done`` is set when reconciling alone finished the tick (no rollout in
+    progress, or an interrupted promotion completed)."""
+
+    manifest: str | None
+    mark: str | None = None
+    canary: Canary | None = None
+    done: dict | None = None
+
+
+def measure_tick(ctx: Context, who: str = "cvloop rollout") -> TickMeasure:
+    """Step 1 of a tick: reconcile the manifest and the aliases (a crash between two writes
+    is finished first), then measure the canary up to the inference log's watermark."""
     from registry.names import CHAMPION
 
-    store = open_storage()
-    reg = ModelRegistry.from_settings()
+    store, reg = ctx.store, ctx.registry
     m = read_manifest(store)
     if m is None or m.stage == STABLE:
-        return {"status": "idle", **_reconcile_stable(reg, m)}
-    p = params().rollout
+        return TickMeasure(m.to_json() if m else None, done={"status": "idle",
+                                                              **_reconcile_stable(reg, m)})  # fmt: skip
     chall = m.extra[K_CHALLENGER]
     if reg.alias_version(CHAMPION) == chall:  # promoted, then the manifest write was lost
-        return _promote(store, reg, m, who, "promotion finished after an interruption")
-    idx = int(m.extra[K_STAGE])
-    shares = [s.share for s in p.stages]
-    hours = [s.hours for s in p.stages]
+        return TickMeasure(m.to_json(), done=_promote(store, reg, m, who,
+                                                      "promotion finished after an interruption"))  # fmt: skip
     stage_since = dt.datetime.fromisoformat(m.extra[K_STAGE_LOG])
     mark = log_watermark(store) or stage_since
-    result = measure_canary(store, reg, m, mark, p.canary)
-    tags = dict(reg.get_version(chall).tags)
+    result = measure_canary(ctx, store, reg, m, mark, ctx.params.rollout.canary)
+    return TickMeasure(m.to_json(), _iso(mark), result)
+
+
+def decide_tick(ctx: Context, measured: TickMeasure) -> Decision | None:
+    """Step 2: what the canary, the stage's served hours and the ML lead's approval say
+    (``cvloop/core/rollout.py``); None when the tick is done already."""
+    if measured.done is not None:
+        return None
+    p = ctx.params.rollout
+    m = RolloutManifest.from_json(measured.manifest)
+    tags = dict(ctx.registry.get_version(m.extra[K_CHALLENGER]).tags)
     approved, rejected = _approval(tags)
     asked = m.extra.get(K_APPROVAL_ASKED) or ""
-    now = _now()
-    d = decide(
-        idx,
-        shares,
-        hours,
+    stage_since = dt.datetime.fromisoformat(m.extra[K_STAGE_LOG])
+    mark = dt.datetime.fromisoformat(measured.mark)
+    return decide(
+        int(m.extra[K_STAGE]),
+        [s.share for s in p.stages],
+        [s.hours for s in p.stages],
         max(0.0, (mark - stage_since).total_seconds() / 3600),
-        result,
+        measured.canary,
         approval_before_share=p.approval_before_share,
         approved=approved,
         rejected=rejected,
         approval_asked_at=dt.datetime.fromisoformat(asked) if asked else None,
         deadline_hours=p.approval_deadline_hours,
-        now=now,
+        now=_now(),
     )
+
+
+def apply_tick(
+    ctx: Context, measured: TickMeasure, d: Decision | None, who: str = "cvloop rollout"
+) -> dict:
+    """Step 3: act on the decision — hold, advance, ask for approval, promote, roll back or
+    stop — and mirror what the canary said on the challenger's version."""
+    if measured.done is not None or d is None:
+        return measured.done or {"status": "idle"}
+    store, reg = ctx.store, ctx.registry
+    p = ctx.params.rollout
+    m = RolloutManifest.from_json(measured.manifest)
+    chall = m.extra[K_CHALLENGER]
+    idx = int(m.extra[K_STAGE])
+    shares = [s.share for s in p.stages]
+    tags = dict(reg.get_version(chall).tags)
+    asked = m.extra.get(K_APPROVAL_ASKED) or ""
+    mark = dt.datetime.fromisoformat(measured.mark)
+    now = _now()
+    result = measured.canary
     out = {"status": d.action, "reason": d.reason, "canary": result.as_dict(), "version": chall}
     _mirror(reg, chall, canary_tags(result))
     if d.action == "await_approval" and not asked:
@@ -183,6 +227,13 @@ def rollout_tick(who: str = "cvloop rollout") -> dict:
     elif d.action in ("rollback", "stop"):
         return {**out, **_back_to_champion(store, reg, m, who, d.reason, d.action)}
     return {**out, "manifest": json.loads(read_manifest(store).to_json())}
+
+
+def rollout_tick(ctx: Context, who: str = "cvloop rollout") -> dict:
+    """One step of the rollout in progress (measure, decide, apply: the ``rollout`` flow runs
+    them as three tasks). Safe to run again at any time."""
+    measured = measure_tick(ctx, who)
+    return apply_tick(ctx, measured, decide_tick(ctx, measured), who)
 
 
 def _advance(store, reg, m, idx: int, share: float, mark, who: str, reason: str) -> None:
@@ -253,11 +304,10 @@ def _reconcile_stable(reg, m, reason: str | None = None) -> dict:
     return out
 
 
-def approve(version: str, who: str, *, reject: bool = False, note: str = "") -> dict:
+def approve(ctx: Context, version: str, who: str, *, reject: bool = False, note: str = "") -> dict:
     """The ML lead's decision on a version: the same tag the MLflow UI sets."""
-    from registry.models import ModelRegistry
 
-    reg = ModelRegistry.from_settings()
+    reg = ctx.registry
     reg.get_version(version)  # a clear error for an unknown version
     if reject:
         tags = {REJECTED_BY: who, REJECTED_AT: _iso(_now()), REJECTED_NOTE: note}
@@ -267,16 +317,14 @@ def approve(version: str, who: str, *, reject: bool = False, note: str = "") -> 
     return tags
 
 
-def rollback_now(reason: str, who: str | None = None) -> dict:
+def rollback_now(ctx: Context, reason: str, who: str | None = None) -> dict:
     """Immediate manual rollback: a rollout in progress goes back to its champion; with no
     rollout in progress, the champion goes back to ``previous-champion``."""
-    from cvloop.adapters.storage import open_storage
     from cvloop.core.errors import CvloopError
-    from registry.models import ModelRegistry
     from registry.names import CHAMPION, PREVIOUS_CHAMPION
 
-    store = open_storage()
-    reg = ModelRegistry.from_settings()
+    store = ctx.store
+    reg = ctx.registry
     who = who or "operator"
     m = read_manifest(store)
     if m is not None and m.stage != STABLE:
@@ -296,3 +344,21 @@ def rollback_now(reason: str, who: str | None = None) -> dict:
                            ROLLOUT_REASON: f"manual rollback: {reason}"})  # fmt: skip
     _mirror(reg, previous, {ROLLOUT_STATUS: "champion", ROLLOUT_SHARE: "100"})
     return {"status": "rollback", "champion": previous, "rolled_back": current}
+
+
+def start_if_passed(ctx: Context, version: str, passed: bool, who: str) -> str:
+    """Begin the rollout of a candidate that passed every gate (``rollout.auto_start``); a
+    rollout already in progress is not disturbed (this candidate keeps its `challenger`
+    alias; start it with `cvloop rollout start VERSION` once the other has ended)."""
+    from cvloop.core.errors import CvloopError
+
+    if not passed:
+        return "not started (gate rejected)"
+    if not ctx.params.rollout.auto_start:
+        return "not started (rollout.auto_start is false): cvloop rollout start " + version
+    try:
+        out = start_rollout(ctx, version, who, f"v{version} passed every gate")
+    except CvloopError as exc:
+        return f"not started: {exc}"
+    allocs = out["manifest"]["allocations"]
+    return f"{out['status']}: " + ", ".join(f"v{a['version']} {a['share']:g}%" for a in allocs)

@@ -6,28 +6,30 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cvloop.core.errors import CvloopError
 from cvloop.core.schema import SCHEMA_FILE, ClassSchema, SchemaChange, SchemaLog
 
+if TYPE_CHECKING:
+    from cvloop.context import Context
+
 SEEDS_PREFIX = "seeds"
 
 
-def schema_log() -> SchemaLog:
+def schema_log(ctx: Context) -> SchemaLog:
     """The data repository's schema log; before the first change, version 1 from
     params.yaml's ``schema`` section."""
-    from cvloop.config.params import load_params
-    from cvloop.stages.data import data_repo
 
-    path = data_repo().root / SCHEMA_FILE
+    path = ctx.data_repo.root / SCHEMA_FILE
     if path.exists():
         return SchemaLog.from_yaml(path.read_text(), str(path))
-    p = load_params()
+    p = ctx.params
     return SchemaLog.initial(list(p.classes), p.schema_.label_policy_version)
 
 
-def current_schema() -> ClassSchema:
-    return schema_log().current
+def current_schema(ctx: Context) -> ClassSchema:
+    return schema_log(ctx).current
 
 
 def require_migrated(folder: Path, schema: ClassSchema) -> None:
@@ -88,16 +90,15 @@ def _as_change(d: dict) -> dict:
     return d
 
 
-def store_seeds(class_name: str, paths: list[str]) -> list[str]:
+def store_seeds(ctx: Context, class_name: str, paths: list[str]) -> list[str]:
     """The operator's example frames as frame-store keys: a key of the frame store is kept
     as it is (the frame keeps its camera, time and lineage, and is not stored twice); an
     image file is stored under ``seeds/<class>/<sha>.jpg`` (idempotent: the key is the
     content hash). Every seed must decode as an image."""
     from cvloop.adapters.detector import decode_jpeg
-    from cvloop.adapters.storage import open_storage
     from cvloop.core.frames import frame_id
 
-    store = open_storage()
+    store = ctx.store
     keys = []
     for p in paths:
         local = Path(p)
@@ -145,37 +146,35 @@ def _is_key(text: str) -> bool:
         return False
 
 
-def plan_change(change: SchemaChange) -> tuple[SchemaLog, bool]:
+def plan_change(ctx: Context, change: SchemaChange) -> tuple[SchemaLog, bool]:
     """The schema log with the change applied (refusals raise with the fix) and whether it
     is new; written to ``schema.yaml`` in the data repository's working tree (committed
     with the migrated data, so a crash before the commit is resumed by a re-run)."""
-    from cvloop.stages.data import data_repo
 
-    log = schema_log()
+    log = schema_log(ctx)
     new_log, applied = log.applied(change)
     if applied:
-        path = data_repo().root / SCHEMA_FILE
+        path = ctx.data_repo.root / SCHEMA_FILE
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(new_log.to_yaml())
         tmp.replace(path)
     return new_log, applied
 
 
-def migrate_and_version(log: SchemaLog, applied: bool) -> dict:
+def migrate_and_version(ctx: Context, log: SchemaLog, applied: bool) -> dict:
     """Migrate the labels of the dataset and the holdout to the current schema, then commit
     ``schema.yaml`` with dataset v_n+1 and holdout v_k+1 and tag ``schema-v<n>``.
     Resumable, and a no-op for a re-run whose versions exist."""
     from cvloop.adapters.datasets import folder_schema, migrate_folder
-    from cvloop.adapters.versioning import next_version
-    from cvloop.stages.data import (
+    from cvloop.adapters.versioning import (
         DATASET_DIR,
         DATASET_POINTER,
         HOLDOUT_DIR,
         HOLDOUT_POINTER,
-        data_repo,
+        next_version,
     )
 
-    repo = data_repo()
+    repo = ctx.data_repo
     repo.ensure()
     repo.checkout([DATASET_POINTER, HOLDOUT_POINTER])
     schema = log.current
@@ -210,14 +209,13 @@ def migrate_and_version(log: SchemaLog, applied: bool) -> dict:
     return out
 
 
-def open_review_projects(log: SchemaLog) -> list[tuple[int, str]]:
+def open_review_projects(ctx: Context, log: SchemaLog) -> list[tuple[int, str]]:
     """Label Studio projects of dataset versions not yet versioned (reviews in progress),
     as (id, title)."""
-    from cvloop.adapters.labelstudio import PROJECT_PREFIX, LabelStudioQueue
-    from cvloop.stages.data import data_repo
+    from cvloop.adapters.labelstudio import PROJECT_PREFIX
 
-    repo = data_repo()
-    queue = LabelStudioQueue.from_settings()
+    repo = ctx.data_repo
+    queue = ctx.labelstudio
     out = []
     for pid, title in queue.projects(prefix=f"{PROJECT_PREFIX} dataset-v"):
         version = title.split(" ", 1)[1]
@@ -228,13 +226,12 @@ def open_review_projects(log: SchemaLog) -> list[tuple[int, str]]:
     return out
 
 
-def update_label_studio(log: SchemaLog) -> list[dict]:
+def update_label_studio(ctx: Context, log: SchemaLog) -> list[dict]:
     """The labeling config of every open review project follows the current schema."""
-    from cvloop.adapters.labelstudio import LabelStudioQueue
 
-    queue = LabelStudioQueue.from_settings()
+    queue = ctx.labelstudio
     out = []
-    for pid, title in open_review_projects(log):
+    for pid, title in open_review_projects(ctx, log):
         labels = queue.set_labels(pid, list(log.current.classes))
         out.append({"id": pid, "title": title, "labels": labels, "url": queue.project_url(pid)})
     return out
@@ -249,10 +246,10 @@ class Routes:
     seed_keys: list[str]
 
 
-def new_class_routes(champion_classes: list[str]) -> Routes:
+def new_class_routes(ctx: Context, champion_classes: list[str]) -> Routes:
     """Classes of the current schema the champion cannot detect, with the cameras and seed
     frames their ``add`` recorded (renamed since: under today's name)."""
-    log = schema_log()
+    log = schema_log(ctx)
     now = log.translate()
     classes, cameras, seeds = [], set(), set()
     for v in log.versions[1:]:
@@ -265,14 +262,12 @@ def new_class_routes(champion_classes: list[str]) -> Routes:
     return Routes(sorted(set(classes)), sorted(cameras), sorted(seeds))
 
 
-def data_changes(start, end) -> list[dict]:
+def data_changes(ctx: Context, start, end) -> list[dict]:
     """Data versions tagged in [start, end) (schema, dataset, holdout), with who and why:
     the weekly review's "what changed in the data, and why"."""
     import datetime as dt
 
-    from cvloop.stages.data import data_repo
-
-    repo = data_repo()
+    repo = ctx.data_repo
     if not (repo.root / ".git").exists():
         return []
     out = repo.git(
@@ -280,7 +275,7 @@ def data_changes(start, end) -> list[dict]:
         "\t%(taggername)\t%(contents:subject)", "refs/tags/schema-v*", "refs/tags/dataset-v*",
         "refs/tags/holdout-v*", check=False,
     )  # fmt: skip
-    who = {f"schema-v{v.version}": v.history[-1] for v in schema_log().versions[1:]}
+    who = {f"schema-v{v.version}": v.history[-1] for v in schema_log(ctx).versions[1:]}
     rows = []
     for line in out.splitlines():
         parts = line.split("\t")
@@ -302,12 +297,11 @@ def data_changes(start, end) -> list[dict]:
     return rows
 
 
-def schema_summary() -> dict:
+def schema_summary(ctx: Context) -> dict:
     """The current schema and the newest dataset and holdout versions (``cvloop status``)."""
-    from cvloop.stages.data import data_repo
 
-    s = current_schema()
-    repo = data_repo()
+    s = current_schema(ctx)
+    repo = ctx.data_repo
     tags = {
         k: (repo.tags(f"{k}-v*") or ["none"])[-1] if (repo.root / ".git").exists() else "none"
         for k in ("dataset", "holdout")

@@ -8,6 +8,10 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cvloop.context import Context
 
 
 @dataclass(frozen=True)
@@ -38,14 +42,13 @@ def _round_trip(store, key: str) -> None:
     store.delete(key)
 
 
-def check_frame_store() -> CheckResult:
+def check_frame_store(ctx: Context) -> CheckResult:
     """Write, read back and delete an object in the configured frame store."""
-    from cvloop.adapters.storage import open_storage
 
     def run() -> str:
         from cvloop.adapters.regions import RegionalStorage
 
-        store = open_storage()
+        store = ctx.store
         _round_trip(store, f"_cvloop/stack-check/{uuid.uuid4().hex}.txt")
         roots = [store.uri]
         if isinstance(store, RegionalStorage):  # each region's root, with its own endpoint
@@ -57,13 +60,12 @@ def check_frame_store() -> CheckResult:
     return _timed("frame-store", run)
 
 
-def check_s3() -> CheckResult:
+def check_s3(ctx: Context) -> CheckResult:
     """Round-trip an object through the S3 endpoint (the loopback server by default)."""
     from cvloop.adapters.storage import open_storage
-    from cvloop.config.settings import load_settings
 
     def run() -> str:
-        settings = load_settings()
+        settings = ctx.settings
         endpoint = settings.s3_endpoint_url or settings.local_s3_endpoint
         store = open_storage("s3://cvloop-stack-check", endpoint_url=endpoint, create_bucket=True)
         _round_trip(store, f"{uuid.uuid4().hex}.txt")
@@ -72,36 +74,28 @@ def check_s3() -> CheckResult:
     return _timed("s3", run)
 
 
-def check_mlflow() -> CheckResult:
+def check_mlflow(ctx: Context) -> CheckResult:
     """Log a run with a metric to MLflow and read it back through the tracking server."""
 
     def run() -> str:
-        from mlflow import MlflowClient
-
-        from cvloop.config.settings import load_settings
-
-        client = MlflowClient(tracking_uri=load_settings().mlflow_tracking_uri)
-        exp = client.get_experiment_by_name("cvloop-stack-check")
-        exp_id = exp.experiment_id if exp else client.create_experiment("cvloop-stack-check")
-        run_ = client.create_run(exp_id, run_name="stack-check")
-        client.log_metric(run_.info.run_id, "ok", 1.0)
-        client.set_terminated(run_.info.run_id)
-        got = client.get_run(run_.info.run_id).data.metrics["ok"]
+        t = ctx.tracker
+        run_id = t.start_run("cvloop-stack-check", "stack-check")
+        t.log_metrics(run_id, {"ok": 1.0})
+        t.finish(run_id)
+        got = t.get_run(run_id).metrics["ok"]
         assert got == 1.0
-        return f"run {run_.info.run_id} logged"
+        return f"run {run_id} logged"
 
     return _timed("mlflow", run)
 
 
-def check_label_studio() -> CheckResult:
+def check_label_studio(ctx: Context) -> CheckResult:
     """Authenticate to Label Studio with the configured token."""
 
     def run() -> str:
         from label_studio_sdk import LabelStudio
 
-        from cvloop.config.settings import load_settings
-
-        settings = load_settings()
+        settings = ctx.settings
         client = LabelStudio(
             base_url=settings.label_studio_url, api_key=settings.label_studio_token()
         )

@@ -4,6 +4,7 @@ or aliased version, its lineage, metrics, gates, benchmark, approval and rollout
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from registry.manifest import read_manifest
 from registry.names import (
@@ -18,32 +19,32 @@ from registry.names import (
     ROLLOUT_STATUS,
 )
 
+if TYPE_CHECKING:
+    from cvloop.context import Context
 
-def production_status(history: int = 10) -> dict:
+
+def production_status(ctx: Context, history: int = 10) -> dict:
     """The traffic split, and for every serving version (and the aliased ones) its lineage,
     metrics, gates, benchmark, approval and rollout state; the last rollout changes."""
-    from cvloop.adapters.storage import open_storage
-    from cvloop.config.settings import load_settings
     from registry.manifest import history as manifest_history
-    from registry.models import ModelRegistry
     from registry.names import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
-    store = open_storage()
-    reg = ModelRegistry.from_settings()
+    store = ctx.store
+    reg = ctx.registry
     m = read_manifest(store)
     aliases = {a: reg.alias_version(a) for a in (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)}
     serving = {a.version: a.share for a in m.allocations} if m else {}
     if not serving and aliases[CHAMPION]:
         serving = {aliases[CHAMPION]: 100.0}
     versions = list(dict.fromkeys([*serving, *[v for v in aliases.values() if v]]))
-    uri = load_settings().mlflow_tracking_uri
+    uri = ctx.settings.mlflow_tracking_uri
     rows = []
     for v in versions:
         mv = reg.get_version(v)
         t = dict(mv.tags)
         try:
-            run = reg.client.get_run(mv.run_id)
-            run_params, exp = dict(run.data.params), run.info.experiment_id
+            run = ctx.tracker.get_run(mv.run_id)
+            run_params, exp = dict(run.params), run.experiment_id
         except Exception:
             run_params, exp = {}, "0"
         rows.append(
@@ -80,7 +81,7 @@ def production_status(history: int = 10) -> dict:
     from cvloop.stages.schema import schema_summary
 
     try:
-        data = schema_summary()
+        data = schema_summary(ctx)
     except Exception as exc:  # the data repository is elsewhere: say so, never fail status
         data = {"error": str(exc).splitlines()[0]}
     return {

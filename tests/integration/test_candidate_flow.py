@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import context
+
 
 def _mlflow(stack):
     from mlflow import MlflowClient
@@ -54,7 +56,7 @@ def test_an_unknown_dataset_version_names_the_versions_there(booted, stack_clien
     from cvloop.stages.candidate import training_data
 
     with pytest.raises(VersioningError, match=r"dataset-v99.*not found") as err:
-        training_data(None, "dataset-v99")
+        training_data(context(), None, "dataset-v99")
     assert "dataset-v1" in str(err.value)
 
 
@@ -66,10 +68,10 @@ def test_registration_is_one_transaction(booted, stack_client_env, monkeypatch, 
     from registry.names import REGISTRATION
 
     client = _mlflow(stack_client_env)
-    reg = ModelRegistry.from_settings()
+    reg = context().registry
     champion = reg.fetch_alias("champion")
     client.set_registered_model_alias("cvloop-detector", "challenger", champion.version)
-    run_id = start_training_run("cvloop", "transaction-test", {}, {})
+    run_id = start_training_run(context(), "cvloop", "transaction-test", {}, {})
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     for f in ("best.pt", "best.onnx", "model.json"):
@@ -82,7 +84,7 @@ def test_registration_is_one_transaction(booted, stack_client_env, monkeypatch, 
     from cvloop.adapters.training import EvalResult
 
     holdout = EvalResult(0.5, 0.7, 0.6, 0.6, {}, {}, 10, 10)
-    args = (run_id, trained, {"dataset_version": "dataset-v1"}, holdout, {}, "cvloop-detector")
+    args = (context(), run_id, trained, {"dataset_version": "dataset-v1"}, holdout, {})
 
     real = ModelRegistry.set_tags
 

@@ -7,6 +7,7 @@ import uuid
 
 from cvloop.adapters.storage import LocalStorage, open_storage
 from cvloop.sim.fleet.generate import FleetConfig, Scenario, generate_fleet
+from tests.conftest import context
 
 
 def test_fleet_on_s3_equals_fleet_on_disk(stack_client_env, tmp_path):
@@ -42,17 +43,17 @@ def test_label_studio_reviews_frames_straight_from_s3(stack_client_env):
     import httpx
     import numpy as np
 
-    from cvloop.adapters.labelstudio import LabelStudioQueue, TaskSpec, image_url
+    from cvloop.adapters.labelstudio import TaskSpec, image_url
     from cvloop.config.settings import load_settings
 
     bucket = f"review-{uuid.uuid4().hex[:8]}"
-    store = open_storage(f"s3://{bucket}/prod", create_bucket=True)
+    store = context().storage(f"s3://{bucket}/prod", create_bucket=True)
     import cv2
 
     jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))[1].tobytes()
     key = "frames/cam-01/2026-10-05/1759622400000.jpg"
     store.put_bytes(key, jpeg)
-    queue = LabelStudioQueue.from_settings()
+    queue = context().labelstudio
     project = queue.ensure_project(f"cvloop s3 {bucket}", ["crate", "barrel", "cone"])
     try:
         queue.connect_storage(project, store)

@@ -11,11 +11,13 @@ from pathlib import Path
 import httpx
 
 from cvloop.adapters.cameras import register
+from cvloop.adapters.frame_keys import read_frame
 from cvloop.adapters.regions import RegionalStorage
 from cvloop.adapters.storage import LocalStorage, open_storage
 from cvloop.config.settings import load_settings
 from cvloop.sim.fleet.generate import FleetConfig, generate_fleet
-from cvloop.stages.collect import collect, read_frame
+from cvloop.stages.collect import collect
+from tests.conftest import context
 
 
 def test_a_region_in_its_own_bucket_is_written_collected_and_reviewed(
@@ -35,14 +37,14 @@ def test_a_region_in_its_own_bucket_is_written_collected_and_reviewed(
     monkeypatch.setenv("CVLOOP_REGIONS_FILE", str(cfg_file))
     monkeypatch.delenv("CVLOOP_S3_ENDPOINT_URL")  # the region's endpoint comes from the file
 
-    store = open_storage(create_bucket=True)
+    store = context().frame_store(create_bucket=True)
     assert isinstance(store, RegionalStorage)
     register(store, "cam-02", "north-dock", "eu-west", "test", "dock 7 opened")
 
     fleet = FleetConfig(seed=5, cameras=("cam-01", "cam-02"), bursts_per_day=2,
                         frames_per_burst=2, image_size=96)  # fmt: skip
     day = dt.date(2026, 10, 5)
-    rep = generate_fleet(fleet, day, 2, str(main), str(tmp_path / "truth"), workers=2)
+    rep = generate_fleet(fleet, day, 2, context().frame_store, str(tmp_path / "truth"), workers=2)
     assert rep.frames_written == 16
 
     eu = open_storage(f"s3://{bucket}/frames-root", endpoint_url=stack.s3_endpoint)
@@ -53,25 +55,25 @@ def test_a_region_in_its_own_bucket_is_written_collected_and_reviewed(
     assert home.exists("fleet/cameras.json")  # the registry stays in the main store
 
     # a rerun writes nothing twice (the fleet sees the region's frames where they are)
-    again = generate_fleet(fleet, day, 2, str(main), str(tmp_path / "truth"))
+    again = generate_fleet(fleet, day, 2, context().frame_store, str(tmp_path / "truth"))
     assert (again.frames_written, again.frames_skipped) == (0, 16)
 
-    got = collect(open_storage(), day + dt.timedelta(days=2), 2, near_dup_bits=-1)
+    got = collect(context().store, day + dt.timedelta(days=2), 2, near_dup_bits=-1)
     by_cam = {c: sum(1 for f in got.collected if f.camera == c) for c in ("cam-01", "cam-02")}
     assert by_cam == {"cam-01": 8, "cam-02": 8}, got.summary()
     key = next(f.key for f in got.collected if f.camera == "cam-02")
-    assert read_frame(open_storage(), key) == eu.get_bytes(key)
+    assert read_frame(context().store, key) == eu.get_bytes(key)
 
     # `cvloop status` says where frames live
     from cvloop.stages.status import production_status, status_text
 
-    status = production_status()
+    status = production_status(context())
     assert status["frames"] == {"store": str(main), "regions": {"eu-west": eu.uri}}
     assert f"regions eu-west: s3://{bucket}/frames-root" in status_text(status)
 
-    from cvloop.adapters.labelstudio import LabelStudioQueue, TaskSpec, image_url
+    from cvloop.adapters.labelstudio import TaskSpec, image_url
 
-    queue = LabelStudioQueue.from_settings()
+    queue = context().labelstudio
     project = queue.ensure_project(f"cvloop regions {bucket}", ["crate", "barrel", "cone"])
     try:
         queue.connect_storage(project, store)

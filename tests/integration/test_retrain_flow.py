@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from cvloop.adapters.storage import LocalStorage
-from tests.conftest import CVLOOP, REPO
+from tests.conftest import CVLOOP, REPO, context
 
 WINDOW = ("--window-end", "2026-09-03", "--days", "2", "--camera", "cam-02")
 
@@ -135,9 +135,13 @@ def _push(b, run_base: str, selected_key: str, version: str, batch: int = 500):
 
     with pytest.MonkeyPatch.context() as mp:
         _client_env(b, mp)
+        from cvloop.stages.model import resolve_champion
+
+        ctx = context()
         return push_to_label_studio(
-            run_base, selected_key, version, ["crate", "barrel", "cone"], 0.5, batch
-        )
+            ctx, run_base, selected_key, resolve_champion(ctx), version,
+            ["crate", "barrel", "cone"], 0.5, batch,
+        )  # fmt: skip
 
 
 def test_pre_annotations_are_the_boxes_at_conf_0_5_with_scores(retrain_run):

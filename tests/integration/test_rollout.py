@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import context
+
 FIRST = dt.date.today() + dt.timedelta(days=10)
 
 
@@ -59,7 +61,7 @@ def _json_tail(text: str) -> dict:
 def _tick(b) -> dict:
     """`cvloop rollout tick`: one step, reported to Prefect as a flow run (its report is
     printed: `pytest -s` shows what each tick judged)."""
-    from cvloop.stages.canary import canary_report
+    from cvloop.stages.canary_report import canary_report
 
     out = _json_tail(b.stack.cli("rollout", "tick", env=b.env).stdout)
     print(canary_report(out))
@@ -79,7 +81,8 @@ def _register(tmp_path, name: str, pt, onnx, classes, imgsz: int, parent: str) -
     from cvloop.config.settings import load_settings
     from cvloop.stages.model import TrainedModel, register_model, start_training_run
 
-    run_id = start_training_run("cvloop", name, {"lr0": 0.001, "epochs": 1}, {})
+    ctx = context()
+    run_id = start_training_run(ctx, "cvloop", name, {"lr0": 0.001, "epochs": 1}, {})
     d = tmp_path / name
     d.mkdir()
     shutil.copy(pt, d / "best.pt")
@@ -95,17 +98,15 @@ def _register(tmp_path, name: str, pt, onnx, classes, imgsz: int, parent: str) -
         "params_sha256": params_sha256(),
     }
     return register_model(
-        run_id, trained, lineage, EvalResult(0.5, 0.7, 0.6, 0.6, {}, {}, 1, 1),
-        {"cvloop.gate": "passed", "cvloop.gate.reasons": "[]"}, "cvloop-detector",
-        ["challenger"], name,
+        ctx, run_id, trained, lineage, EvalResult(0.5, 0.7, 0.6, 0.6, {}, {}, 1, 1),
+        {"cvloop.gate": "passed", "cvloop.gate.reasons": "[]"}, ["challenger"], name,
     )  # fmt: skip
 
 
 def _register_copy_of_champion(tmp_path, name: str) -> str:
     """A challenger identical to the champion: its own files, registered anew."""
-    from registry.models import ModelRegistry
 
-    champ = ModelRegistry.from_settings().fetch_alias("champion")
+    champ = context().registry.fetch_alias("champion")
     return _register(tmp_path, name, champ.pt, champ.onnx, champ.classes, champ.imgsz,
                      champ.version)  # fmt: skip
 
@@ -141,35 +142,36 @@ def trained(fleet, client_env, tmp_path_factory):
     frames (the session champion, 2 epochs on 48, has too few confident boxes to pair),
     then 10 more epochs from its best.pt. Both are scored on a holdout of later days; the
     champion alias moves to the first for this module and back at its end."""
-    from cvloop.adapters.storage import open_storage
     from cvloop.adapters.training import evaluate
     from cvloop.sim.baseline import build_baseline
     from cvloop.sim.fleet.generate import FleetConfig, cameras_named
     from cvloop.stages.model import resolve_model_source, start_training_run, train_model
     from registry.manifest import single, write_manifest
-    from registry.models import ModelRegistry
 
     tmp = tmp_path_factory.mktemp("rollout-models")
     cfg = FleetConfig(seed=7, cameras=cameras_named(2), image_size=160, classes=tuple(CLASSES))
     ds, ho = tmp / "dataset", tmp / "holdout"
     build_baseline(cfg, dt.date(2026, 8, 1), 5, 240, 60, ds, ho, CLASSES, 1, 0.2, 4)
-    common = dict(imgsz=128, batch=8, device="cpu", workers=0, patience=100, seed=0)
-    run = start_training_run("cvloop", "rollout-test-champion", {}, {})
-    champ = train_model(run, str(ds / "data.yaml"), resolve_model_source("yolo11p.yaml"),
-                        CLASSES, str(tmp / "runs"), epochs=25, lr0=0.01, **common)  # fmt: skip
-    run = start_training_run("cvloop", "rollout-test-better", {}, {})
-    better = train_model(run, str(ds / "data.yaml"), champ.best_pt, CLASSES,
-                         str(tmp / "runs"), epochs=10, lr0=0.001, **common)  # fmt: skip
+    from cvloop.config.params import TrainParams
+
+    ctx = context()
+    tp = TrainParams(imgsz=128, batch=8, device="cpu", workers=0, patience=100, seed=0)
+    run = start_training_run(ctx, "cvloop", "rollout-test-champion", {}, {})
+    champ = train_model(ctx, run, str(ds / "data.yaml"), resolve_model_source("yolo11p.yaml"),
+                        CLASSES, str(tmp / "runs"), tp, epochs=25, lr0=0.01)  # fmt: skip
+    run = start_training_run(ctx, "cvloop", "rollout-test-better", {}, {})
+    better = train_model(ctx, run, str(ds / "data.yaml"), champ.best_pt, CLASSES,
+                         str(tmp / "runs"), tp, epochs=10, lr0=0.001)  # fmt: skip
     maps = [evaluate(Path(m.best_pt), ho / "data.yaml", imgsz=128, device="cpu",
                      out_dir=tmp / "eval", name=n).map50_95
             for n, m in (("champion", champ), ("better", better))]  # fmt: skip
-    reg = ModelRegistry.from_settings()
+    reg = context().registry
     old = reg.alias_version("champion")
     version = _register(tmp, "rollout-test-champion", champ.best_pt, champ.onnx, CLASSES, 128,
                         old)  # fmt: skip
     reg.set_alias("champion", version)
     reg.delete_alias("challenger")
-    store = open_storage()
+    store = context().store
     write_manifest(store, single(version, stage="stable"), who="test",
                    reason=f"test: v{version} serves for the rollout tests")  # fmt: skip
     yield Trained(version, "", better.best_pt, better.onnx, *maps)
@@ -182,7 +184,6 @@ def _audit_labels(b, day: int) -> int:
     """Reviewed labels for the frames of one served day (the weekly audit's kind), from the
     fleet's ground truth: the labels a careful reviewer would give."""
     from cvloop.adapters.label_store import LabeledFrame, write_labels
-    from cvloop.adapters.storage import open_storage
     from cvloop.core.frames import LabelBox
 
     frames = []
@@ -193,7 +194,7 @@ def _audit_labels(b, day: int) -> int:
             frames.append(LabeledFrame(ts, r["camera"], r["frame_key"],
                                        [LabelBox(*x) for x in r["boxes"]], "audit",
                                        "test: fleet ground truth"))  # fmt: skip
-    write_labels(open_storage(), frames)
+    write_labels(context().store, frames)
     return len(frames)
 
 
@@ -207,12 +208,10 @@ def _serve(b, day: int, *extra: str) -> dict:
 
 
 def _state():
-    from cvloop.adapters.storage import open_storage
     from registry.manifest import read_manifest
-    from registry.models import ModelRegistry
 
-    m = read_manifest(open_storage())
-    reg = ModelRegistry.from_settings()
+    m = read_manifest(context().store)
+    reg = context().registry
     aliases = {a: reg.alias_version(a) for a in ("champion", "challenger", "previous-champion")}
     return m, aliases, reg
 
@@ -220,7 +219,7 @@ def _state():
 def test_a_better_challenger_goes_10_50_approval_100_and_becomes_champion(
     fleet, trained, stack_client_env, tmp_path, monkeypatch
 ):
-    from tasks import rollout as ro
+    from cvloop.stages import rollout as ro
 
     b = fleet
     assert trained.better_map > trained.champion_map  # better on the labeled holdout
@@ -277,12 +276,12 @@ def test_a_better_challenger_goes_10_50_approval_100_and_becomes_champion(
         ro, "write_manifest", lambda *a, **k: (_ for _ in ()).throw(OSError("disk"))
     )
     with pytest.raises(OSError):
-        ro.rollout_tick("test")
+        ro.rollout_tick(context(), "test")
     m, aliases, _ = _state()
     assert aliases["champion"] == good and m.stage == "canary-100"
     monkeypatch.setattr(ro, "write_manifest", real)
     # ... is finished by the next tick: one consistent state
-    ro.rollout_tick("test")
+    ro.rollout_tick(context(), "test")
     m, aliases, reg = _state()
     assert m.stage == "stable" and m.allocations[0].version == good and m.share_of(good) == 100
     assert aliases == {"champion": good, "challenger": None, "previous-champion": old}
@@ -315,10 +314,9 @@ def test_a_label_map_mix_up_is_rolled_back_at_10_percent_by_the_quality_check(
     names two classes wrong. Only the quality check can see it."""
     from cvloop.adapters.head import resize_checkpoint
     from cvloop.adapters.training import export_onnx
-    from registry.models import ModelRegistry
 
     b = fleet
-    champ = ModelRegistry.from_settings().fetch(trained.champion)
+    champ = context().registry.fetch(trained.champion)
     pt, _ = resize_checkpoint(champ.pt, CLASSES, tmp_path / "swapped.pt",
                               {"crate": "barrel", "barrel": "crate"})  # fmt: skip
     onnx = export_onnx(pt, 128, tmp_path / "swapped.onnx")

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from cvloop.adapters.datasets import read_manifest
+from tests.conftest import context
 
 
 def _json_tail(text: str) -> dict:
@@ -62,7 +63,7 @@ def op(booted, tmp_path_factory):
 
 
 def test_add_rename_retire_each_make_versions_and_a_rerun_changes_nothing(op):
-    from cvloop.adapters.labelstudio import LabelStudioQueue, project_title
+    from cvloop.adapters.labelstudio import project_title
 
     booted, repo, env, cli, work = op
     assert "schema-v1: 0=crate, 1=barrel, 2=cone" in cli("show").stdout
@@ -72,7 +73,7 @@ def test_add_rename_retire_each_make_versions_and_a_rerun_changes_nothing(op):
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({k: v for k, v in env.items() if k.startswith("CVLOOP_")})
     try:
-        queue = LabelStudioQueue.from_settings()
+        queue = context().labelstudio
         title = project_title("dataset-v97")
         pid = queue.ensure_project(title, ["crate", "barrel", "cone"])
         queue.client.tasks.create(project=pid, data={"image": "/x.jpg", "sha256": "f" * 64})

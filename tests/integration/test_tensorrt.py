@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import context
+
 pytestmark = pytest.mark.gpu
 
 
@@ -18,10 +20,9 @@ def test_engine_matches_the_pt_on_the_holdout_and_is_benchmarked(
     from cvloop.adapters.export import benchmark_engine, export_tensorrt
     from cvloop.adapters.training import evaluate
     from cvloop.config.params import load_params
-    from registry.models import ModelRegistry
 
     p = load_params()
-    champ = ModelRegistry.from_settings().fetch_alias("champion")
+    champ = context().registry.fetch_alias("champion")
     holdout = Path(booted.repo) / "holdout" / "data" / "data.yaml"
     dataset = Path(booted.repo) / "datasets" / "data.yaml"
     engine = export_tensorrt(

@@ -14,6 +14,7 @@ from cvloop.adapters.datasets import read_manifest
 from cvloop.adapters.storage import LocalStorage
 from cvloop.adapters.versioning import DataRepo
 from cvloop.stages.dataset import ValidatedReviews, version_reviewed_data
+from tests.conftest import context
 
 CLASSES = ["crate", "barrel", "cone"]
 
@@ -68,10 +69,13 @@ def env(tmp_path, monkeypatch):
 
 
 def _run(validated):
+    from cvloop.config.params import HoldoutParams, VersionParams
+
     return version_reviewed_data(
-        validated, "dataset-v1", CLASSES, 1,
-        holdout_quota=4, holdout_max_frames=500, holdout_max_drift_share=0.5,
-        val_share=0.2, near_dup_bits=4,
+        context(), validated, "dataset-v1", CLASSES, 1,
+        HoldoutParams(add_per_retrain=4, max_frames=500, max_drift_share=0.5,
+                      near_duplicate_hamming=4),
+        VersionParams(val_share=0.2),
     )  # fmt: skip
 
 
@@ -79,10 +83,10 @@ def test_a_crash_before_the_holdout_tag_is_finished_by_the_next_run(env, monkeyp
     repo, validated = env
     real = DataRepo.commit_version
 
-    def crash_on_holdout(self, name, pointers, message):
+    def crash_on_holdout(self, name, pointers, message, files=()):
         if name.startswith("holdout"):
             raise RuntimeError("worker died")
-        return real(self, name, pointers, message)
+        return real(self, name, pointers, message, files)
 
     monkeypatch.setattr(DataRepo, "commit_version", crash_on_holdout)
     with pytest.raises(RuntimeError, match="worker died"):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cvloop.adapters.frame_keys import VIDEO_KEY_SEP, read_frame
 from cvloop.adapters.storage import LocalStorage
 from cvloop.sim.fleet.generate import FleetConfig, generate_fleet
-from cvloop.stages.collect import VIDEO_KEY_SEP, collect, read_frame
+from cvloop.stages.collect import collect
 
 DAY = dt.date(2026, 10, 5)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cvloop.adapters.detector import Detections
+from cvloop.config.params import PrefilterParams, SelectParams
 from cvloop.core.selection import Scored, cap_fps, edge_reasons, keep_events, select, uncertainty_of
 from cvloop.sim.fleet.scene import encode_jpeg
 from cvloop.stages.prefilter import score_frames
@@ -71,11 +72,13 @@ def test_scoring_streams_in_batches_and_skips_unreadable_frames():
         score_frames(
             frames,
             det,
-            conf=0.25,
-            low=0.7,
-            high=0.99,
-            many=50,
-            batch_size=2,
+            PrefilterParams(
+                conf=0.25,
+                low_confidence=0.7,
+                high_confidence=0.99,
+                many_detections=50,
+                batch_size=2,
+            ),
             on_error=lambda k, e: errors.append(k),
         )
     )
@@ -125,14 +128,16 @@ def test_selection_respects_budget_caps_and_records_why():
     frames = _scored(600)
     sel = select(
         frames,
-        budget=100,
+        SelectParams(
+            budget=100,
+            per_class_cap=60,
+            per_camera_cap=45,
+            exploration_share=0.1,
+            seed=1,
+            drift_slice_weight=3.0,
+        ),
         drift_cameras={"cam-02"},
         drift_classes=set(),
-        drift_weight=3.0,
-        per_class_cap=60,
-        per_camera_cap=45,
-        exploration_share=0.1,
-        seed=1,
     )
     assert len(sel) == 100
     explore = [s for s in sel if s.why[0] == "exploration (random)"]
@@ -151,25 +156,29 @@ def test_selection_is_deterministic_and_uncertainty_ordered():
     frames = _scored(300)
     a = select(
         frames,
-        budget=50,
+        SelectParams(
+            budget=50,
+            per_class_cap=1000,
+            per_camera_cap=1000,
+            exploration_share=0.0,
+            seed=3,
+            drift_slice_weight=3.0,
+        ),
         drift_cameras=set(),
         drift_classes=set(),
-        drift_weight=3.0,
-        per_class_cap=1000,
-        per_camera_cap=1000,
-        exploration_share=0.0,
-        seed=3,
     )
     b = select(
         frames,
-        budget=50,
+        SelectParams(
+            budget=50,
+            per_class_cap=1000,
+            per_camera_cap=1000,
+            exploration_share=0.0,
+            seed=3,
+            drift_slice_weight=3.0,
+        ),
         drift_cameras=set(),
         drift_classes=set(),
-        drift_weight=3.0,
-        per_class_cap=1000,
-        per_camera_cap=1000,
-        exploration_share=0.0,
-        seed=3,
     )
     assert [s.key for s in a] == [s.key for s in b]
     threshold = min(s.score for s in a)
@@ -180,14 +189,16 @@ def test_small_pools_select_everything():
     frames = _scored(20)
     sel = select(
         frames,
-        budget=100,
+        SelectParams(
+            budget=100,
+            per_class_cap=5,
+            per_camera_cap=5,
+            exploration_share=0.1,
+            seed=0,
+            drift_slice_weight=2,
+        ),
         drift_cameras=set(),
         drift_classes=set(),
-        drift_weight=2,
-        per_class_cap=5,
-        per_camera_cap=5,
-        exploration_share=0.1,
-        seed=0,
     )
     assert len(sel) == 20 and len({s.key for s in sel}) == 20
 
@@ -206,14 +217,16 @@ def test_selection_table_roundtrips_through_parquet():
         ]
     sel = select(
         frames,
-        budget=5,
+        SelectParams(
+            budget=5,
+            per_class_cap=10,
+            per_camera_cap=10,
+            exploration_share=0.2,
+            seed=0,
+            drift_slice_weight=2,
+        ),
         drift_cameras={"cam-01"},
         drift_classes=set(),
-        drift_weight=2,
-        per_class_cap=10,
-        per_camera_cap=10,
-        exploration_share=0.2,
-        seed=0,
     )
     rows = pq.read_table(io.BytesIO(to_parquet(sel))).to_pylist()
     assert [r["key"] for r in rows] == [s.key for s in sel]

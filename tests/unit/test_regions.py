@@ -7,7 +7,9 @@ import pytest
 from cvloop.adapters.cameras import register
 from cvloop.adapters.regions import RegionalStorage, load_regions, routed_camera
 from cvloop.adapters.storage import LocalStorage, open_storage
+from cvloop.config.settings import load_settings
 from cvloop.core.errors import ConfigError
+from tests.conftest import REPO, context
 
 
 @pytest.fixture
@@ -18,7 +20,7 @@ def fleet(tmp_path, monkeypatch):
     cfg.write_text(f"regions:\n  eu-west:\n    storage_uri: {eu}\n")
     monkeypatch.setenv("CVLOOP_STORAGE_URI", str(main))
     monkeypatch.setenv("CVLOOP_REGIONS_FILE", str(cfg))
-    store = open_storage()
+    store = context().store
     register(store, "eu-01", "north-dock", "eu-west", "ops", "dock 7 opened")
     register(store, "us-01", "default")
     return store, LocalStorage(main), LocalStorage(eu)
@@ -82,8 +84,9 @@ def test_a_region_not_in_the_file_keeps_its_frames_in_the_main_store(fleet):
 def test_without_a_regions_file_the_frame_store_is_one_store(tmp_path, monkeypatch):
     monkeypatch.setenv("CVLOOP_STORAGE_URI", str(tmp_path / "store"))
     monkeypatch.delenv("CVLOOP_REGIONS_FILE", raising=False)
+    monkeypatch.setenv("CVLOOP_PARAMS", str(REPO / "params.yaml"))
     monkeypatch.setenv("CVLOOP_PROJECT_DIR", str(tmp_path))  # no regions.yaml there
-    assert isinstance(open_storage(), LocalStorage)
+    assert isinstance(context().store, LocalStorage)
 
 
 @pytest.mark.parametrize(
@@ -113,11 +116,11 @@ def test_a_bad_regions_file_names_the_region_and_the_key(tmp_path, text, error):
 def test_a_missing_regions_file_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CVLOOP_REGIONS_FILE", str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="is not a file"):
-        load_regions()
+        load_regions(load_settings().regions_path())
     assert isinstance(open_storage(str(tmp_path / "x")), LocalStorage)  # not the frame store
     monkeypatch.setenv("CVLOOP_STORAGE_URI", str(tmp_path / "store"))
     with pytest.raises(ConfigError, match=r"CVLOOP_REGIONS_FILE=.*nope\.yaml is not a file"):
-        open_storage()
+        context().frame_store()
 
 
 @pytest.mark.parametrize(

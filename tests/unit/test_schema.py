@@ -6,6 +6,7 @@ import pytest
 
 from cvloop.core.errors import CvloopError
 from cvloop.core.schema import ClassSchema, SchemaChange, apply, migrate_label_text
+from tests.conftest import context
 
 V1 = ClassSchema(1, ("crate", "barrel", "cone"))
 LABELS = "0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n2 0.7 0.7 0.05 0.05\n1 0.2 0.8 0.1 0.1\n"
@@ -207,25 +208,24 @@ def test_a_seed_key_stays_a_key_and_a_seed_file_is_stored_by_content(tmp_path, m
     import cv2
     import numpy as np
 
-    from cvloop.adapters.storage import open_storage
     from cvloop.stages.schema import store_seeds
 
     monkeypatch.setenv("CVLOOP_STORAGE_URI", str(tmp_path / "store"))
-    store = open_storage()
+    store = context().store
     jpeg = cv2.imencode(".jpg", np.full((32, 32, 3), 90, np.uint8))[1].tobytes()
     key = "frames/cam-03/2026-11-20/1795651200000.jpg"
     store.put_bytes(key, jpeg)
     png = tmp_path / "pallet.png"
     cv2.imwrite(str(png), np.full((32, 32, 3), 30, np.uint8))
-    keys = store_seeds("pallet", [key, str(png)])
+    keys = store_seeds(context(), "pallet", [key, str(png)])
     assert key in keys and len(keys) == 2
     copied = next(k for k in keys if k != key)
     assert copied.startswith("seeds/pallet/") and copied.endswith(".jpg")
     assert store.keys("seeds/") == [copied]  # the frame-store seed is not stored twice
-    assert store_seeds("pallet", [key, str(png)]) == keys  # idempotent
+    assert store_seeds(context(), "pallet", [key, str(png)]) == keys  # idempotent
     with pytest.raises(CvloopError, match="neither a file here nor a key") as err:
-        store_seeds("pallet", ["frames/cam-03/2026-11-20/missing.jpg"])
+        store_seeds(context(), "pallet", ["frames/cam-03/2026-11-20/missing.jpg"])
     assert "frames/cam-03/" in err.value.fix
     store.put_bytes("frames/cam-03/2026-11-20/broken.jpg", b"not a jpeg")
     with pytest.raises(CvloopError, match="not a readable image"):
-        store_seeds("pallet", ["frames/cam-03/2026-11-20/broken.jpg"])
+        store_seeds(context(), "pallet", ["frames/cam-03/2026-11-20/broken.jpg"])

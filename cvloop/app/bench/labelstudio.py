@@ -43,20 +43,17 @@ def _specs(n: int):
 
 
 def run(quick: bool = False) -> Iterator[Case]:
-    from cvloop.adapters.labelstudio import LabelStudioQueue
-    from cvloop.app.services import apply_client_env
-    from cvloop.config.params import params
-    from cvloop.config.settings import load_settings
+    from cvloop.app.common import client_context
 
-    apply_client_env(load_settings())
+    ctx = client_context()
     n = 2000 if quick else 10_000
-    queue = LabelStudioQueue.from_settings()
+    queue = ctx.labelstudio
     queue.check()
     specs = _specs(n)
     ours = queue.ensure_project("cvloop bench (cvloop import)", CLASSES)
     raw = queue.ensure_project("cvloop bench (raw SDK import)", CLASSES)
     try:
-        batch = params().annotate.import_batch_size
+        batch = ctx.params.annotate.import_batch_size
         t_ours, res = timed(lambda: queue.import_tasks(ours, specs, "bench/1", batch))
         tasks = [s.to_task("bench/1") for s in specs]
         t_raw, _ = timed(lambda: queue.client.projects.import_tasks(id=raw, request=tasks))

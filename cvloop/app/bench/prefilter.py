@@ -33,9 +33,9 @@ def _pipeline(store_dir: str, onnx: str, refs: list) -> int:
     """The prefilter step as the retrain task runs it (store -> selection), with the
     ``prefilter`` and ``select`` sections of params.yaml."""
     from cvloop.adapters.detector import OnnxDetector
+    from cvloop.adapters.frame_keys import read_frame
     from cvloop.adapters.storage import LocalStorage
     from cvloop.config.params import load_params
-    from cvloop.stages.collect import read_frame
     from cvloop.stages.prefilter import run_prefilter
 
     p = load_params()

@@ -11,6 +11,7 @@ import datetime as dt
 from pathlib import Path
 
 from cvloop.adapters.datasets import add_frames
+from cvloop.core import slices
 from cvloop.core.frames import LabelBox, NewFrame
 from cvloop.sim.fleet.generate import FleetConfig, Scenario, frame_refs, render_ref
 from cvloop.sim.fleet.scene import encode_jpeg
@@ -63,7 +64,11 @@ def build_scenario_set(
                         ref.ts_ms,
                         "holdout",
                         "synthetic-truth",
-                        slice_tags=[f"drift:{scenario}"] if scenario != "clean" else ["clean"],
+                        slice_tags=[
+                            str(slices.SliceTag(slices.DRIFT, None, scenario))
+                            if scenario != slices.CLEAN
+                            else slices.CLEAN
+                        ],
                         pixels=pixels,
                     )
                 )

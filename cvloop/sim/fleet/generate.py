@@ -17,13 +17,15 @@ camera and day, each ``frames_per_burst`` frames at ``burst_fps``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from cvloop.adapters.frame_keys import CAMERAS_KEY, FRAMES_PREFIX, VIDEOS_PREFIX
+from cvloop.adapters.storage import Storage
 from cvloop.core.errors import ConfigError
 from cvloop.sim.fleet.scene import CLASSES, SCENARIOS, camera_spec, encode_jpeg, render
 
@@ -186,12 +188,20 @@ class GenerateReport:
     scenario_frames: dict[str, int] = field(default_factory=dict)
 
 
-def _generate_camera_day(args: tuple) -> GenerateReport:
-    cfg, camera, day, store_uri, truth_uri, video_seconds, endpoint = args
+def _opener(where: str | Callable[..., Storage], endpoint: str | None) -> Callable[..., Storage]:
+    """A picklable way to open a store in a worker process: a URI (opened plainly, with
+    ``endpoint``), or the caller's opener (the context's frame store, regions and all)."""
+    if callable(where):
+        return where
     from cvloop.adapters.storage import open_storage
 
-    store = open_storage(store_uri, endpoint_url=endpoint)
-    truth = open_storage(truth_uri, endpoint_url=endpoint)
+    return functools.partial(open_storage, where, endpoint_url=endpoint)
+
+
+def _generate_camera_day(args: tuple) -> GenerateReport:
+    cfg, camera, day, open_store, open_truth, video_seconds = args
+    store = open_store()
+    truth = open_truth()
     rep = GenerateReport()
     lines = []
     existing = set(store.keys(f"{FRAMES_PREFIX}/{camera}/{day.isoformat()}/"))
@@ -268,8 +278,8 @@ def generate_fleet(
     cfg: FleetConfig,
     start: dt.date,
     days: int,
-    store_uri: str,
-    truth_uri: str,
+    store: str | Callable[..., Storage],
+    truth: str | Callable[..., Storage],
     *,
     video_seconds: float = 0.0,
     workers: int = 1,
@@ -278,13 +288,14 @@ def generate_fleet(
 ) -> GenerateReport:
     """Render and write ``days`` days of the fleet from ``start``; idempotent.
 
-    Frames that already exist are not rewritten (the same seed gives the same bytes), so a
-    crashed generation is resumed by running it again.
+    ``store`` / ``truth``: a URI, or a picklable opener (``functools.partial`` of the
+    context's ``frame_store`` / ``storage``: each worker process opens its own). Frames
+    that already exist are not rewritten (the same seed gives the same bytes), so a crashed
+    generation is resumed by running it again.
     """
-    from cvloop.adapters.storage import open_storage
-
-    store = open_storage(store_uri, endpoint_url=endpoint_url, create_bucket=True)
-    open_storage(truth_uri, endpoint_url=endpoint_url, create_bucket=True)
+    open_store, open_truth = _opener(store, endpoint_url), _opener(truth, endpoint_url)
+    store = open_store(create_bucket=True)
+    open_truth(create_bucket=True)
     previous = json.loads(store.get_text(CAMERAS_KEY)) if store.exists(CAMERAS_KEY) else {}
     existing = previous.get("cameras", {})
     # a camera keeps the group it was registered with (`cvloop fleet register-camera`);
@@ -303,7 +314,7 @@ def generate_fleet(
         ),
     )
     jobs = [
-        (cfg, cam, day, store_uri, truth_uri, video_seconds, endpoint_url)
+        (cfg, cam, day, open_store, open_truth, video_seconds)
         for day in days_between(start, days)
         for cam in cfg.all_cameras()
     ]

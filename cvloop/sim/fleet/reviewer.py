@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from cvloop.adapters.frame_keys import VIDEO_KEY_SEP
 from cvloop.adapters.labelstudio import LabelStudioQueue
 from cvloop.core.frames import LabelBox
-from cvloop.stages.collect import VIDEO_KEY_SEP
 
 BAD_BOXES = (
     ("box_inside_image", LabelBox("crate", 0.95, 0.5, 0.3, 0.2)),

@@ -150,6 +150,7 @@ def _serve_frame(
 
 def serve_current_manifest(
     store: Storage,
+    registry,
     start: dt.date,
     days: int,
     *,
@@ -160,12 +161,11 @@ def serve_current_manifest(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[ServeReport, str]:
     """Serve a window as the fleet would now: routed by the rollout manifest, or by the
-    ``champion`` alias at 100 % when none was written. Returns the report and the split."""
+    ``champion`` alias at 100 % when none was written (``registry``: the model registry
+    the versions come from). Returns the report and the split."""
     from registry.manifest import read_manifest, route, single
-    from registry.models import ModelRegistry
     from registry.names import CHAMPION
 
-    registry = ModelRegistry.from_settings()
     manifest = read_manifest(store)
     if manifest is None:
         manifest = single(str(registry.version_by_alias(CHAMPION).version))

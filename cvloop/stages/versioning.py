@@ -1,0 +1,146 @@
+"""One procedure for versioning reviewed frames, whatever they become: the retrain's new
+dataset (and holdout) version, or the quarterly refresh's new holdout.
+
+Both read the reviewed frames once (:class:`ReviewedFrames`: rows, image bytes, pixels,
+perceptual hashes), refuse to write labels of a schema the data repository no longer follows
+(:func:`open_repo`), refuse any leakage before anything is written (:func:`refuse_leakage`),
+build each frame's record the same way (:meth:`ReviewedFrames.new_frame`), and commit a
+folder as a version (:func:`commit_folder`: ``dvc add`` -> commit -> tag -> push).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cvloop.core.errors import CvloopError
+from cvloop.core.frames import FrameEntry, LabelBox, NewFrame, check_overlap, dhash
+
+if TYPE_CHECKING:
+    from cvloop.adapters.storage import Storage
+    from cvloop.adapters.versioning import DataRepo, VersionRecord
+    from cvloop.context import Context
+    from cvloop.core.schema import ClassSchema
+
+
+def read_reviewed(store: Storage, key: str) -> list[dict]:
+    """The rows of a run's ``reviewed.jsonl`` (one per submitted annotation)."""
+    return [json.loads(line) for line in store.get_text(key).splitlines() if line]
+
+
+@dataclass
+class ReviewedFrames:
+    """The valid reviewed frames of a run, read from the store once."""
+
+    rows: dict[str, dict]  # sha256 -> reviewed row, in the validated order
+    images: dict[str, bytes] = field(default_factory=dict)
+    pixels: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def read(
+        cls, store: Storage, reviewed_key: str, valid: Sequence[str], limit: int | None = None
+    ) -> ReviewedFrames:
+        """The ``valid`` frames (content hashes) of ``reviewed_key``, at most ``limit``."""
+        from cvloop.adapters.detector import decode_jpeg
+
+        by_sha = {r["sha256"]: r for r in read_reviewed(store, reviewed_key)}
+        chosen = [s for s in valid if s in by_sha][:limit]
+        rows = {s: by_sha[s] for s in chosen}
+        images = {s: store.get_bytes(r["image_key"]) for s, r in rows.items()}
+        return cls(rows, images, {s: decode_jpeg(b) for s, b in images.items()})
+
+    def dhash(self, sha: str) -> str:
+        return f"{dhash(self.pixels[sha]):016x}"
+
+    def entries(self, shas: Iterable[str]) -> list[FrameEntry]:
+        """Just enough of a manifest entry per frame for the leakage check."""
+        return [
+            FrameEntry(
+                id=s[:20],
+                sha256=s,
+                split="",
+                source_key="",
+                camera="",
+                ts_ms=0,
+                dhash=self.dhash(s),
+                boxes=0,
+                label_source="",
+                label_policy_version=0,
+                added_in="",
+            )
+            for s in shas
+        ]
+
+    def new_frame(self, sha: str, split: str) -> NewFrame:
+        """The frame as a dataset version records it: reviewed boxes and provenance."""
+        r = self.rows[sha]
+        return NewFrame(
+            image=self.images[sha],
+            boxes=[LabelBox(**b) for b in r["final"]],
+            source_key=r["key"],
+            camera=r["camera"],
+            ts_ms=int(r["ts_ms"]),
+            split=split,
+            label_source="reviewed",
+            why_selected=r["why"],
+            slice_tags=r.get("slice_tags") or [],
+            edits=r.get("edits") or {},
+            pixels=self.pixels[sha],
+        )
+
+
+def open_repo(
+    ctx: Context, classes: Sequence[str], pointers: Sequence[str]
+) -> tuple[DataRepo, ClassSchema]:
+    """The data repository with ``pointers`` checked out, and its current schema; refused
+    when the frames were labeled with another class list (the schema changed meanwhile)."""
+    from cvloop.stages.schema import current_schema
+
+    repo = ctx.data_repo
+    repo.ensure()
+    repo.checkout(list(pointers))
+    schema = current_schema(ctx)
+    if list(classes) != list(schema.classes):
+        raise CvloopError(
+            f"the classes {list(classes)} are not the current schema's ({schema.tag}: "
+            f"{list(schema.classes)})",
+            fix="the schema changed after this run read it (while the frames were labeled): "
+            "run the step again",
+        )
+    return repo, schema
+
+
+def refuse_leakage(
+    holdout: Sequence[FrameEntry],
+    training: Sequence[FrameEntry],
+    bits: int,
+    fix: str,
+    what: str = "holdout frames",
+) -> None:
+    """Raise, naming the frames, when ``holdout`` shares a frame (or a near-duplicate within
+    ``bits``) with ``training``; nothing has been written yet."""
+    overlap = check_overlap(list(holdout), list(training), bits)
+    if not overlap.clean:
+        raise CvloopError(
+            f"holdout leakage: {len(overlap.exact)} {what} are in the training data and "
+            f"{len(overlap.near)} nearly duplicate a training frame "
+            f"(first: {(overlap.exact or [n[0] for n in overlap.near])[:5]})",
+            fix=fix,
+        )
+
+
+def commit_folder(
+    repo: DataRepo,
+    folder: str,
+    pointer: str,
+    version: str,
+    message: str,
+    files: Sequence[str] = (),
+) -> VersionRecord:
+    """``dvc add`` the folder, commit its pointer (and ``files``), tag ``version``, push."""
+    repo.add(folder)
+    return repo.commit_version(version, [pointer], message, tuple(files))

@@ -1,0 +1,154 @@
+"""Weekly review (runbook: "anything red? did the deployment change, why?"): what the week
+recorded in MLflow, the rollout history, the data repository and the camera registry, and
+the report. The flow run failures come from Prefect (``tasks/weekly.py``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+from registry.names import (
+    CHAMPION_VERSION,
+    DATASET_VERSION,
+    GATE,
+    GATE_REASONS,
+    ROLLOUT_STATUS,
+    TRIGGERS_FIRED,
+)
+
+if TYPE_CHECKING:
+    from cvloop.context import Context
+
+
+def gather_week(ctx: Context, start: dt.datetime, end: dt.datetime) -> dict:
+    """The week's monitor runs, registered versions, rollout changes and data changes."""
+    from cvloop.stages.monitor import MONITOR_EXPERIMENT
+    from cvloop.stages.schema import data_changes
+    from registry.manifest import history
+
+    ms = lambda t: int(t.timestamp() * 1000)  # noqa: E731
+    monitor = [
+        {
+            "run": r.name,
+            "champion": r.tags.get(CHAMPION_VERSION),
+            "fired": r.tags.get(TRIGGERS_FIRED, "none"),
+            "holdout_map50_95": r.metrics.get("holdout.map50_95"),
+        }
+        for r in ctx.tracker.find_runs(MONITOR_EXPERIMENT, started=(start, end), oldest_first=True)
+    ]
+    versions = []
+    for mv in ctx.registry.versions():
+        if ms(start) <= int(mv.creation_timestamp) < ms(end):
+            t = dict(mv.tags)
+            versions.append(
+                {
+                    "version": str(mv.version),
+                    "gate": t.get(GATE, "n/a"),
+                    "reasons": t.get(GATE_REASONS, "[]"),
+                    "dataset": t.get(DATASET_VERSION),
+                    "rollout": t.get(ROLLOUT_STATUS, "-"),
+                }
+            )
+    versions.sort(key=lambda v: int(v["version"]))
+    changes = [
+        {
+            "when": h.updated_at,
+            "who": h.updated_by,
+            "stage": h.stage,
+            "split": ", ".join(f"v{a.version} {a.share:g}%" for a in h.allocations),
+            "reason": h.reason,
+        }
+        for h in history(ctx.store, since=start)
+        if dt.datetime.fromisoformat(h.updated_at) < end
+    ]
+    return {
+        "monitor": monitor,
+        "versions": versions,
+        "changes": changes,
+        "data": sorted(
+            data_changes(ctx, start, end) + _camera_changes(ctx, start, end),
+            key=lambda r: r["when"],
+        ),
+    }
+
+
+def _camera_changes(ctx: Context, start, end) -> list[dict]:
+    """Cameras registered into a group or region this week (the camera registry)."""
+    from cvloop.adapters.cameras import registrations
+
+    return [
+        {"when": r.when, "version": "camera registry",
+         "what": f"{r.camera} -> group {r.group}" + (f", region {r.region}" if r.region else ""),
+         "who": r.who, "why": r.why}
+        for r in registrations(ctx.store, start, end)
+    ]  # fmt: skip
+
+
+def review_markdown(week: str, data: dict, failed: list[dict]) -> tuple[str, list[str]]:
+    """The report and its red items."""
+    red = []
+    for m in data["monitor"]:
+        if m["fired"] not in ("", "none"):
+            red.append(f"monitor {m['run']}: triggers fired: {m['fired']}")
+    for c in data["changes"]:
+        if "rollback" in c["reason"] or "stop" in c["reason"].split(":")[0]:
+            red.append(f"rollout {c['when']}: {c['reason']}")
+    for f in failed:
+        red.append(f"flow run {f['flow']}/{f['run']} {f['state']} at {f['when']}: {f['message']}")
+    for v in data["versions"]:
+        if v["gate"] == "rejected":
+            red.append(f"candidate v{v['version']} rejected by the gates: {v['reasons']}")
+    lines = [f"# Weekly review {week}", "", "## Is anything red?", ""]
+    lines += [f"- 🔴 {r}" for r in red] or [
+        "- 🟢 nothing: no trigger, breach, failed run or rejection"
+    ]
+    lines += ["", "## Did the deployment change, and why?", ""]
+    if data["changes"]:
+        lines += ["| when | who | stage | split | why |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {c['when']} | {c['who']} | {c['stage']} | {c['split']} | {c['reason']} |"
+            for c in data["changes"]
+        ]
+    else:
+        lines.append("No change: the same split served all week.")
+    lines += ["", "## Did the data change, and why?", ""]
+    if data.get("data"):
+        lines += ["| when | version | what | who | why |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {d['when']} | {d['version']} | {d['what']} | {d['who']} | {d['why'] or '-'} |"
+            for d in data["data"]
+        ]
+    else:
+        lines.append("No new schema, dataset or holdout version.")
+    lines += ["", "## Model versions registered", ""]
+    if data["versions"]:
+        lines += ["| version | dataset | gate | rollout |", "|---|---|---|---|"]
+        lines += [
+            f"| v{v['version']} | {v['dataset']} | {v['gate']} | {v['rollout']} |"
+            for v in data["versions"]
+        ]
+    else:
+        lines.append("None.")
+    lines += ["", "## Weekly drift checks", ""]
+    if data["monitor"]:
+        lines += ["| check | champion | holdout mAP50-95 | triggers |", "|---|---|---|---|"]
+        for m in data["monitor"]:
+            h = m["holdout_map50_95"]
+            lines.append(
+                f"| {m['run']} | v{m['champion']} | {'—' if h is None else f'{h:.4f}'} | "
+                f"{m['fired']} |"
+            )
+    else:
+        lines.append(
+            "🔴 no drift check ran this week (is `monitor/weekly` scheduled and the worker up?)"
+        )
+        red.append("no drift check ran this week")
+    return "\n".join(lines) + "\n", red
+
+
+def store_review(ctx: Context, end: dt.datetime, md: str) -> str:
+    """A copy of the report in the store: ``reports/weekly/<ISO week>.md``."""
+    iso = end.isocalendar()
+    key = f"reports/weekly/{iso.year}-W{iso.week:02d}.md"
+    ctx.store.put_text(key, md)
+    return key
