@@ -57,8 +57,12 @@ $(LS_STAMP):
 demo: setup
 	$(CVLOOP) demo
 
+# two pytest-xdist workers: the session stack's tests in one, the e2e demo (its own stack) in
+# the other; on 2 cores each is about half idle alone (waiting on services, flow runs)
+TEST_WORKERS ?= 2
+
 test: setup
-	$(VENV)/bin/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "not gpu" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup
 	$(VENV)/bin/python -m pytest -m "unit" $(PYTEST_ARGS)

@@ -79,6 +79,7 @@ class ModelRegistry:
             raise RegistryError(
                 f"{what} failed: cannot reach MLflow at {self.tracking_uri} ({type(exc).__name__})",
                 fix="start it with `cvloop services up mlflow` or fix MLFLOW_TRACKING_URI",
+                transient=True,
             ) from None
 
     # ---- writes ---------------------------------------------------------------------------

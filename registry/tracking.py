@@ -72,6 +72,7 @@ class Tracker:
             raise TrackingError(
                 f"{what} failed: cannot reach MLflow at {self.tracking_uri} ({type(exc).__name__})",
                 fix="start it with `cvloop services up mlflow` or fix MLFLOW_TRACKING_URI",
+                transient=True,
             ) from None
 
     # ---- experiments and runs ---------------------------------------------------------------

@@ -1,8 +1,4 @@
-"""Quarterly holdout refresh (runbook, "The shape of a quarter"): a fresh sample of the last
-quarter's production frames, labeled in Label Studio, validated, versioned as the next
-holdout version (the previous ones stay tagged), checked for leakage against every training
-version, and the champion re-scored on the old and the new holdout so that the trend goes
-on across the switch."""
+"""The quarterly holdout refresh as Prefect tasks; what each step does is told in :mod:`cvloop.stages.holdout`."""
 
 from __future__ import annotations
 

@@ -1,17 +1,4 @@
-"""Review stage (runbook step 4): progress and edit rates from Label Studio, the wait for
-reviewers, and the watcher that resumes a waiting retrain when the edit rate is stable.
-
-The retrain flow does not hold a worker while people review: run from a deployment it
-*suspends* (the process exits; Prefect reschedules the run when it is resumed, and the
-finished steps come back from their persisted results); run in-process it *pauses*. Either
-way it waits for a :class:`ReviewGo` input, given
-
-* by the ``review/watch`` deployment (every few minutes: reads Label Studio, publishes the
-  progress artifact and edit rates, resumes the run when the drift classes' edit rate is
-  stable, every task is reviewed, or the deadline has come), or
-* by an operator: *Resume* on the paused run in the Prefect UI (the form asks go/reason),
-  or ``cvloop review go``.
-"""
+"""The review stage as Prefect tasks; what each step does is told in :mod:`cvloop.stages.review`."""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@
   swallowed the error. That is how the suite proves nothing reaches out.
 * ``stack`` starts the real services (``cvloop services up``) once per session, in a
   temporary ``CVLOOP_HOME`` on free ports, so tests never touch a developer's running demo.
+* Under pytest-xdist (``make test``: two workers, ``--dist loadgroup``) every test on that
+  stack runs in one worker, and the e2e demo, which starts its own, in the other.
 """
 
 from __future__ import annotations
@@ -139,6 +141,13 @@ def pytest_collection_modifyitems(config, items):
         parts = Path(str(item.fspath)).relative_to(REPO / "tests").parts
         if parts and parts[0] in layer:
             item.add_marker(layer[parts[0]])
+        # `make test` runs two pytest-xdist workers (--dist loadgroup): the tests on the
+        # session stack stay together on one (one stack, one bootstrapped champion), the
+        # e2e demo with its own stack on the other, the rest fill in beside them
+        if parts and parts[0] == "e2e":
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+        elif "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("stack"))
         if "gpu" in item.keywords and not cuda:
             item.add_marker(
                 pytest.mark.skip(

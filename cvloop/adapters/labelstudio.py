@@ -152,6 +152,7 @@ class LabelStudioQueue:
             raise LabelStudioError(
                 f"Label Studio at {self.url} is not reachable ({what}): {exc}",
                 fix="start it with `cvloop services up`, or set LABEL_STUDIO_URL",
+                transient=True,
             ) from None
         except ApiError as exc:
             if exc.status_code == 401:
@@ -161,7 +162,8 @@ class LabelStudioQueue:
                     fix="set LABEL_STUDIO_API_KEY to a valid token (Account & Settings)",
                 ) from None
             raise LabelStudioError(
-                f"Label Studio refused {what}: HTTP {exc.status_code} {str(exc.body)[:300]}"
+                f"Label Studio refused {what}: HTTP {exc.status_code} {str(exc.body)[:300]}",
+                transient=(exc.status_code or 0) >= 500 or exc.status_code == 429,
             ) from None
 
     def check(self) -> None:

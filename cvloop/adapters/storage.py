@@ -275,6 +275,7 @@ class S3Storage(Storage):
             return StorageError(
                 f"cannot reach the S3 endpoint for {self.uri}: {exc}",
                 fix="start it (`cvloop services up`) or fix CVLOOP_S3_ENDPOINT_URL",
+                transient=True,
             )
         if not isinstance(exc, ClientError):
             return StorageError(f"S3 {what} of {self.url(key)} failed: {exc}")

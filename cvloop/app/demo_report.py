@@ -17,23 +17,24 @@ from registry.names import (
 )
 
 
+def _artifacts(settings: Settings, flow_run_id: str, key: str | None = None) -> list[dict]:
+    """The artifacts of one flow run (those with ``key`` only, if given), from the Prefect API."""
+    import httpx
+
+    query: dict = {"flow_run_id": {"any_": [flow_run_id]}}
+    if key:
+        query["key"] = {"any_": [key]}
+    return httpx.post(
+        f"{settings.prefect_api_url}/artifacts/filter", timeout=10, json={"artifacts": query}
+    ).json()
+
+
 def _drift_report_url(settings: Settings, monitor_run: str) -> str | None:
     """The Evidently dashboard of the monitor run (an MLflow artifact), from its report."""
     import re
 
-    import httpx
-
     try:
-        arts = httpx.post(
-            f"{settings.prefect_api_url}/artifacts/filter",
-            timeout=10,
-            json={
-                "artifacts": {
-                    "key": {"any_": ["monitor-report"]},
-                    "flow_run_id": {"any_": [monitor_run]},
-                }
-            },
-        ).json()
+        arts = _artifacts(settings, monitor_run, "monitor-report")
         urls = re.findall(r"\((http[^)]*drift-report\.html[^)]*)\)", arts[0]["data"])
         return urls[0] if urls else None
     except Exception:
@@ -43,7 +44,6 @@ def _drift_report_url(settings: Settings, monitor_run: str) -> str | None:
 def _pictures(settings: Settings, retrain_run: dict | None, monitor_run: str) -> list[Path]:
     """The retrain's flow run as a timeline and the monitor's drift histograms, as PNGs in
     ``<home>/pictures`` (the README's pictures are these)."""
-    import httpx
 
     from cvloop.app.pictures import flow_run_picture
 
@@ -56,11 +56,7 @@ def _pictures(settings: Settings, retrain_run: dict | None, monitor_run: str) ->
                     settings.prefect_api_url, retrain_run["id"], out_dir / "retrain-flow-run.png"
                 )
             )
-        arts = httpx.post(
-            f"{settings.prefect_api_url}/artifacts/filter",
-            timeout=10,
-            json={"artifacts": {"flow_run_id": {"any_": [monitor_run]}}},
-        ).json()
+        arts = _artifacts(settings, monitor_run)
         store = _ctx().store
         keys = [
             o.key
@@ -100,18 +96,7 @@ def _dataset_lines(settings: Settings, flow_run_id: str) -> list[str]:
 
 def _report_lines(settings: Settings, flow_run_id: str) -> list[str]:
     """The status line and trigger table of a monitor run's report artifact."""
-    import httpx
-
-    arts = httpx.post(
-        f"{settings.prefect_api_url}/artifacts/filter",
-        timeout=10,
-        json={
-            "artifacts": {
-                "key": {"any_": ["monitor-report"]},
-                "flow_run_id": {"any_": [flow_run_id]},
-            }
-        },
-    ).json()
+    arts = _artifacts(settings, flow_run_id, "monitor-report")
     if not arts:
         return ["(no monitor report found)"]
     md = arts[0]["data"].splitlines()

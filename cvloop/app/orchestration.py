@@ -50,8 +50,15 @@ class OrchestrationShare:
     def summary(self) -> str:
         work = sum(r.work_s for r in self.runs)
         pickup = sum(r.pickup_s for r in self.runs)
+        by_flow: dict[str, list[RunCost]] = {}
+        for r in self.runs:
+            by_flow.setdefault(r.flow, []).append(r)
+        flows = ", ".join(
+            f"{name} {len(rs)} ({sum(r.overhead_s for r in rs):.1f} s)"
+            for name, rs in sorted(by_flow.items(), key=lambda kv: -len(kv[1]))
+        )
         return (
-            f"{len(self.runs)} flow runs: {work:.1f} s in tasks, "
+            f"{len(self.runs)} flow runs [{flows}]: {work:.1f} s in tasks, "
             f"{self.overhead_s - pickup:.1f} s in flow runs outside tasks, "
             f"{pickup:.1f} s worker pickup; orchestration {self.overhead_s:.1f} s = "
             f"{self.share * 100:.1f} % of {self.wall_s:.0f} s wall"

@@ -9,11 +9,15 @@ class CvloopError(Exception):
     Args:
         message: what went wrong, naming the input (file, key, URL, service).
         fix: the command or change that mends it.
+        transient: the same call may succeed later unchanged (a service down or busy); a
+            task's retries are spent only on these (``tasks.retry_transient``), never on
+            bad input, a refused token or a missing version.
     """
 
-    def __init__(self, message: str, fix: str | None = None) -> None:
+    def __init__(self, message: str, fix: str | None = None, *, transient: bool = False) -> None:
         self.message = message
         self.fix = fix
+        self.transient = transient
         super().__init__(self.__str__())
 
     def __str__(self) -> str:

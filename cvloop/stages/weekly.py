@@ -103,32 +103,26 @@ def review_markdown(week: str, data: dict, failed: list[dict]) -> tuple[str, lis
         "- 🟢 nothing: no trigger, breach, failed run or rejection"
     ]
     lines += ["", "## Did the deployment change, and why?", ""]
-    if data["changes"]:
-        lines += ["| when | who | stage | split | why |", "|---|---|---|---|---|"]
-        lines += [
-            f"| {c['when']} | {c['who']} | {c['stage']} | {c['split']} | {c['reason']} |"
-            for c in data["changes"]
-        ]
-    else:
-        lines.append("No change: the same split served all week.")
+    lines += _table(
+        ["when", "who", "stage", "split", "why"],
+        [[c["when"], c["who"], c["stage"], c["split"], c["reason"]] for c in data["changes"]],
+        "No change: the same split served all week.",
+    )
     lines += ["", "## Did the data change, and why?", ""]
-    if data.get("data"):
-        lines += ["| when | version | what | who | why |", "|---|---|---|---|---|"]
-        lines += [
-            f"| {d['when']} | {d['version']} | {d['what']} | {d['who']} | {d['why'] or '-'} |"
-            for d in data["data"]
-        ]
-    else:
-        lines.append("No new schema, dataset or holdout version.")
+    lines += _table(
+        ["when", "version", "what", "who", "why"],
+        [
+            [d["when"], d["version"], d["what"], d["who"], d["why"] or "-"]
+            for d in data.get("data") or []
+        ],
+        "No new schema, dataset or holdout version.",
+    )
     lines += ["", "## Model versions registered", ""]
-    if data["versions"]:
-        lines += ["| version | dataset | gate | rollout |", "|---|---|---|---|"]
-        lines += [
-            f"| v{v['version']} | {v['dataset']} | {v['gate']} | {v['rollout']} |"
-            for v in data["versions"]
-        ]
-    else:
-        lines.append("None.")
+    lines += _table(
+        ["version", "dataset", "gate", "rollout"],
+        [[f"v{v['version']}", v["dataset"], v["gate"], v["rollout"]] for v in data["versions"]],
+        "None.",
+    )
     lines += ["", "## Weekly drift checks", ""]
     if data["monitor"]:
         lines += ["| check | champion | holdout mAP50-95 | triggers |", "|---|---|---|---|"]
@@ -144,6 +138,14 @@ def review_markdown(week: str, data: dict, failed: list[dict]) -> tuple[str, lis
         )
         red.append("no drift check ran this week")
     return "\n".join(lines) + "\n", red
+
+
+def _table(header: list[str], rows: list[list], empty: str) -> list[str]:
+    """A markdown table, or the ``empty`` sentence when there are no rows."""
+    if not rows:
+        return [empty]
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
 
 
 def store_review(ctx: Context, end: dt.datetime, md: str) -> str:

@@ -93,3 +93,4 @@ def test_orchestration_share_counts_time_outside_tasks_and_pickup():
     assert cost.overhead_s == pytest.approx(27.0)
     assert cost.share == pytest.approx(0.027)
     assert "2.7 %" in cost.summary()
+    assert "[retrain 1 (25.0 s), tick 1 (2.0 s)]" in cost.summary()  # where it went, per flow
