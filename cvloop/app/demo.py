@@ -118,7 +118,11 @@ FAST = DemoSize(
         "select": {"budget": 150},
         "review": {"window_frames": 20},
         "train": {"imgsz": 160, "bootstrap_epochs": 20, "epochs": 8},
-        "gate": {"min_slice_frames": 10},
+        # the holdout gains only 20 drift frames per retrain here: a per-class drift slice
+        # holds ~10-14 of them, whose mAP moves by points between two runs of the same
+        # fine-tune (measured: barrel +0.52 in one run, +5 in another). params.yaml's floor
+        # (20 frames) judges such slices inside the pooled drift:all slice, as it would for
+        # a team's own small slices.
         "export": {"bench_warmup": 2, "bench_iterations": 20, "bench_batch": 4},
         # the tiny champion (20 epochs on 240 frames) is a weak detector, and its fine-tuned
         # successor changes how many boxes it reports on the clean cameras both ways: it
@@ -252,8 +256,14 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
         phases["candidate"] = time.perf_counter() - t
         if state != "Completed":
             problems.append(f"the retrain ended {state} (Prefect UI: flow run {retrain_run['id']})")
-        for line in _candidate_lines(settings, retrain_run["id"]):
+        cand = _candidate_lines(settings, retrain_run["id"])
+        for line in cand:
             out(f"  {line}")
+        if state == "Completed" and not _rolling_out():
+            # the gates are right to refuse a candidate, but the demo's story (and what it
+            # claims at the end) needs the promotion: say so instead of a green ending
+            problems.append("the candidate did not pass the gates, so nothing was rolled out: "
+                            + "; ".join(cand[:2]))  # fmt: skip
         if _rolling_out():
             t = phase(
                 "rollout 10% -> 50% -> approval -> 100%: the fleet serves a day per stage, "

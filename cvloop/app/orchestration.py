@@ -103,6 +103,8 @@ def orchestration_share(api_url: str, since: dt.datetime, wall_s: float) -> Orch
             {"flow_runs": {"start_time": {"after_": since.isoformat()}}},
         )
         for run in runs:
+            if not run.get("start_time"):  # scheduled ahead, not started (the filter keeps them)
+                continue
             tasks = _paged(
                 client, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}}
             )

@@ -17,6 +17,7 @@ from cvloop.core.rollout import (
     K_ROLLOUT_LOG,
     K_STAGE_LOG,
     Canary,
+    PairedLatency,
     Sample,
     canary,
     with_groups,
@@ -119,11 +120,19 @@ def measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:
     if a.frames < c.min_frames or b.frames < c.min_frames:
         return canary(a, b, c)  # too few frames to judge: no model is run
     windows = {"challenger": (stage_since, mark), "champion": (champ_since, mark)}
-    frames, labeled, counts = paired_frames(ctx, store, reg, chall, champ, windows, c.quality)
+    detectors = _detectors(reg, {"challenger": chall, "champion": champ})
+    frames, labeled, counts = paired_frames(ctx, store, reg, chall, champ, windows, c.quality,
+                                            detectors)  # fmt: skip
     rename = _champion_names(ctx, reg, champ, chall)
     prec, where = holdout_precision(ctx, store, reg, champ, c.quality)
     prec = {rename.get(k, k): v for k, v in prec.items()}
-    result = canary(a, b, c, quality_of(frames, labeled, c.quality, prec, where))
+    # at 100 % the champion's served latency is from its canary days, under another load:
+    # both models are re-timed here on the same frames instead
+    latency = None
+    if champ_since != stage_since:
+        rows = _served_frames(store, chall, stage_since, mark).to_pylist()
+        latency = paired_latency(store, detectors, rows, LATENCY_FRAMES)
+    result = canary(a, b, c, quality_of(frames, labeled, c.quality, prec, where), latency)
     groups = log_groups(store, stage_since, mark)
     if len(groups) > 1:  # each camera group judged on its own too
         per = {}
@@ -135,7 +144,7 @@ def measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:
             frames_g = [f for f in frames if f.group == g]
             labeled_g = {k: v for k, v in labeled.items() if v[0].group == g}
             qg = quality_of(frames_g, labeled_g, c.quality, prec, where)
-            per[g] = canary(ag, bg, c, qg)
+            per[g] = canary(ag, bg, c, qg, latency)
         result = with_groups(result, per)
     notes = [f"quality: {counts['sampled']} paired frames (a sample of the "
              f"{counts['challenger_served']} challenger / {counts['champion_served']} champion "
@@ -234,14 +243,61 @@ def _champion_names(ctx: Context, reg, champion: str, challenger: str) -> dict[s
     return {old: new for new, old in sources.items() if old != new}
 
 
+def _detectors(reg, versions: dict[str, str]) -> dict:
+    """role -> the ONNX Runtime detector of that model version (sha256-checked by fetch)."""
+    from cvloop.adapters.detector import OnnxDetector
+
+    out = {}
+    for role, v in versions.items():
+        m = reg.fetch(v)
+        out[role] = OnnxDetector(m.onnx, m.classes, m.imgsz, spinning=False)
+    return out
+
+
+LATENCY_FRAMES = 64  # frames both models are re-timed on at 100 %
+
+
+def paired_latency(store, detectors: dict, rows: list[dict], n: int) -> PairedLatency:
+    """Both models timed on the same ``n`` sampled frames of ``rows``, one frame at a time
+    and taking turns (which model goes first alternates), after one warm-up frame each."""
+    import numpy as np
+
+    from cvloop.adapters.detector import decode_jpeg
+    from cvloop.core.errors import CvloopError
+
+    pick = _sample_keys([r["frame_key"] for r in rows], n)
+    images = []
+    for r in rows:
+        if r["frame_key"] in pick:
+            try:
+                images.append(decode_jpeg(store.get_bytes(r["frame_key"])))
+            except (CvloopError, OSError, KeyError, FileNotFoundError):
+                continue
+    times = {"challenger": [], "champion": []}
+    if images:
+        for d in detectors.values():
+            d.predict_timed(images[0])
+    for i, img in enumerate(images):
+        order = ("challenger", "champion") if i % 2 == 0 else ("champion", "challenger")
+        for role in order:
+            times[role].append(detectors[role].predict_timed(img)[1])
+    return PairedLatency(np.asarray(times["challenger"]), np.asarray(times["champion"]))
+
+
 def paired_frames(
-    ctx: Context, store, reg, challenger: str, champion: str, windows: dict[str, tuple], q
+    ctx: Context,
+    store,
+    reg,
+    challenger: str,
+    champion: str,
+    windows: dict[str, tuple],
+    q,
+    detectors: dict | None = None,
 ) -> tuple[list, dict, dict]:
     """Frames each model served in its window (``windows``: role -> (since, until)), a
     sample of ``q.rescore_frames`` each plus every frame with reviewed labels, scored by
     the other model too. Returns (sampled paired frames, labeled paired frames by key,
     counts)."""
-    from cvloop.adapters.detector import OnnxDetector
     from cvloop.adapters.label_store import read_labels
     from cvloop.core.pairing import PairedFrame
 
@@ -253,10 +309,7 @@ def paired_frames(
     until = max(w[1] for w in windows.values())
     keys = [r["frame_key"] for rows in served.values() for r in rows]
     labels = read_labels(store, since, until + dt.timedelta(milliseconds=1), keys) if keys else {}
-    detectors = {}
-    for role, v in versions.items():
-        m = reg.fetch(v)
-        detectors[role] = OnnxDetector(m.onnx, m.classes, m.imgsz, spinning=False)
+    detectors = detectors or _detectors(reg, versions)
     sampled, labeled, counts = [], {}, {"missing": 0}
     for role, rows in served.items():
         other = "champion" if role == "challenger" else "challenger"

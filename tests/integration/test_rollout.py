@@ -207,6 +207,11 @@ def _serve(b, day: int, *extra: str) -> dict:
     return _json_tail(out.stdout)
 
 
+def _last_tags(version: str) -> dict:
+    """What the last tick mirrored on a version (the canary's verdict and evidence)."""
+    return dict(context().registry.get_version(version).tags)
+
+
 def _state():
     from registry.manifest import read_manifest
 
@@ -270,6 +275,11 @@ def test_a_better_challenger_goes_10_50_approval_100_and_becomes_champion(
     assert m.stage == "canary-100" and m.share_of(good) == 100
     assert m.reason.endswith("approved by Ada Lead")  # the history says who let it through
     _serve(b, 2)
+    # at 100 % the champion serves nothing: both models are re-timed on the same frames
+    measured = ro.measure_tick(context(), "test")
+    lat = {x.name: x for x in measured.canary.checks}["p95_latency"]
+    assert "re-timed in this tick on the same" in lat.detail, lat.detail
+    assert measured.canary.status == "ok", measured.canary.reasons
     # a crash between the alias move and the manifest write of the promotion ...
     real = ro.write_manifest
     monkeypatch.setattr(
@@ -278,10 +288,11 @@ def test_a_better_challenger_goes_10_50_approval_100_and_becomes_champion(
     with pytest.raises(OSError):
         ro.rollout_tick(context(), "test")
     m, aliases, _ = _state()
-    assert aliases["champion"] == good and m.stage == "canary-100"
+    assert aliases["champion"] == good and m.stage == "canary-100", _last_tags(good)
     monkeypatch.setattr(ro, "write_manifest", real)
     # ... is finished by the next tick: one consistent state
-    ro.rollout_tick(context(), "test")
+    done = ro.rollout_tick(context(), "test")
+    assert done["status"] == "promote", done
     m, aliases, reg = _state()
     assert m.stage == "stable" and m.allocations[0].version == good and m.share_of(good) == 100
     assert aliases == {"champion": good, "challenger": None, "previous-champion": old}

@@ -9,7 +9,7 @@ import pytest
 
 from cvloop.config.params import CanaryParams
 from cvloop.core.pairing import Quality, QualityCheck
-from cvloop.core.rollout import Sample, decide
+from cvloop.core.rollout import PairedLatency, Sample, decide
 from cvloop.core.rollout import canary as _canary
 
 C = CanaryParams(min_frames=100)
@@ -62,6 +62,34 @@ def test_each_breach_is_named(challenger, failing):
     res = canary(challenger, _sample(seed=2), C)
     assert res.status == "breach" and res.evidence == "guards"
     assert [r.split(":")[0] for r in res.reasons] == [failing]
+
+
+def _timed(ms: float, seed: int, n: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).normal(ms, ms * 0.05, n)
+
+
+def test_at_100_percent_the_latency_guard_uses_both_models_timed_on_the_same_frames():
+    # the challenger served today under twice the load the champion met on its canary days:
+    # the served latencies (x2) say nothing about the models; timed side by side they match
+    busy_today = _sample(latency=20.0, seed=1)
+    same_cost = PairedLatency(_timed(5.0, 1), _timed(5.0, 2))
+    res = _canary(busy_today, _sample(seed=2), C, KEPT, same_cost)
+    lat = {c.name: c for c in res.checks}["p95_latency"]
+    assert res.status == "ok" and lat.passed, lat.detail
+    assert "same 64 served frames" in lat.detail and "served p95 21." in lat.detail
+    # load spikes on a few of the challenger's turns (3 of 64 frames x10) do not decide
+    spiky = _timed(5.0, 1)
+    spiky[[3, 17, 40]] *= 10
+    res = _canary(_sample(seed=1), _sample(seed=2), C, KEPT, PairedLatency(spiky, _timed(5.0, 2)))
+    assert res.status == "ok", res.reasons
+    # and a challenger that costs 1.5x per frame breaches, whatever the served numbers say
+    slower = PairedLatency(_timed(7.5, 1), _timed(5.0, 2))
+    res = _canary(_sample(seed=1), _sample(seed=2), C, KEPT, slower)
+    assert res.status == "breach" and [r.split(":")[0] for r in res.reasons] == ["p95_latency"]
+    assert "x1.5" in res.reasons[0]
+    # no frame could be timed: the served latencies judge, as at 10 % and 50 %
+    none = PairedLatency(np.array([]), np.array([]))
+    assert _canary(busy_today, _sample(seed=2), C, KEPT, none).status == "breach"
 
 
 def test_a_confidence_shift_alone_is_a_signal_never_a_breach():
