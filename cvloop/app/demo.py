@@ -326,6 +326,7 @@ def run_demo(settings: Settings, size: DemoSize = FULL, out=print) -> dict[str, 
         cost = orchestration_share(settings.prefect_api_url, began_at, time.perf_counter() - began)
         out(f"Prefect orchestration: {cost.summary()}")
         phases["orchestration share"] = cost.share
+        phases["orchestration share on the path"] = cost.path_share
     except Exception as exc:  # a figure, never a reason to fail the demo
         out(f"Prefect orchestration share not measured: {exc}")
     return phases

@@ -88,9 +88,16 @@ def test_orchestration_share_counts_time_outside_tasks_and_pickup():
         runs=[
             RunCost("a", "retrain", running_s=500.0, work_s=480.0, pickup_s=5.0),
             RunCost("b", "tick", running_s=3.0, work_s=4.0, pickup_s=2.0),  # clock skew: 0
+            RunCost("c", "tick", running_s=1.0, work_s=0.5, pickup_s=60.0, scheduled=True),
         ],
     )
-    assert cost.overhead_s == pytest.approx(27.0)
-    assert cost.share == pytest.approx(0.027)
-    assert "2.7 %" in cost.summary()
-    assert "[retrain 1 (25.0 s), tick 1 (2.0 s)]" in cost.summary()  # where it went, per flow
+    assert cost.overhead_s == pytest.approx(87.5)
+    assert cost.share == pytest.approx(0.0875)
+    # a scheduled background run that started late delayed nothing: shown apart
+    assert cost.path_overhead_s == pytest.approx(27.0) and cost.path_share == pytest.approx(0.027)
+    text = cost.summary()
+    assert (
+        "8.8 %" in text and "on the path (the 2 runs started and waited for) 27.0 s = 2.7 %" in text
+    )
+    assert "the other 1 started by their schedules (60.5 s" in text
+    assert "[tick 2 (62.5 s), retrain 1 (25.0 s)]" in text  # where it went, per flow
