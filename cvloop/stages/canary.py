@@ -208,21 +208,29 @@ def _log_boxes(dets, min_conf: float, rename: dict[str, str]):
     ]
 
 
-def _rescore(store, detector, rows: list[dict], conf: float, rename: dict[str, str]):
-    """The other model's boxes on each frame (frame key -> boxes); frames whose image is
-    gone or unreadable are left out and counted."""
+def _image(store, key: str):
+    """A served frame's pixels, or None when its image is gone or unreadable."""
     from cvloop.adapters.detector import decode_jpeg
     from cvloop.core.errors import CvloopError
 
+    try:
+        return decode_jpeg(store.get_bytes(key))
+    except (CvloopError, OSError, KeyError, FileNotFoundError):
+        return None
+
+
+def _rescore(store, detector, rows: list[dict], conf: float, rename: dict[str, str]):
+    """The other model's boxes on each frame (frame key -> boxes); frames whose image is
+    gone or unreadable are left out and counted."""
     out, missing = {}, 0
     for i in range(0, len(rows), 16):
         batch, images = [], []
         for r in rows[i : i + 16]:
-            try:
-                images.append(decode_jpeg(store.get_bytes(r["frame_key"])))
-                batch.append(r)
-            except (CvloopError, OSError, KeyError, FileNotFoundError):
+            if (img := _image(store, r["frame_key"])) is None:
                 missing += 1
+                continue
+            images.append(img)
+            batch.append(r)
         if not images:
             continue
         for r, det in zip(batch, detector.predict(images, conf=conf), strict=True):
@@ -262,17 +270,9 @@ def paired_latency(store, detectors: dict, rows: list[dict], n: int) -> PairedLa
     and taking turns (which model goes first alternates), after one warm-up frame each."""
     import numpy as np
 
-    from cvloop.adapters.detector import decode_jpeg
-    from cvloop.core.errors import CvloopError
-
     pick = _sample_keys([r["frame_key"] for r in rows], n)
-    images = []
-    for r in rows:
-        if r["frame_key"] in pick:
-            try:
-                images.append(decode_jpeg(store.get_bytes(r["frame_key"])))
-            except (CvloopError, OSError, KeyError, FileNotFoundError):
-                continue
+    images = [img for r in rows if r["frame_key"] in pick
+              if (img := _image(store, r["frame_key"])) is not None]  # fmt: skip
     times = {"challenger": [], "champion": []}
     if images:
         for d in detectors.values():
