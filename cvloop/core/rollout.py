@@ -103,42 +103,66 @@ class Canary:
 @dataclass(frozen=True)
 class PairedLatency:
     """Both models timed on the same frames in one tick, one frame at a time, taking turns:
-    the latency ratio free of the load each model met when it served. Used at 100 %, where
-    the champion serves nothing and its served latency is from other days."""
+    the latency ratio free of the load each model met when it served.
+
+    ``replaces_served``: at 100 % the champion serves nothing and its served latency is from
+    other days, so the re-timing is the measure. Below 100 % the served p95s are the screen
+    and the re-timing confirms a served breach (or finds it was load, not the model)."""
 
     challenger_ms: np.ndarray
     champion_ms: np.ndarray
+    replaces_served: bool = True
 
     @property
     def frames(self) -> int:
         return len(self.challenger_ms)
 
+    @property
+    def ratio(self) -> float:
+        # the median of the per-frame ratios: a load spike that hits one model's turn moves
+        # one ratio, not the verdict (a p95 of 64 timings would follow three such spikes)
+        return float(np.median(self.challenger_ms / np.maximum(self.champion_ms, 1e-6)))
+
+    def describe(self) -> str:
+        pa = float(np.percentile(self.challenger_ms, 95))
+        pb = float(np.percentile(self.champion_ms, 95))
+        return (f"x{self.ratio:.2f} per frame (median of the challenger/champion ratios), both "
+                f"re-timed in this tick on the same {self.frames} served frames, taking turns "
+                f"(p95 {pa:.2f} vs {pb:.2f} ms)")  # fmt: skip
+
+
+def served_latency_breached(challenger: Sample, champion: Sample, c) -> bool:
+    """Whether the served p95s trip the latency screen (or cannot be compared): the stage
+    then re-times both models on the same frames before the guard decides."""
+    a, b = challenger.p95_ms, champion.p95_ms
+    return a is None or b is None or b <= 0 or a / b > c.p95_latency_ratio_max
+
 
 def _latency_check(challenger: Sample, champion: Sample, c, paired: PairedLatency | None):
     a, b = challenger.p95_ms, champion.p95_ms
-    if paired is not None and paired.frames:
-        # the median of the per-frame ratios: a load spike that hits one model's turn moves
-        # one ratio, not the verdict (a p95 of 64 timings would follow three such spikes)
-        ratio = float(np.median(paired.challenger_ms / np.maximum(paired.champion_ms, 1e-6)))
-        pa = float(np.percentile(paired.challenger_ms, 95))
-        pb = float(np.percentile(paired.champion_ms, 95))
-        served = (f"; served p95 {a:.2f} ms now, the champion's {b:.2f} ms on its canary days"
-                  if a is not None and b is not None else "")  # fmt: skip
+    mx = c.p95_latency_ratio_max
+    served = a / b if a is not None and b is not None and b > 0 else None
+    timed = paired is not None and paired.frames > 0
+    if timed and paired.replaces_served:
+        shown = (f"; served p95 {a:.2f} ms now, the champion's {b:.2f} ms on its canary days"
+                 if served is not None else "")  # fmt: skip
         return CanaryCheck(
             "p95_latency",
-            ratio <= c.p95_latency_ratio_max,
-            f"x{ratio:.2f} per frame (median of the challenger/champion ratios; max "
-            f"x{c.p95_latency_ratio_max}), both re-timed in this tick on the same "
-            f"{paired.frames} served frames, taking turns (p95 {pa:.2f} vs {pb:.2f} ms): the "
-            f"champion serves nothing at this share{served}",
+            paired.ratio <= mx,
+            f"{paired.describe()}; max x{mx}: the champion serves nothing at this share{shown}",
         )
-    if a is None or b is None or b <= 0:
+    if served is None:
         return CanaryCheck("p95_latency", False, "no latency measured (fails closed)")
-    return CanaryCheck(
-        "p95_latency",
-        a / b <= c.p95_latency_ratio_max,
-        f"{a:.2f} ms vs champion {b:.2f} ms (x{a / b:.2f}; max x{c.p95_latency_ratio_max})",
-    )
+    detail = f"{a:.2f} ms vs champion {b:.2f} ms (x{served:.2f}; max x{mx})"
+    if served <= mx or not timed:
+        return CanaryCheck("p95_latency", served <= mx, detail)
+    # the served screen tripped: the same frames through both models say whether the model
+    # is slower or the challenger met a load the champion did not (a burst, another host)
+    slower = paired.ratio > mx
+    verdict = ("the model is slower" if slower else
+               "the served gap is load or placement, not the model: see the serving hosts")  # fmt: skip
+    return CanaryCheck("p95_latency", not slower,
+                       f"served {detail}; {paired.describe()}: {verdict}")  # fmt: skip
 
 
 def _guards(
@@ -229,7 +253,8 @@ def canary(
     """Challenger vs champion over the same period; ``c`` is params.yaml's
     ``rollout.canary``, ``quality`` the paired evidence (:mod:`cvloop.core.pairing`) of the same
     window (None fails closed: the stage holds); ``latency``: both models re-timed on the
-    same frames, which the latency guard uses instead of the served latencies (at 100 %)."""
+    same frames (:class:`PairedLatency`: the measure at 100 %, the confirmation of a served
+    breach below)."""
     if challenger.frames < c.min_frames or champion.frames < c.min_frames:
         return Canary(
             "insufficient",

@@ -20,6 +20,7 @@ from cvloop.core.rollout import (
     PairedLatency,
     Sample,
     canary,
+    served_latency_breached,
     with_groups,
 )
 from registry.names import ROLLOUT_CANARY, ROLLOUT_EVIDENCE, ROLLOUT_KEPT, ROLLOUT_LABELS
@@ -127,12 +128,20 @@ def measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:
     prec, where = holdout_precision(ctx, store, reg, champ, c.quality)
     prec = {rename.get(k, k): v for k, v in prec.items()}
     # at 100 % the champion's served latency is from its canary days, under another load:
-    # both models are re-timed here on the same frames instead
-    latency = None
-    if champ_since != stage_since:
-        rows = _served_frames(store, chall, stage_since, mark).to_pylist()
-        latency = paired_latency(store, detectors, rows, LATENCY_FRAMES)
-    result = canary(a, b, c, quality_of(frames, labeled, c.quality, prec, where), latency)
+    # both models are re-timed here on the same frames instead. Below, the served p95s are
+    # the screen, and a tripped screen is re-timed before it rolls anything back.
+    full = champ_since != stage_since
+    served: list[dict] = []  # the challenger's frames of the stage, read once when needed
+
+    def retime(ag, bg, group: str | None = None) -> PairedLatency | None:
+        if not full and not served_latency_breached(ag, bg, c):
+            return None
+        served[:] = served or _served_frames(store, chall, stage_since, mark).to_pylist()
+        rows = [r for r in served if group in (None, r["camera_group"] or "default")]
+        return paired_latency(store, detectors, rows, LATENCY_FRAMES, replaces_served=full)
+
+    quality = quality_of(frames, labeled, c.quality, prec, where)
+    result = canary(a, b, c, quality, retime(a, b))
     groups = log_groups(store, stage_since, mark)
     if len(groups) > 1:  # each camera group judged on its own too
         per = {}
@@ -144,7 +153,8 @@ def measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:
             frames_g = [f for f in frames if f.group == g]
             labeled_g = {k: v for k, v in labeled.items() if v[0].group == g}
             qg = quality_of(frames_g, labeled_g, c.quality, prec, where)
-            per[g] = canary(ag, bg, c, qg, latency)
+            judged = ag.frames >= c.min_frames and bg.frames >= c.min_frames
+            per[g] = canary(ag, bg, c, qg, retime(ag, bg, g) if judged else None)
         result = with_groups(result, per)
     notes = [f"quality: {counts['sampled']} paired frames (a sample of the "
              f"{counts['challenger_served']} challenger / {counts['champion_served']} champion "
@@ -262,10 +272,12 @@ def _detectors(reg, versions: dict[str, str]) -> dict:
     return out
 
 
-LATENCY_FRAMES = 64  # frames both models are re-timed on at 100 %
+LATENCY_FRAMES = 64  # frames both models are re-timed on (at 100 %, or on a served breach)
 
 
-def paired_latency(store, detectors: dict, rows: list[dict], n: int) -> PairedLatency:
+def paired_latency(
+    store, detectors: dict, rows: list[dict], n: int, *, replaces_served: bool = True
+) -> PairedLatency:
     """Both models timed on the same ``n`` sampled frames of ``rows``, one frame at a time
     and taking turns (which model goes first alternates), after one warm-up frame each."""
     import numpy as np
@@ -281,7 +293,8 @@ def paired_latency(store, detectors: dict, rows: list[dict], n: int) -> PairedLa
         order = ("challenger", "champion") if i % 2 == 0 else ("champion", "challenger")
         for role in order:
             times[role].append(detectors[role].predict_timed(img)[1])
-    return PairedLatency(np.asarray(times["challenger"]), np.asarray(times["champion"]))
+    return PairedLatency(np.asarray(times["challenger"]), np.asarray(times["champion"]),
+                         replaces_served)  # fmt: skip
 
 
 def paired_frames(

@@ -92,6 +92,25 @@ def test_at_100_percent_the_latency_guard_uses_both_models_timed_on_the_same_fra
     assert _canary(busy_today, _sample(seed=2), C, KEPT, none).status == "breach"
 
 
+def test_below_100_percent_a_served_latency_breach_is_re_timed_before_it_rolls_back():
+    # the challenger's frames met a burst of load (another job on the host): served x1.5,
+    # but the same frames through both models, taking turns, cost the same
+    burst = _sample(latency=15.0, seed=1)
+    load = PairedLatency(_timed(5.0, 1), _timed(5.0, 2), replaces_served=False)
+    res = _canary(burst, _sample(seed=2), C, KEPT, load)
+    lat = {c.name: c for c in res.checks}["p95_latency"]
+    assert res.status == "ok" and lat.passed, lat.detail
+    assert lat.detail.startswith("served 16.") and "(x1.48;" in lat.detail
+    assert "not the model" in lat.detail and "same 64 served frames" in lat.detail
+    # the re-timing confirms a slower model: the breach stands, with both measures named
+    slower = PairedLatency(_timed(8.0, 1), _timed(5.0, 2), replaces_served=False)
+    res = _canary(burst, _sample(seed=2), C, KEPT, slower)
+    assert res.status == "breach" and [r.split(":")[0] for r in res.reasons] == ["p95_latency"]
+    assert "the model is slower" in res.reasons[0] and "x1.6" in res.reasons[0]  # per frame
+    # an untripped screen is not overruled by the re-timing (it is run only on a breach)
+    assert _canary(_sample(seed=1), _sample(seed=2), C, KEPT, slower).status == "ok"
+
+
 def test_a_confidence_shift_alone_is_a_signal_never_a_breach():
     # a retrained model moves its confidences a lot (the demo's better candidate did: KS D
     # 0.35); with the paired evidence saying it keeps the champion's boxes, that is no breach
