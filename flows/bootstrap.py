@@ -17,7 +17,6 @@ from tasks.bootstrap import (
     build_baseline_data_task,
     publish_bootstrap_report,
     start_baseline_run_task,
-    write_initial_manifest_task,
 )
 from tasks.data import version_data_task
 from tasks.model import (
@@ -28,6 +27,7 @@ from tasks.model import (
     train_model_task,
     training_dir_task,
 )
+from tasks.rollout import write_initial_manifest_task
 from tasks.schema import current_schema_task
 
 

@@ -11,13 +11,13 @@ A registered model version holds the artifacts of its training run under ``model
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cvloop.adapters.files import sha256_file
 from cvloop.core.errors import CvloopError
 from registry.names import LINEAGE_TAGS
 
@@ -26,14 +26,6 @@ MODEL_ARTIFACT_DIR = "model"
 
 class RegistryError(CvloopError):
     """The registry cannot answer (server down, no such alias/version, bad checksum)."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

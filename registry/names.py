@@ -64,6 +64,18 @@ REGISTRATION = "cvloop.registration"  # pending | complete
 REGISTERED_VERSION = "cvloop.registered_version"  # on the training run
 SOURCES = "cvloop.sources"
 
+# ---- adoption: a team's own checkpoint as version 1 (cvloop adopt) -----------------------
+SOURCE = "cvloop.source"  # adopted | (absent: trained by cvloop)
+ADOPT_SHA256 = "cvloop.adopt.sha256"  # the checkpoint's sha256, recorded before it is loaded
+ADOPT_ORIGIN = "cvloop.adopt.origin"  # where the file came from (path or URI given)
+ADOPT_ARCHITECTURE = "cvloop.adopt.architecture"
+ADOPT_ULTRALYTICS = "cvloop.adopt.ultralytics_version"  # the version that wrote it
+ADOPT_SAVED_AT = "cvloop.adopt.saved_at"
+ADOPT_IMGSZ_FROM = "cvloop.adopt.imgsz_from"  # checkpoint | given
+ADOPT_ONNX = "cvloop.adopt.onnx"  # given: <origin> | exported by cvloop
+ADOPT_DATASET = "cvloop.adopt.dataset"  # JSON: format, origin, imported, quarantined
+ADOPT_PARITY = "cvloop.adopt.parity"  # holdout mAP50-95 of .pt and ONNX, and their gap
+
 # ---- the gates (runbook step 7) ------------------------------------------------------------
 GATE = "cvloop.gate"  # passed | rejected
 GATE_REASONS = "cvloop.gate.reasons"  # JSON list

@@ -19,7 +19,6 @@ from cvloop.stages.bootstrap import (
     baseline_tags,
     bootstrap_report,
     start_baseline_run,
-    write_initial_manifest,
 )
 from tasks import stage_task
 
@@ -51,7 +50,6 @@ def publish_bootstrap_report(version, dataset, holdout, trained, holdout_pt, hol
     return md
 
 
-write_initial_manifest_task = stage_task(write_initial_manifest, name="write_initial_manifest")
 start_baseline_run_task = stage_task(start_baseline_run, name="start_baseline_run")
 baseline_lineage_task = stage_task(baseline_lineage, name="baseline_lineage")
 baseline_tags_task = task(baseline_tags, name="baseline_tags")

@@ -12,6 +12,7 @@ from cvloop.stages.rollout import (
     measure_tick,
     start_if_passed,
     start_rollout,
+    write_initial_manifest,
 )
 from cvloop.stages.status import production_status, status_text
 from tasks import stage_task
@@ -41,3 +42,6 @@ def publish_rollout_status(result: dict) -> str:
             description=result.get("reason", ""),
         )  # fmt: skip
     return md
+
+
+write_initial_manifest_task = stage_task(write_initial_manifest, name="write_initial_manifest")

@@ -49,6 +49,9 @@ def _register_subcommands() -> None:
     app.command("approve")(approve)
     app.command("rollback")(rollback)
     app.command("weekly")(weekly)
+    from cvloop.app.cli_adopt import adopt
+
+    app.command("adopt")(adopt)
 
 
 _register_subcommands()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 DAYPARTS = ((0, 6, "night"), (6, 12, "morning"), (12, 18, "afternoon"), (18, 24, "evening"))
@@ -42,19 +42,26 @@ class Sample:
     available: dict[str, int]  # "camera month part" -> frames there were
 
 
-def stratified_sample(rows: Iterable[dict], target: int, seed: str) -> Sample:
-    """Up to ``target`` rows spread evenly over the strata (water-filling: a small stratum
-    takes all it has, the rest share what it left); deterministic for a given ``seed``."""
-    by: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+def stratified_sample(
+    rows: Iterable[dict],
+    target: int,
+    seed: str,
+    key: Callable[[dict], tuple[str, ...]] = stratum,
+    why: str = "holdout refresh",
+) -> Sample:
+    """Up to ``target`` rows spread evenly over the strata ``key`` puts them in (default:
+    camera x month x part of day; water-filling: a small stratum takes all it has, the rest
+    share what it left); deterministic for a given ``seed``."""
+    by: dict[tuple[str, ...], list[dict]] = defaultdict(list)
     for r in rows:
-        by[stratum(r)].append(r)
+        by[key(r)].append(r)
     for k in by:
         by[k].sort(key=lambda r: _order(seed, r["sha256"]))
     quota = _water_fill({k: len(v) for k, v in by.items()}, target)
     picked = []
     for k in sorted(by):
         for r in by[k][: quota[k]]:
-            picked.append({**r, "why": [f"holdout refresh: {k[0]}, {k[1]}, {k[2]}"]})
+            picked.append({**r, "why": [f"{why}: {', '.join(k)}"]})
     return Sample(
         picked,
         {" ".join(k): quota[k] for k in sorted(by)},

@@ -4,26 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from registry.manifest import read_manifest, single, write_manifest
-
 if TYPE_CHECKING:
     from cvloop.context import Context
-
-
-def write_initial_manifest(ctx: Context, version: str) -> str:
-    """Point 100 % of traffic at the first champion, unless a manifest exists already."""
-
-    store = ctx.frame_store(create_bucket=True)
-    current = read_manifest(store)
-    if current is not None:
-        return current.to_json()
-    manifest = write_manifest(
-        store,
-        single(version, stage="stable"),
-        who="cvloop bootstrap",
-        reason=f"bootstrap: version {version} is the first champion",
-    )
-    return manifest.to_json()
 
 
 def bootstrap_report(version, dataset, holdout, trained, holdout_pt, holdout_onnx) -> str:

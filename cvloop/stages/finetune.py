@@ -30,10 +30,14 @@ def fine_tune(
     train,
 ) -> TrainedModel:
     """Fine-tune from the champion's best.pt on the new dataset version with ``train``
-    (params.yaml's section: lr0, epochs, imgsz, batch, device, ...); the training run is a
-    child of the retrain's MLflow run."""
+    (params.yaml's section: lr0, epochs, batch, device, ...) at the champion's imgsz; the
+    training run is a child of the retrain's MLflow run."""
     from cvloop.config.lineage import git_commit
 
+    # the champion's own image size, not params.yaml's (train.imgsz is the from-scratch
+    # baseline's): an adopted 640 px detector is fine-tuned, exported and served at 640
+    if champion.imgsz and champion.imgsz != train.imgsz:
+        train = train.model_copy(update={"imgsz": champion.imgsz})
     run_id = start_training_run(
         ctx,
         experiment,

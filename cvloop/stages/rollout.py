@@ -362,3 +362,18 @@ def start_if_passed(ctx: Context, version: str, passed: bool, who: str) -> str:
         return f"not started: {exc}"
     allocs = out["manifest"]["allocations"]
     return f"{out['status']}: " + ", ".join(f"v{a['version']} {a['share']:g}%" for a in allocs)
+
+
+def write_initial_manifest(ctx: Context, version: str, who: str = "cvloop bootstrap") -> str:
+    """Point 100 % of traffic at the first champion, unless a manifest exists already."""
+    store = ctx.frame_store(create_bucket=True)
+    current = read_manifest(store)
+    if current is not None:
+        return current.to_json()
+    manifest = write_manifest(
+        store,
+        single(version, stage="stable"),
+        who=who,
+        reason=f"{who.split()[-1]}: version {version} is the first champion",
+    )
+    return manifest.to_json()

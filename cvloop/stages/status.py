@@ -8,6 +8,11 @@ from typing import TYPE_CHECKING
 
 from registry.manifest import read_manifest
 from registry.names import (
+    ADOPT_ARCHITECTURE,
+    ADOPT_ORIGIN,
+    ADOPT_SAVED_AT,
+    ADOPT_SHA256,
+    ADOPT_ULTRALYTICS,
     APPROVED_BY,
     GATE,
     GATE_REASONS,
@@ -17,6 +22,7 @@ from registry.names import (
     ROLLOUT_KEPT,
     ROLLOUT_REASON,
     ROLLOUT_STATUS,
+    SOURCE,
 )
 
 if TYPE_CHECKING:
@@ -74,6 +80,9 @@ def production_status(ctx: Context, history: int = 10) -> dict:
                 "rollout_evidence": t.get(ROLLOUT_EVIDENCE),
                 "rollout_kept_share": json.loads(t.get(ROLLOUT_KEPT, "{}") or "{}"),
                 "sha256_pt": t.get("cvloop.sha256.pt"),
+                "source": t.get(SOURCE) or "trained by cvloop",
+                "adopted": _adopted(t),
+                "imgsz": t.get("cvloop.imgsz"),
                 "created": mv.creation_timestamp,
             }
         )
@@ -111,6 +120,29 @@ def _frame_roots(store) -> dict:
     return {"store": store.uri, "regions": {n: r.uri for n, r in regions.items()}}
 
 
+def _adopted(tags: dict) -> dict | None:
+    """Where an adopted champion's file came from (None: a model cvloop trained)."""
+    if tags.get(SOURCE) != "adopted":
+        return None
+    names = (("origin", ADOPT_ORIGIN), ("sha256", ADOPT_SHA256), ("saved_at", ADOPT_SAVED_AT),
+             ("architecture", ADOPT_ARCHITECTURE), ("ultralytics", ADOPT_ULTRALYTICS))  # fmt: skip
+    return {k: tags.get(tag) for k, tag in names}
+
+
+def _trained_on(r: dict) -> str:
+    schema = f"{r.get('schema_version', 'schema-v1')} ({', '.join(r.get('classes') or [])})"
+    a = r.get("adopted")
+    if a:  # trained outside cvloop: where the file came from, and nothing invented
+        return (f"  trained on   outside cvloop: adopted from {a['origin']} (sha256 "
+                f"{str(a['sha256'])[:16]}), {a['architecture']} at imgsz {r.get('imgsz')}, "
+                f"ultralytics {a['ultralytics']}, saved {str(a['saved_at'])[:19]}; scored on "
+                f"holdout {r['holdout_version']}, {schema}")  # fmt: skip
+    return (f"  trained on   {r['dataset_version']} (DVC {str(r['dataset_dvc_md5'])[:16]}), "
+            f"holdout {r['holdout_version']}, {schema}, "
+            + (f"fine-tuned from v{r['parent_version']}"
+               if (r["parent_version"] or "none") != "none" else "trained from scratch"))  # fmt: skip
+
+
 def status_text(s: dict) -> str:
     """One screen: what serves, trained on what, and the last changes."""
     lines = []
@@ -140,14 +172,7 @@ def status_text(s: dict) -> str:
             "",
             f"v{r['version']}  {r['share']:g}%  [{', '.join(r['aliases']) or 'no alias'}]"
             f"  rollout: {r['rollout_status'] or '-'}  approved by: {r['approved_by'] or '-'}",
-            f"  trained on   {r['dataset_version']} (DVC {str(r['dataset_dvc_md5'])[:16]}), "
-            f"holdout {r['holdout_version']}, {r.get('schema_version', 'schema-v1')} "
-            f"({', '.join(r.get('classes') or [])}), "
-            + (
-                f"fine-tuned from v{r['parent_version']}"
-                if (r["parent_version"] or "none") != "none"
-                else "trained from scratch"
-            ),
+            _trained_on(r),
             f"  code         git {str(r['git_commit'])[:12]}  params {str(r['params_sha256'])[:12]}"
             f"  lr0 {r['train_params'].get('lr0', '-')} epochs {r['train_params'].get('epochs', '-')}",
             f"  holdout      mAP50-95 {r['holdout_map50_95']}  mAP50 {r['holdout_map50']}"
