@@ -89,6 +89,26 @@ class TriggerParams(_Section):
     severe_drift_wasserstein: Annotated[float, Field(gt=0)] = 0.25
 
 
+class FramesParams(_Section):
+    """The frame store's key layout (cvloop/core/keylayout.py): a team's bucket as it is."""
+
+    images: str = "frames/{camera}/{date}/{ts_ms}.{ext}"
+    videos: str = "videos/{camera}/{date}/{ts_ms}.{ext}"
+    timestamp: str = "key"  # key | exif | object
+
+    @model_validator(mode="after")
+    def _layout(self) -> FramesParams:
+        from cvloop.core.keylayout import check_layout
+
+        try:
+            check_layout(self.images, self.videos, self.timestamp)
+        except Exception as exc:  # CvloopError: a message and a fix
+            raise ValueError(
+                f"{exc}{'; fix: ' + exc.fix if getattr(exc, 'fix', None) else ''}"
+            ) from None
+        return self
+
+
 class CollectParams(_Section):
     days: PosInt = 30
     video_fps: Annotated[float, Field(gt=0, le=60)] = 1.0
@@ -291,6 +311,7 @@ class Params(_Section):
     registry: RegistryParams = RegistryParams()
     monitor: MonitorParams = MonitorParams()
     trigger: TriggerParams = TriggerParams()
+    frames: FramesParams = FramesParams()
     collect: CollectParams = CollectParams()
     prefilter: PrefilterParams = PrefilterParams()
     select: SelectParams = SelectParams()

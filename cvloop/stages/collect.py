@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cvloop.adapters.frame_keys import FRAMES_PREFIX, VIDEO_KEY_SEP, VIDEOS_PREFIX
+from cvloop.adapters.frame_keys import VIDEO_KEY_SEP
 from cvloop.adapters.storage import Storage
 from cvloop.core.frames import content_hash, dhash, hamming
+from cvloop.core.keylayout import KeyTemplate
 
 if TYPE_CHECKING:
     from cvloop.config.params import CollectParams
@@ -105,6 +106,68 @@ def _days(end: dt.date, days: int) -> list[dt.date]:
     return [end - dt.timedelta(days=i) for i in range(days, 0, -1)]
 
 
+@dataclass(frozen=True)
+class FrameLayout:
+    """The frame store's key layout (params.yaml ``frames``): image and video templates and
+    where a frame's capture time comes from."""
+
+    images: str = "frames/{camera}/{date}/{ts_ms}.{ext}"
+    videos: str = "videos/{camera}/{date}/{ts_ms}.{ext}"
+    timestamp: str = "key"
+
+    @classmethod
+    def of(cls, frames) -> FrameLayout:
+        return cls(frames.images, frames.videos, frames.timestamp)
+
+
+@dataclass(frozen=True)
+class _Found:
+    key: str
+    camera: str
+    ts_ms: int | None  # None: read from the image (EXIF)
+    modified_ms: int
+
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv")
+
+
+def _found(store: Storage, tmpl: KeyTemplate, rule: str, cam: str, days: list[dt.date],
+           exts: tuple[str, ...]):  # fmt: skip
+    """(day -> the objects of ``cam`` on that day in the layout ``tmpl``, the keys under its
+    prefix that do not fit it). Listed by day where the template allows, else by camera; a
+    file of the other kind (a clip among images) is left to the other template."""
+    wanted = set(days)
+    prefixes = ([tmpl.prefix(cam, d) for d in days] if tmpl.lists_by_day()
+                else [tmpl.prefix(cam)])  # fmt: skip
+    out: dict[dt.date, list[_Found]] = {d: [] for d in days}
+    misfits: list[str] = []
+    for prefix in prefixes:
+        for info in store.list(prefix):
+            if info.key.lower().endswith(IMAGE_EXTS + VIDEO_EXTS) and not info.key.lower(
+            ).endswith(exts):  # fmt: skip
+                continue
+            p = tmpl.parse(info.key)
+            if p is None or p.camera != cam:
+                if p is None and "/." not in "/" + info.key:  # hidden files: a writer's temp
+                    misfits.append(info.key)
+                continue
+            modified = int(info.modified.timestamp() * 1000)
+            ts = {"key": p.ts_ms, "object": modified}.get(rule)  # exif: read with the image
+            day = p.day or (dt.datetime.fromtimestamp(ts / 1000, dt.UTC).date() if ts else None)
+            if day is None:  # exif without {date}: the object's day decides the window
+                day = dt.datetime.fromtimestamp(modified / 1000, dt.UTC).date()
+            if day in wanted:
+                out[day].append(_Found(info.key, cam, ts, modified))
+    return out, misfits
+
+
+def _misfit_reason(key: str, images: KeyTemplate) -> str:
+    if not key.lower().endswith(IMAGE_EXTS + VIDEO_EXTS):
+        return "not an image file (expected .jpg/.jpeg/.png)"
+    return f"the key does not fit the layout frames.images {images.template!r}"
+
+
 def collect(
     store: Storage,
     end: dt.date,
@@ -113,20 +176,35 @@ def collect(
     cameras: list[str] | None = None,
     video_fps: float = 1.0,
     near_dup_bits: int = 4,
+    layout: FrameLayout | None = None,
 ) -> CollectReport:
-    """Frames of the ``days`` days before ``end`` (exclusive), images and sampled videos."""
+    """Frames of the ``days`` days before ``end`` (exclusive), images and sampled videos,
+    wherever ``layout`` (default: cvloop's own) says they are."""
+    layout = layout or FrameLayout()
+    images = KeyTemplate(layout.images, "frames.images")
+    videos = KeyTemplate(layout.videos, "frames.videos")
     rep = CollectReport()
     cams = cameras or sorted(
-        {k.split("/")[1] for k in store.keys(f"{FRAMES_PREFIX}/")}
-        | {k.split("/")[1] for k in store.keys(f"{VIDEOS_PREFIX}/")}
+        {
+            p.camera
+            for t in (images, videos)
+            for k in store.keys(t.prefix())
+            if (p := t.parse(k)) is not None
+        }
     )
+    window = _days(end, days)
+    video_rule = "object" if layout.timestamp == "exif" else layout.timestamp
     for cam in cams:
         kept: list[int] = []  # recent hashes of this camera (near-duplicate window)
-        for day in _days(end, days):
-            for key in store.keys(f"{FRAMES_PREFIX}/{cam}/{day.isoformat()}/"):
-                _take_image(store, key, cam, rep, kept, near_dup_bits)
-            for key in store.keys(f"{VIDEOS_PREFIX}/{cam}/{day.isoformat()}/"):
-                _take_video(store, key, cam, rep, kept, near_dup_bits, video_fps)
+        imgs, misfits = _found(store, images, layout.timestamp, cam, window, IMAGE_EXTS)
+        vids, _ = _found(store, videos, video_rule if not videos.has_time else "key", cam,
+                         window, VIDEO_EXTS)  # fmt: skip
+        rep.quarantined += [Quarantined(k, _misfit_reason(k, images)) for k in misfits]
+        for day in window:
+            for f in sorted(imgs[day], key=lambda f: f.key):
+                _take_image(store, f, rep, kept, near_dup_bits)
+            for f in sorted(vids[day], key=lambda f: f.key):
+                _take_video(store, f, rep, kept, near_dup_bits, video_fps)
     return rep
 
 
@@ -138,20 +216,37 @@ def _keep(rep: CollectReport, item: Collected, h: int, kept: list[int], bits: in
     rep.collected.append(item)
 
 
-def _ts_of(key: str) -> int | None:
-    stem = key.rsplit("/", 1)[-1].split(".")[0]
-    return int(stem) if stem.isdigit() else None
+def exif_time_ms(data: bytes) -> int | None:
+    """DateTimeOriginal (with OffsetTimeOriginal; UTC without one) in epoch ms, or None."""
+    from PIL import Image
+
+    try:
+        exif = Image.open(io.BytesIO(data)).getexif().get_ifd(0x8769)  # the Exif IFD
+    except Exception:
+        return None
+    raw = exif.get(0x9003) or exif.get(0x9004)  # DateTimeOriginal, DateTimeDigitized
+    if not raw:
+        return None
+    try:
+        when = dt.datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    offset = str(exif.get(0x9011) or "").strip("\x00 ")  # OffsetTimeOriginal, e.g. +02:00
+    tz = dt.UTC
+    if len(offset) == 6 and offset[0] in "+-":
+        sign = 1 if offset[0] == "+" else -1
+        tz = dt.timezone(sign * dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+    return int(when.replace(tzinfo=tz).timestamp() * 1000)
 
 
-def _take_image(store, key, cam, rep, kept, bits) -> None:
-    if not key.lower().endswith((".jpg", ".jpeg", ".png")):
-        rep.quarantined.append(Quarantined(key, "not an image file (expected .jpg/.jpeg/.png)"))
-        return
-    ts = _ts_of(key)
-    if ts is None:
-        rep.quarantined.append(Quarantined(key, "file name is not <epoch_ms>.jpg"))
-        return
+def _take_image(store, f: _Found, rep, kept, bits) -> None:
+    key = f.key
     data = store.get_bytes(key)
+    ts = f.ts_ms if f.ts_ms is not None else exif_time_ms(data)
+    if ts is None:
+        rep.quarantined.append(Quarantined(key, "no capture time: no DateTimeOriginal in its "
+                                           "EXIF (frames.timestamp: exif)"))  # fmt: skip
+        return
     if _is_truncated_jpeg(data):
         rep.quarantined.append(Quarantined(key, "truncated JPEG (no end-of-image marker)"))
         return
@@ -160,16 +255,14 @@ def _take_image(store, key, cam, rep, kept, bits) -> None:
         rep.quarantined.append(Quarantined(key, "unreadable: not a decodable image"))
         return
     h = dhash(pixels)
-    _keep(rep, Collected(key, cam, ts, content_hash(data), f"{h:016x}", "image"), h, kept, bits)
+    item = Collected(key, f.camera, ts, content_hash(data), f"{h:016x}", "image")
+    _keep(rep, item, h, kept, bits)
 
 
-def _take_video(store, key, cam, rep, kept, bits, fps) -> None:
+def _take_video(store, f: _Found, rep, kept, bits, fps) -> None:
     import cv2
 
-    start = _ts_of(key)
-    if start is None:
-        rep.quarantined.append(Quarantined(key, "video name is not <epoch_ms>.mp4"))
-        return
+    key, start = f.key, f.ts_ms if f.ts_ms is not None else f.modified_ms
     with tempfile.TemporaryDirectory() as tmp:
         local = store.local_path(key) or store.get_file(key, Path(tmp) / "clip.mp4")
         try:
@@ -179,7 +272,7 @@ def _take_video(store, key, cam, rep, kept, bits, fps) -> None:
                 rep.video_samples += 1
                 item = Collected(
                     f"{key}{VIDEO_KEY_SEP}{offset}",
-                    cam,
+                    f.camera,
                     start + offset,
                     content_hash(jpeg.tobytes()),
                     f"{h:016x}",
@@ -236,7 +329,8 @@ def collect_frames(
     store = ctx.store
     end_day = dt.date.fromisoformat(end[:10]) if end else dt.date.today()
     rep = collect(store, end_day, days or cp.days, cameras=cameras, video_fps=cp.video_fps,
-                  near_dup_bits=cp.near_duplicate_hamming)  # fmt: skip
+                  near_dup_bits=cp.near_duplicate_hamming,
+                  layout=FrameLayout.of(ctx.params.frames))  # fmt: skip
     base = base or f"runs/retrain/{run_id}"
     store.put_bytes(f"{base}/collected.parquet", to_parquet(rep.collected))
     store.put_text(

@@ -177,8 +177,11 @@ def prefilter_and_select(
         s.why = [f"{note} ({slices.SliceTag.parse(w).name})"
                  if w in {str(slices.camera(c)) for c in routed}
                  else w for w in s.why]  # fmt: skip
+    from cvloop.core.keylayout import KeyTemplate
+
+    layout = KeyTemplate(ctx.params.frames.images)
     chosen += _seed_frames(store, seed_keys or [], known, {c.key for c in chosen}, detector,
-                           pf, route_classes or [], errors)  # fmt: skip
+                           pf, route_classes or [], errors, layout)  # fmt: skip
     base = collected_key.rsplit("/", 1)[0]
     store.put_bytes(f"{base}/selected.parquet", to_parquet(chosen))
     why = Counter(w.split(" ")[0] if not slices.is_drift(w) else w for s in chosen for w in s.why)
@@ -195,7 +198,7 @@ def prefilter_and_select(
     return Selection(f"{base}/selected.parquet", summary)
 
 
-def _seed_frames(store, keys, known, taken, detector, pf, classes, errors) -> list:
+def _seed_frames(store, keys, known, taken, detector, pf, classes, errors, layout) -> list:
     """The operator's example frames of new classes, scored by the champion (for the
     pre-annotation of the classes it knows), unless already labeled or selected."""
     import time
@@ -215,9 +218,9 @@ def _seed_frames(store, keys, known, taken, detector, pf, classes, errors) -> li
             errors.append((key, str(exc)))
             continue
         if content_hash(data) not in known:
-            # a production frame (frames/<camera>/...) keeps its camera
-            parts = key.split("/")
-            camera = parts[1] if parts[0] == "frames" and len(parts) > 2 else "operator-seed"
+            # a production frame (a key in the frame layout) keeps its camera
+            parsed = layout.parse(key)
+            camera = parsed.camera if parsed is not None else "operator-seed"
             todo.append((key, camera, int(time.time() * 1000), data))
     scored = score_frames(iter(todo), detector, pf)
     why = f"seed: operator's example of {', '.join(classes) or 'a new class'}"
