@@ -49,9 +49,10 @@ def _register_subcommands() -> None:
     app.command("approve")(approve)
     app.command("rollback")(rollback)
     app.command("weekly")(weekly)
-    from cvloop.app.cli_adopt import adopt
+    from cvloop.app.cli_adopt import adopt, init
 
     app.command("adopt")(adopt)
+    app.command("init")(init)
 
 
 _register_subcommands()

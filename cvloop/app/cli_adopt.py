@@ -1,8 +1,10 @@
-"""``cvloop adopt``: a team's own detector, labeled data and holdout as version 1 (the
-adopt flow, reported to Prefect; runbooks/adopt.md)."""
+"""``cvloop init`` (a project folder for a team) and ``cvloop adopt`` (its own detector,
+labeled data and holdout as version 1: the adopt flow, reported to Prefect;
+runbooks/adopt.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -63,3 +65,30 @@ def adopt(
         holdout_frames=holdout_frames,
     )  # fmt: skip
     print(f"champion: version {version} (adopted)")
+
+
+def init(
+    directory: Annotated[Path, typer.Argument(help="the project folder (made if missing)")] = Path(
+        "."
+    ),
+    checkpoint: Annotated[
+        str | None, typer.Option(help="read the classes and imgsz from your best.pt")
+    ] = None,
+    classes: Annotated[str | None, typer.Option(help="a,b,c (without --checkpoint)")] = None,
+    imgsz: Annotated[int | None, typer.Option(help="without --checkpoint (default 640)")] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="the registered model (default: <folder>-detector)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="overwrite files that exist")] = False,
+    check: Annotated[bool, typer.Option(help="only check an existing project")] = False,
+) -> None:
+    """Make a cvloop project for your own detector (params.yaml with your classes, .env,
+    prefect.yaml, runbooks/, a git data repository), or check one. Never overwrites a
+    file without --force."""
+    from cvloop.app.init import describe, init_project
+
+    rows = init_project(directory, checkpoint=checkpoint, classes=classes, imgsz=imgsz,
+                        model_name=model_name, force=force, check=check)  # fmt: skip
+    print(describe(rows, directory.resolve()))
+    if any(r.action in ("missing", "invalid") for r in rows):
+        raise typer.Exit(1)

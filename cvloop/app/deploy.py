@@ -8,28 +8,30 @@ import sys
 import time
 from pathlib import Path
 
-from cvloop.config.settings import Settings, project_dir
+from cvloop.config.settings import Settings, code_dir, project_dir
 from cvloop.core.errors import CvloopError
 
 
 def deploy_all(settings: Settings, names: list[str] | None = None) -> list[str]:
     """``prefect --no-prompt deploy`` for every deployment in prefect.yaml (or ``names``).
 
-    Returns the deployment names. The worker runs them from this checkout
-    (``CVLOOP_PROJECT_DIR``), in the ``cvloop`` work pool.
+    Returns the deployment names. ``prefect.yaml`` is the project's (``cvloop init`` copies
+    it there, to edit schedules), else the checkout's; the worker runs the flows from the
+    checkout (``CVLOOP_CODE_DIR``) for the project (``CVLOOP_PROJECT_DIR``), in the
+    ``cvloop`` work pool.
     """
     from cvloop.app.services import client_env
 
     env = {**os.environ, **client_env(settings)}
     prefect = str(Path(sys.executable).parent / "prefect")
-    args = [prefect, "--no-prompt", "deploy"]
+    args = [prefect, "--no-prompt", "deploy", "--prefect-file", str(prefect_file())]
     if names:
         for n in names:
             args += ["--name", n]
     else:
         args.append("--all")
     proc = subprocess.run(
-        args, cwd=project_dir(), env=env, capture_output=True, text=True, timeout=600
+        args, cwd=code_dir(), env=env, capture_output=True, text=True, timeout=600
     )
     if proc.returncode != 0:
         raise CvloopError(
@@ -40,10 +42,16 @@ def deploy_all(settings: Settings, names: list[str] | None = None) -> list[str]:
     return _deployment_names()
 
 
+def prefect_file() -> Path:
+    """The project's prefect.yaml, else the checkout's."""
+    own = project_dir() / "prefect.yaml"
+    return own if own.is_file() else code_dir() / "prefect.yaml"
+
+
 def _deployment_names() -> list[str]:
     import yaml
 
-    spec = yaml.safe_load((project_dir() / "prefect.yaml").read_text())
+    spec = yaml.safe_load(prefect_file().read_text())
     return [d["name"] for d in spec.get("deployments", [])]
 
 

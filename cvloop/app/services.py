@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cvloop.config.offline import offline_env
-from cvloop.config.settings import Settings, ensure_local_secrets, project_dir
+from cvloop.config.settings import Settings, code_dir, ensure_local_secrets, project_dir
 from cvloop.core.errors import ServiceError
 
 #: The Prefect work pool the local worker polls and prefect.yaml deploys to.
@@ -92,6 +92,7 @@ def client_env(settings: Settings) -> dict[str, str]:
     env.update(
         CVLOOP_HOME=str(settings.home),
         CVLOOP_PROJECT_DIR=str(project_dir()),
+        CVLOOP_CODE_DIR=str(code_dir()),
         PREFECT_HOME=str(settings.home / "prefect"),
         PREFECT_API_URL=settings.prefect_api_url,
         MLFLOW_TRACKING_URI=settings.mlflow_tracking_uri,
@@ -118,7 +119,7 @@ def _http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 
 
 def _venv_bin(venv: str, name: str) -> str:
     """A console script of one of the project's venvs (falls back to PATH)."""
-    candidate = project_dir() / venv / "bin" / name
+    candidate = code_dir() / venv / "bin" / name
     if candidate.exists():
         return str(candidate)
     if venv == ".venv":
@@ -503,7 +504,7 @@ class ServiceManager:
         proc = subprocess.Popen(
             spec.argv,
             env=spec.env,
-            cwd=str(project_dir()),
+            cwd=str(code_dir()),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

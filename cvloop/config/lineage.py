@@ -6,12 +6,12 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from cvloop.config.settings import project_dir
+from cvloop.config.settings import code_dir
 
 
 def git_commit(repo: Path | None = None) -> str:
-    """HEAD of the code checkout, with ``+dirty`` when tracked files differ from it."""
-    root = repo or project_dir()
+    """HEAD of the cvloop checkout, with ``+dirty`` when tracked files differ from it."""
+    root = repo or code_dir()
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True

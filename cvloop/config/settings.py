@@ -47,12 +47,27 @@ from cvloop.core.errors import ConfigError
 SECRETS_FILE = "secrets.env"
 
 
+PROJECT_MARKER = ".cvloop-project"  # written by `cvloop init` into a team's project
+
+
+def code_dir() -> Path:
+    """The cvloop checkout this package runs from: flows/, tasks/, the venvs, the shipped
+    defaults (params.yaml, prefect.yaml, runbooks/)."""
+    return Path(__file__).resolve().parents[2]
+
+
 def project_dir() -> Path:
-    """The repository root: ``CVLOOP_PROJECT_DIR``, else the folder holding this package."""
+    """The project cvloop works for: its params.yaml, .env, regions.yaml, runtime home and
+    (by default) data repository. ``CVLOOP_PROJECT_DIR``; else the working directory when
+    it is a project made by ``cvloop init`` (it holds ``.cvloop-project``); else the cvloop
+    checkout itself (the demo's project)."""
     env = os.environ.get("CVLOOP_PROJECT_DIR")
     if env:
         return Path(env).resolve()
-    return Path(__file__).resolve().parents[2]
+    cwd = Path.cwd()
+    if (cwd / PROJECT_MARKER).is_file():
+        return cwd.resolve()
+    return code_dir()
 
 
 def _default_home() -> Path:

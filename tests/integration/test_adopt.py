@@ -60,7 +60,16 @@ def _versions(stack, name: str) -> list:
 
 @pytest.fixture(scope="module")
 def adopted(stack, team, tmp_path_factory):
-    env = _project(stack, tmp_path_factory.mktemp("dock") / "project", "dock-detector")
+    """As a team starts: `cvloop init` makes the project (its classes and imgsz read from
+    the checkout), then `cvloop adopt` from inside it, on the session's services."""
+    project = tmp_path_factory.mktemp("dock") / "dock"
+    out = stack.cli("init", str(project), "--checkpoint", str(team["checkpoint"])).stdout
+    assert "write     params.yaml" in out and "write     .git" in out
+    env = {k: v for k, v in stack.env.items()
+           if k not in ("CVLOOP_PARAMS", "CVLOOP_DATA_REPO", "CVLOOP_DVC_REMOTE")}  # fmt: skip
+    env.update(CVLOOP_PROJECT_DIR=str(project), CVLOOP_DATA_REPO=str(project),
+               CVLOOP_STORAGE_URI=str(project / "store"),
+               CVLOOP_DVC_REMOTE=str(project / "dvc-remote"))  # fmt: skip
     proc = stack.cli("adopt", str(team["checkpoint"]), "--data", str(team["coco_json"]),
                      "--holdout-frames", "12", env=env, timeout=900)  # fmt: skip
     return env, proc
@@ -73,7 +82,7 @@ def test_the_teams_checkpoint_becomes_the_champion_with_what_it_says_and_nothing
 
     env, proc = adopted
     assert "champion: version 1 (adopted)" in proc.stdout
-    (mv,) = _versions(stack, "dock-detector")
+    (mv,) = _versions(stack, "dock-detector")  # init named it after the project folder
     tags = mv.tags
     assert tags["cvloop.source"] == "adopted" and tags["cvloop.registration"] == "complete"
     assert tags["cvloop.sha256.pt"] == sha256_file(team["checkpoint"])
@@ -120,7 +129,7 @@ def test_dataset_and_holdout_v1_are_the_teams_frames_disjoint_and_versioned(adop
     names = yaml.safe_load((repo / "datasets" / "data.yaml").read_text())["names"]
     assert list(names.values()) == ["forklift", "pallet", "person"]
     assert "adopt " in _git(repo, "tag", "-n1", "dataset-v1")
-    assert _git(repo, "status", "--porcelain").strip() == ""
+    assert _git(repo, "status", "--porcelain", "--untracked-files=no").strip() == ""
     store = Path(env["CVLOOP_STORAGE_URI"])
     manifest = json.loads((store / "rollout" / "manifest.json").read_text())
     assert manifest["allocations"] == [{"version": "1", "share": 100.0}]

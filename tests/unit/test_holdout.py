@@ -53,3 +53,15 @@ def test_refresh_target_stays_within_the_holdout_bounds():
     assert refresh_target(300, 200, 500) == 300
     assert refresh_target(100, 200, 500) == 200
     assert refresh_target(900, 200, 500) == 500
+
+
+def test_an_adoption_carves_its_holdout_by_any_strata_it_names():
+    # imported frames have no camera or time: the adoption stratifies by split and class
+    rows = [{"sha256": f"{i:04x}", "split": "train" if i % 4 else "val",
+             "dominant": ["forklift", "pallet", "person"][i % 3]} for i in range(120)]  # fmt: skip
+    pick = stratified_sample(rows, 12, "adopt abc", key=lambda r: (r["split"], r["dominant"]),
+                             why="adoption holdout")  # fmt: skip
+    assert len(pick.rows) == 12 and set(pick.strata.values()) == {2}  # 6 strata, 2 each
+    assert pick.rows[0]["why"][0].startswith("adoption holdout: ")
+    again = stratified_sample(rows, 12, "adopt abc", key=lambda r: (r["split"], r["dominant"]))
+    assert [r["sha256"] for r in again.rows] == [r["sha256"] for r in pick.rows]
