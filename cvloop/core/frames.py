@@ -9,7 +9,9 @@ hash, for near-duplicates). Dataset folders on disk are ``cvloop/adapters/datase
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -100,8 +102,20 @@ def _distances(hashes: np.ndarray, h: int) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
 
 
+class Hashed(Protocol):
+    """What the overlap check reads of a frame (a :class:`FrameEntry`, or a frame still
+    being imported): its id, content hash and perceptual hash (hex)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def dhash(self) -> str: ...
+
+
 def check_overlap(
-    holdout: list[FrameEntry], training: list[FrameEntry], max_hamming: int
+    holdout: Sequence[Hashed], training: Sequence[Hashed], max_hamming: int
 ) -> Overlap:
     """Holdout frames that also appear in training: identical bytes, or near-duplicates
     (perceptual hash within ``max_hamming`` bits)."""

@@ -6,7 +6,6 @@ near-duplicate of one) in both. The flow is ``flows/adopt.py``; the checkpoint's
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from cvloop.adapters.label_import import SourceData, read_source
 from cvloop.core.errors import CvloopError
-from cvloop.core.frames import LabelBox, NewFrame
+from cvloop.core.frames import LabelBox, NewFrame, check_overlap, content_hash, dhash
 
 if TYPE_CHECKING:
     from cvloop.context import Context
@@ -53,6 +52,11 @@ class Checked:
     split: str | None
     mtime_ms: int
     dominant: str
+    dhash: str  # perceptual hash (hex), for the overlap check against the holdout
+
+    @property
+    def id(self) -> str:  # a frame's id in a dataset folder (adapters/datasets.py)
+        return self.sha256[:20]
 
 
 def parse_class_map(pairs: list[str] | None) -> dict[str, str]:
@@ -104,17 +108,19 @@ def check_source(ctx: Context, src: SourceData, classes: list[str], class_map: d
     to_check, by_sha, seen = [], {}, set()
     for f in src.frames:
         data = Path(f.path).read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
+        sha = content_hash(data)
         if sha in seen:
             rep.notes.append(f"{f.path}: the same image as another file (kept once)")
             continue
         seen.add(sha)
         w = h = 1
-        readable = True
+        readable, phash = True, "0" * 16
         try:
-            h, w = decode_jpeg(data).shape[:2]
+            pixels = decode_jpeg(data)
+            h, w = pixels.shape[:2]
+            phash = f"{dhash(pixels):016x}"
         except CvloopError:
-            readable = False
+            readable = False  # the suite's image_readable rule quarantines it
         if readable and f.size and tuple(f.size) != (w, h):
             rep.quarantined.append({"path": f.path, "reason": f"labeled on a {f.size[0]}x"
                                     f"{f.size[1]} image, the file is {w}x{h}"})  # fmt: skip
@@ -123,7 +129,7 @@ def check_source(ctx: Context, src: SourceData, classes: list[str], class_map: d
         to_check.append(FrameToCheck(sha, f.path, readable, w, h, boxes))
         top = Counter(b.label for b in boxes).most_common(1)
         by_sha[sha] = Checked(f.path, sha, boxes, f.split, int(os.path.getmtime(f.path) * 1000),
-                              top[0][0] if top else "empty")  # fmt: skip
+                              top[0][0] if top else "empty", phash)  # fmt: skip
     if not to_check:
         return [], rep
     v = ctx.params.validate_
@@ -183,27 +189,6 @@ def _carve(ok: list[Checked], n: int, seed: str) -> tuple[list[Checked], list[Ch
     return [c for c in ok if c.sha256 in chosen], [c for c in ok if c.sha256 not in chosen]
 
 
-def _near_dups(hold: list[Checked], train: list[Checked], bits: int) -> set[str]:
-    """Training frames that are a holdout frame again or nearly (perceptual hash)."""
-    import numpy as np
-
-    from cvloop.adapters.detector import decode_jpeg
-    from cvloop.core.frames import dhash, hamming
-
-    def h(c: Checked) -> int:
-        return dhash(decode_jpeg(Path(c.path).read_bytes()))
-
-    held = np.array([h(c) for c in hold], dtype=np.uint64) if hold else None
-    out = set()
-    if held is None:
-        return out
-    for c in train:
-        x = h(c)
-        if any(hamming(int(y), x) <= bits for y in held):
-            out.add(c.sha256)
-    return out
-
-
 def _write_schema(root: Path, schema: ClassSchema) -> None:
     """``schema.yaml`` (v1) for the first dataset version to commit, unless it is there."""
     from cvloop.core.schema import SCHEMA_FILE, SchemaLog
@@ -243,15 +228,13 @@ def import_adopted_data(
         hold, hrep = check_source(ctx, read_source(holdout, holdout_format, holdout_images_dir),
                                   classes, cmap)  # fmt: skip
         train = ok
-        held_shas = {c.sha256 for c in hold}
-        exact = [c.path for c in train if c.sha256 in held_shas]
-        near = _near_dups(hold, [c for c in train if c.sha256 not in held_shas],
-                          hp.near_duplicate_hamming)  # fmt: skip
-        if exact or near:
-            first = exact[:3] or [c.path for c in train if c.sha256 in near][:3]
+        over = check_overlap(train, hold, hp.near_duplicate_hamming)
+        if not over.clean:
+            path = {c.id: c.path for c in train}
+            first = [path[i] for i in (over.exact or [n[0] for n in over.near])[:3]]
             raise CvloopError(
-                f"the holdout {holdout} overlaps the data {source}: {len(exact)} identical and "
-                f"{len(near)} nearly identical frames (e.g. {first})",
+                f"the holdout {holdout} overlaps the data {source}: {len(over.exact)} identical "
+                f"and {len(over.near)} nearly identical frames (e.g. {first})",
                 fix="take those frames out of one of the two (a holdout must never be trained "
                 "on), or drop --holdout and carve one with --holdout-frames N",
             )
@@ -264,8 +247,8 @@ def import_adopted_data(
                 "smaller --holdout-frames",
             )
         hold, rest = _carve(ok, n, tag)
-        near = _near_dups(hold, rest, hp.near_duplicate_hamming)
-        train = [c for c in rest if c.sha256 not in near]
+        near = {i for i, _, _ in check_overlap(rest, hold, hp.near_duplicate_hamming).near}
+        train = [c for c in rest if c.id not in near]
         hrep = ImportReport(rep.format, f"{n} frames carved out of {source}", len(hold),
                             len(hold), boxes=dict(Counter(b.label for c in hold for b in c.boxes)))  # fmt: skip
         if near:

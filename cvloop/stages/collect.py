@@ -133,10 +133,11 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv")
 
 
 def _found(store: Storage, tmpl: KeyTemplate, rule: str, cam: str, days: list[dt.date],
-           exts: tuple[str, ...]):  # fmt: skip
+           exts: tuple[str, ...], strays: bool):  # fmt: skip
     """(day -> the objects of ``cam`` on that day in the layout ``tmpl``, the keys under its
     prefix that do not fit it). Listed by day where the template allows, else by camera; a
-    file of the other kind (a clip among images) is left to the other template."""
+    file of the other kind (a clip among images) is left to the other template; a file of
+    neither kind is a misfit of the pass with ``strays`` (so it is reported once)."""
     wanted = set(days)
     prefixes = ([tmpl.prefix(cam, d) for d in days] if tmpl.lists_by_day()
                 else [tmpl.prefix(cam)])  # fmt: skip
@@ -144,12 +145,14 @@ def _found(store: Storage, tmpl: KeyTemplate, rule: str, cam: str, days: list[dt
     misfits: list[str] = []
     for prefix in prefixes:
         for info in store.list(prefix):
-            if info.key.lower().endswith(IMAGE_EXTS + VIDEO_EXTS) and not info.key.lower(
-            ).endswith(exts):  # fmt: skip
+            low = info.key.lower()
+            media = low.endswith(IMAGE_EXTS + VIDEO_EXTS)
+            if media and not low.endswith(exts):
                 continue
             p = tmpl.parse(info.key)
             if p is None or p.camera != cam:
-                if p is None and "/." not in "/" + info.key:  # hidden files: a writer's temp
+                hidden = "/." in "/" + info.key  # a writer's temp file
+                if p is None and not hidden and (media or strays):
                     misfits.append(info.key)
                 continue
             modified = int(info.modified.timestamp() * 1000)
@@ -162,10 +165,11 @@ def _found(store: Storage, tmpl: KeyTemplate, rule: str, cam: str, days: list[dt
     return out, misfits
 
 
-def _misfit_reason(key: str, images: KeyTemplate) -> str:
+def _misfit_reason(key: str, tmpl: KeyTemplate) -> str:
     if not key.lower().endswith(IMAGE_EXTS + VIDEO_EXTS):
         return "not an image file (expected .jpg/.jpeg/.png)"
-    return f"the key does not fit the layout frames.images {images.template!r}"
+    what = "frames.videos" if key.lower().endswith(VIDEO_EXTS) else "frames.images"
+    return f"the key does not fit the layout {what} {tmpl.template!r}"
 
 
 def collect(
@@ -193,13 +197,15 @@ def collect(
         }
     )
     window = _days(end, days)
-    video_rule = "object" if layout.timestamp == "exif" else layout.timestamp
+    video_rule = "key" if videos.has_time else "object"  # a clip's start time; no EXIF
     for cam in cams:
         kept: list[int] = []  # recent hashes of this camera (near-duplicate window)
-        imgs, misfits = _found(store, images, layout.timestamp, cam, window, IMAGE_EXTS)
-        vids, _ = _found(store, videos, video_rule if not videos.has_time else "key", cam,
-                         window, VIDEO_EXTS)  # fmt: skip
-        rep.quarantined += [Quarantined(k, _misfit_reason(k, images)) for k in misfits]
+        imgs, img_misfits = _found(store, images, layout.timestamp, cam, window, IMAGE_EXTS,
+                                   strays=True)  # fmt: skip
+        vids, vid_misfits = _found(store, videos, video_rule, cam, window, VIDEO_EXTS,
+                                   strays=False)  # fmt: skip
+        rep.quarantined += [Quarantined(k, _misfit_reason(k, images)) for k in img_misfits]
+        rep.quarantined += [Quarantined(k, _misfit_reason(k, videos)) for k in vid_misfits]
         for day in window:
             for f in sorted(imgs[day], key=lambda f: f.key):
                 _take_image(store, f, rep, kept, near_dup_bits)

@@ -114,3 +114,16 @@ def test_collection_with_seconds_in_the_key_or_the_objects_time(tmp_path):
     assert [(c.key, c.camera, c.ts_ms) for c in rep.collected] == [
         ("cams/north/a.jpg", "north", T0)
     ]
+
+
+def test_a_clip_that_does_not_fit_the_video_layout_is_reported_once(tmp_path):
+    store = LocalStorage(tmp_path / "store")
+    store.put_bytes(f"frames/cam-01/2026-10-05/{T0}.jpg", _jpeg(1))
+    store.put_bytes("videos/cam-01/2026-10-05/clip.mp4", b"\x00" * 32)  # no time in its name
+    store.put_bytes("videos/cam-01/2026-10-05/notes.txt", b"hello")
+    rep = collect(store, DAY + dt.timedelta(days=1), 1, near_dup_bits=-1)
+    assert [c.key.rsplit("/", 1)[1] for c in rep.collected] == [f"{T0}.jpg"]
+    assert {q.key.rsplit("/", 1)[1]: q.reason for q in rep.quarantined} == {
+        "clip.mp4": "the key does not fit the layout frames.videos "
+        "'videos/{camera}/{date}/{ts_ms}.{ext}'",
+    }
