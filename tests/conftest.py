@@ -256,6 +256,7 @@ def stack_env(home: Path) -> dict[str, str]:
         CVLOOP_MLFLOW_PORT=str(free_port()),
         CVLOOP_LABEL_STUDIO_PORT=str(free_port()),
         CVLOOP_PREFECT_PORT=str(free_port()),
+        CVLOOP_SERVE_PORT=str(free_port()),
     )
     return env
 

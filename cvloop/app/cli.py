@@ -53,6 +53,9 @@ def _register_subcommands() -> None:
 
     app.command("adopt")(adopt)
     app.command("init")(init)
+    from cvloop.app.cli_serve import serve
+
+    app.command("serve")(serve)
 
 
 _register_subcommands()
@@ -61,7 +64,7 @@ _register_subcommands()
 ServiceNames = Annotated[
     list[str] | None,
     typer.Argument(
-        help="services to act on (s3, mlflow, labelstudio, prefect, worker); all if none"
+        help="services to act on (s3, mlflow, labelstudio, prefect, worker, serve); all if none"
     ),
 ]
 

@@ -172,17 +172,40 @@ def serve(
     errors: Annotated[
         list[str] | None, typer.Option(help="VERSION=RATE serving errors (simulation)")
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="send the frames over HTTP to this `cvloop serve` (`local`: the one of "
+            "`cvloop services up`), which routes them and writes the log"
+        ),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="requests in flight (--server)")] = 4,
 ) -> None:
     """Serve the registered models over the frames of a window; append to the inference log.
 
     Each frame goes to the model version the rollout manifest routes it to (no manifest:
-    the champion takes 100 %).
+    the champion takes 100 %). With ``--server`` the fleet is a client of the inference
+    server and the server does the routing, the inference and the log; without it the
+    models run in this process (a simulation that can add latency and errors).
     """
     from cvloop.app.common import client_context
-    from cvloop.sim.fleet.serve import serve_current_manifest
+    from cvloop.sim.fleet.serve import serve_current_manifest, serve_window_http
 
     ctx = client_context()
     first = _date(start, dt.date.today() - dt.timedelta(days=days))
+    if server:
+        if slow or errors:
+            raise typer.BadParameter(
+                "--slow/--errors simulate a server; a real one (--server) serves as it is"
+            )
+        url = ctx.settings.serve_url if server == "local" else server
+        rep = serve_window_http(ctx.store, first, days, url, cameras=camera,
+                                concurrency=concurrency, progress=print)  # fmt: skip
+        print(json.dumps({"server": url, "frames": rep.frames, "errors": rep.errors,
+                          "seconds": round(rep.seconds, 1),
+                          "frames_per_second": round(rep.fps, 1), "by_version": rep.by_version,
+                          "log_parts": rep.parts}, indent=2))  # fmt: skip
+        return
     rep, split = serve_current_manifest(
         ctx.store,
         ctx.registry,

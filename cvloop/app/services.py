@@ -9,6 +9,8 @@
               analytics / version check / Sentry off
 ``prefect``   Prefect server (SQLite) with UI, schedules and automations
 ``worker``    a Prefect process worker polling the ``cvloop`` work pool
+``serve``     the inference server (``cvloop serve``): routes frames by the rollout manifest,
+              writes the inference log; ready once a champion is registered
 ============  ==================================================================================
 
 Every pid, log and data folder lives under ``$CVLOOP_HOME`` (``.cvloop/``): ``run/<name>.json``
@@ -37,7 +39,7 @@ from cvloop.core.errors import ServiceError
 #: The Prefect work pool the local worker polls and prefect.yaml deploys to.
 WORK_POOL = "cvloop"
 
-SERVICE_ORDER = ("s3", "mlflow", "labelstudio", "prefect", "worker")
+SERVICE_ORDER = ("s3", "mlflow", "labelstudio", "prefect", "worker", "serve")
 
 HealthCheck = Callable[[], "str | None"]  # None = healthy, else the reason
 
@@ -321,6 +323,22 @@ class ServiceManager:
                 description=f"Prefect process worker on work pool '{WORK_POOL}'",
             ),
         ]
+        serve_env = {**base_env, **client_env(s), "PYTHONUNBUFFERED": "1"}
+        specs.append(
+            ServiceSpec(
+                name="serve",
+                port=s.serve_port,
+                port_env="CVLOOP_SERVE_PORT",
+                argv=[_venv_bin(".venv", "cvloop"), "serve", "--port", str(s.serve_port)],
+                env=serve_env,
+                url=s.serve_url,
+                # up = the process answers; /readyz says whether a model serves yet
+                health=lambda: self._check_http(f"http://127.0.0.1:{s.serve_port}/healthz"),
+                start_timeout_s=120,
+                after=("mlflow",) + (("s3",) if "://" in store else ()),
+                description="inference server: routes by the rollout manifest, writes the log",
+            )
+        )
         return {spec.name: spec for spec in specs}
 
     # ---- health checks ------------------------------------------------------------------

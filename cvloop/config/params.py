@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -302,6 +302,27 @@ class HoldoutParams(_Section):
         return self
 
 
+class ServeLogParams(_Section):
+    flush_rows: PosInt = 2000
+    flush_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    fsync: bool = True
+
+
+class ServeParams(_Section):
+    route_by: Literal["frame", "camera"] = "frame"
+    runtime: Literal["onnxruntime", "openvino", "tensorrt"] = "onnxruntime"
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    threads: Annotated[int, Field(ge=0, le=256)] = 0
+    max_batch: Annotated[int, Field(ge=1, le=256)] = 8
+    max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 4.0
+    max_queue: Annotated[int, Field(ge=1, le=100_000)] = 64
+    max_image_mb: Annotated[float, Field(gt=0, le=512)] = 20.0
+    conf: Prob = 0.25
+    iou: Prob = 0.7
+    reload_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    log: ServeLogParams = ServeLogParams()
+
+
 class Params(_Section):
     """The whole of ``params.yaml``."""
 
@@ -324,6 +345,7 @@ class Params(_Section):
     export: ExportParams = ExportParams()
     rollout: RolloutParams
     holdout: HoldoutParams = HoldoutParams()
+    serve: ServeParams = ServeParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -18,6 +18,9 @@ Variables (all optional; the defaults run the embedded local stack):
 ``CVLOOP_MLFLOW_PORT``         port of the local MLflow server (5000)
 ``CVLOOP_LABEL_STUDIO_PORT``   port of the local Label Studio server (8080)
 ``CVLOOP_S3_PORT``             port of the local S3-compatible server (9000)
+``CVLOOP_SERVE_PORT``          port of the local inference server, ``cvloop serve`` (8500)
+``CVLOOP_SERVE_URL``           an inference server to send frames to instead of the local one
+``CVLOOP_SERVE_SPOOL``         the server's log journal (default ``$CVLOOP_HOME/serve/spool``)
 ``PREFECT_API_URL``            a Prefect API to use instead of the local one
 ``MLFLOW_TRACKING_URI``        an MLflow server to use instead of the local one
 ``LABEL_STUDIO_URL``           a Label Studio to use instead of the local one
@@ -91,6 +94,9 @@ class Settings(BaseSettings):
     mlflow_port: int = Field(default=5000, alias="CVLOOP_MLFLOW_PORT", ge=1, le=65535)
     label_studio_port: int = Field(default=8080, alias="CVLOOP_LABEL_STUDIO_PORT", ge=1, le=65535)
     s3_port: int = Field(default=9000, alias="CVLOOP_S3_PORT", ge=1, le=65535)
+    serve_port: int = Field(default=8500, alias="CVLOOP_SERVE_PORT", ge=1, le=65535)
+    serve_url_env: str | None = Field(default=None, alias="CVLOOP_SERVE_URL")
+    serve_spool_dir: Path | None = Field(default=None, alias="CVLOOP_SERVE_SPOOL")
 
     prefect_api_url_env: str | None = Field(default=None, alias="PREFECT_API_URL")
     mlflow_tracking_uri_env: str | None = Field(default=None, alias="MLFLOW_TRACKING_URI")
@@ -124,6 +130,16 @@ class Settings(BaseSettings):
     @property
     def label_studio_url(self) -> str:
         return self.label_studio_url_env or f"http://127.0.0.1:{self.label_studio_port}"
+
+    @property
+    def serve_url(self) -> str:
+        """Where ``cvloop serve`` answers (the local service, unless CVLOOP_SERVE_URL)."""
+        return self.serve_url_env or f"http://127.0.0.1:{self.serve_port}"
+
+    @property
+    def serve_spool(self) -> Path:
+        """The server's journal folder (local disk: the log rows not yet uploaded)."""
+        return self.serve_spool_dir or self.home / "serve" / "spool"
 
     @property
     def local_s3_endpoint(self) -> str:

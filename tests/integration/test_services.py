@@ -15,7 +15,7 @@ from cvloop.app.services import ServiceManager, ServiceRecord
 from cvloop.config.settings import Settings
 from tests.conftest import REPO, Stack, stack_env
 
-SERVICES = ["s3", "mlflow", "labelstudio", "prefect", "worker"]
+SERVICES = ["s3", "mlflow", "labelstudio", "prefect", "worker", "serve"]
 
 
 def test_every_service_is_healthy_with_url_and_pid(stack):
@@ -32,6 +32,10 @@ def test_services_answer_on_their_urls(stack):
     assert httpx.get(f"{stack.prefect_api}/health").json() is True
     assert httpx.get(f"{stack.label_studio_url}/health").json()["status"] == "UP"
     assert httpx.get(f"{stack.s3_endpoint}/moto-api/data.json").status_code == 200
+    serve = f"http://127.0.0.1:{stack.env['CVLOOP_SERVE_PORT']}"
+    assert httpx.get(f"{serve}/healthz").json()["status"] == "ok"
+    ready = httpx.get(f"{serve}/readyz")  # ready once a champion is registered, else why not
+    assert ready.status_code == 200 or "no champion" in ready.json()["reason"], ready.text
 
 
 def test_services_listen_on_loopback_only(stack):

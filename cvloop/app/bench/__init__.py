@@ -46,6 +46,7 @@ BENCHES: dict[str, str] = {
     "video": "cvloop.app.bench.video:run",
     "labelstudio": "cvloop.app.bench.labelstudio:run",
     "dvc": "cvloop.app.bench.dvc:run",
+    "serve": "cvloop.app.bench.serve:run",
 }
 
 

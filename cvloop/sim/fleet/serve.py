@@ -209,3 +209,81 @@ class DetectorCache:
                 model.onnx, model.classes, model.imgsz, threads=self.threads, spinning=False
             )
         return self._cache[version]
+
+
+def serve_window_http(
+    store: Storage,
+    start: dt.date,
+    days: int,
+    url: str,
+    *,
+    cameras: list[str] | None = None,
+    concurrency: int = 4,
+    progress: Callable[[str], None] | None = None,
+) -> ServeReport:
+    """The fleet as a client of ``cvloop serve``: every frame of the window is sent by key
+    (the server reads it from the same frame store), camera by camera, ``concurrency``
+    requests in flight (so the server batches them). The server routes each frame by the
+    rollout manifest and writes the inference log; at the end its journal is flushed so the
+    canary reads every row.
+
+    A frame the server answers with 503 (queue full) is sent again after a pause; any other
+    refusal is counted as an error and named in the progress output.
+    """
+    import concurrent.futures as cf
+
+    import httpx
+
+    rep = ServeReport()
+    cams = cameras or list_cameras(store)
+    t0 = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=60) as client:
+        try:
+            ready = client.get("/readyz")
+        except httpx.HTTPError as exc:
+            raise CvloopError(f"cvloop serve does not answer at {url}: {exc}",
+                              fix="start it: `cvloop services up serve`") from None  # fmt: skip
+        if ready.status_code != 200:
+            raise CvloopError(f"cvloop serve at {url} is not ready: {ready.json().get('reason')}",
+                              fix="register a champion, or read `cvloop services status serve`")  # fmt: skip
+
+        def send(key: str, cam: str) -> dict:
+            body = {"frame_key": key, "camera": cam, "ts": int(_frame_ts(key).timestamp() * 1000)}
+            for attempt in range(20):
+                r = client.post("/v1/detect", json=body)
+                if r.status_code != 503:
+                    return {"status": r.status_code, **r.json()}
+                time.sleep(0.05 * (attempt + 1))
+            return {"status": 503, "error": "server overloaded: 20 tries"}
+
+        with cf.ThreadPoolExecutor(concurrency) as pool:
+            for i in range(days):
+                day = start + dt.timedelta(days=i)
+                for cam in cams:
+                    keys = [k for k in store.keys(f"{FRAMES_PREFIX}/{cam}/{day.isoformat()}/")
+                            if k.endswith(".jpg")]  # fmt: skip
+                    if not keys:
+                        continue
+                    for out in pool.map(lambda k, c=cam: send(k, c), keys):
+                        if out.get("model_version"):
+                            v = out["model_version"]
+                            rep.by_version[v] = rep.by_version.get(v, 0) + 1
+                        rep.frames += 1
+                        if out["status"] != 200:
+                            rep.errors += 1
+                            if progress and rep.errors <= 5:
+                                progress(
+                                    f"  refused {out.get('frame_key', '?')}: {out.get('error')}"
+                                )
+                    if progress:
+                        progress(
+                            f"  served {day.isoformat()} {cam}: {len(keys)} frames via {url} "
+                            f"({rep.frames / (time.perf_counter() - t0):.1f} frames/s)"
+                        )
+        flushed = client.post("/v1/log/flush")
+        if flushed.status_code != 200:
+            raise CvloopError(f"cvloop serve could not flush its log: {flushed.text[:300]}",
+                              fix="the rows are kept in its journal; check the store, retry")  # fmt: skip
+        rep.parts = len(flushed.json().get("parts", []))
+    rep.seconds = time.perf_counter() - t0
+    return rep
