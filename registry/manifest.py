@@ -3,7 +3,11 @@
 The manifest lives in the store at ``rollout/manifest.json``::
 
     {"allocations": [{"version": "3", "share": 90.0}, {"version": "4", "share": 10.0}],
-     "stage": "canary-10", "updated_at": "...", "updated_by": "...", "reason": "..."}
+     "stage": "canary-10", "updated_at": "...", "updated_by": "...", "reason": "...",
+     "shadow": []}
+
+``shadow`` names versions that get a copy of every frame without serving it (the shadow
+stage: their detections go to ``inference-log-shadow/``, never to a client).
 
 Every change is also appended to ``rollout/history/`` (one JSON object per change: who,
 why, when, the split), so "did the deployment change, and why?" has an answer.
@@ -42,6 +46,9 @@ class RolloutManifest:
     updated_by: str = ""
     reason: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    #: versions that see a copy of every frame and whose detections are logged as shadow
+    #: (``inference-log-shadow/``) and never returned: the shadow stage before any traffic
+    shadow: list[str] = field(default_factory=list)
 
     def validate(self) -> RolloutManifest:
         if not self.allocations:
@@ -49,6 +56,8 @@ class RolloutManifest:
         versions = [a.version for a in self.allocations]
         if len(set(versions)) != len(versions):
             raise CvloopError(f"rollout manifest lists a version twice: {versions}")
+        if set(self.shadow) & set(versions):
+            raise CvloopError(f"rollout manifest: a version both serves and shadows: {self.shadow}")
         if any(a.share < 0 for a in self.allocations):
             raise CvloopError(f"rollout manifest has a negative share: {self.allocations}")
         total = sum(a.share for a in self.allocations)
@@ -76,6 +85,7 @@ class RolloutManifest:
             raw.get("updated_by", ""),
             raw.get("reason", ""),
             raw.get("extra", {}),
+            [str(v) for v in raw.get("shadow", [])],
         )
 
 

@@ -44,6 +44,8 @@ from cvloop.adapters.storage import Storage
 from cvloop.core.errors import CvloopError
 
 LOG_PREFIX = "inference-log"
+#: detections of a version in shadow (a copy of live frames, never returned): same schema
+SHADOW_PREFIX = "inference-log-shadow"
 SCHEMA_VERSION = "inference-log/v1"
 
 DETECTION_TYPE = pa.struct(

@@ -43,3 +43,31 @@ def serve(
         "cvloop.serving.app:create_app", factory=True, host=host, port=port, workers=n,
         timeout_graceful_shutdown=20, log_level="info", access_log=False,
     )  # fmt: skip
+
+
+export_app = typer.Typer(help="Export a registered version for another serving stack.",
+                         no_args_is_help=True)  # fmt: skip
+
+
+@export_app.command("triton")
+def export_triton(
+    version: Annotated[str, typer.Argument(help="registered model version")],
+    out: Annotated[str, typer.Option(help="the Triton model repository folder")] = "triton-models",
+    instances: Annotated[int, typer.Option(help="model instances (instance_group count)")] = 1,
+    gpu: Annotated[bool, typer.Option(help="KIND_GPU instances (default KIND_CPU)")] = False,
+    max_batch: Annotated[
+        int | None, typer.Option(help="max_batch_size (default serve.max_batch)")
+    ] = None,
+) -> None:
+    """A Triton model repository (config.pbtxt + ONNX, dynamic batching) for VERSION; its
+    predictions reach the inference log through cvloop.inference_log or POST /v1/ingest."""
+    from pathlib import Path
+
+    from cvloop.app.common import client_context
+    from cvloop.stages.export import export_triton as export
+
+    m = export(client_context(), version, Path(out), instances=instances, gpu=gpu,
+               max_batch=max_batch)  # fmt: skip
+    print(f"wrote {m.path} (version {m.version}):\n")
+    print(m.config)
+    print(f"start it: tritonserver --model-repository {Path(out).resolve()}")

@@ -224,7 +224,7 @@ def _rollout(settings: Settings, size, out) -> str:
 
     reg = _ctx().registry
     m = None
-    for _ in range(6 * len(load_params().rollout.stages)):  # holds for a small sample repeat
+    for _ in range(6 * len(load_params().rollout.plan()[0])):  # holds for a small sample repeat
         m = read_manifest(store)
         if m is None or m.stage in ("stable", "rolled-back"):
             break

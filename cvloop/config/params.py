@@ -260,6 +260,7 @@ class CanaryParams(_Section):
 
 class RolloutParams(_Section):
     stages: list[RolloutStage] = Field(min_length=1)
+    shadow_hours: Annotated[float, Field(ge=0)] = 0
     approval_before_share: Annotated[float, Field(gt=0, le=100)] = 100
     approval_deadline_hours: Annotated[float, Field(gt=0)] = 24
     auto_start: bool = True
@@ -281,7 +282,13 @@ class RolloutParams(_Section):
 
     @property
     def total_hours(self) -> float:
-        return sum(s.hours for s in self.stages)
+        return sum(s.hours for s in self.stages) + self.shadow_hours
+
+    def plan(self) -> tuple[list[float], list[float]]:
+        """(shares, hours) of every stage: the shadow stage (share 0) first when
+        ``shadow_hours`` is set, then ``stages``."""
+        head = ([0.0], [self.shadow_hours]) if self.shadow_hours > 0 else ([], [])
+        return head[0] + [s.share for s in self.stages], head[1] + [s.hours for s in self.stages]
 
 
 class HoldoutParams(_Section):
@@ -323,6 +330,12 @@ class ServeParams(_Section):
     log: ServeLogParams = ServeLogParams()
 
 
+class SloParams(_Section):
+    latency_ms: Annotated[float, Field(gt=0)] = 250.0
+    latency_target: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    error_rate: Prob = 0.01
+
+
 class Params(_Section):
     """The whole of ``params.yaml``."""
 
@@ -346,6 +359,7 @@ class Params(_Section):
     rollout: RolloutParams
     holdout: HoldoutParams = HoldoutParams()
     serve: ServeParams = ServeParams()
+    slo: SloParams = SloParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

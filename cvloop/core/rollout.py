@@ -22,6 +22,7 @@ from cvloop.core.pairing import Quality
 # manifest.stage values
 STABLE = "stable"
 CANARY = "canary-{share:g}"
+SHADOW = "shadow"  # share 0: the challenger sees a copy of every frame, answers none
 
 # manifest.extra keys
 K_CHALLENGER = "challenger"
@@ -243,18 +244,30 @@ def _quality_checks(quality: Quality | None) -> list[CanaryCheck]:
     return deciding + shown
 
 
+def _slo_guard(challenger: Sample, champion: Sample, slo) -> CanaryCheck:
+    from cvloop.core.slo import slo_check, slo_report
+
+    passed, detail = slo_check(
+        slo_report(challenger.latency_ms, challenger.frames, challenger.errors, slo),
+        slo_report(champion.latency_ms, champion.frames, champion.errors, slo),
+    )
+    return CanaryCheck("slo", passed, detail)
+
+
 def canary(
     challenger: Sample,
     champion: Sample,
     c,
     quality: Quality | None = None,
     latency: PairedLatency | None = None,
+    slo=None,
 ) -> Canary:
     """Challenger vs champion over the same period; ``c`` is params.yaml's
     ``rollout.canary``, ``quality`` the paired evidence (:mod:`cvloop.core.pairing`) of the same
     window (None fails closed: the stage holds); ``latency``: both models re-timed on the
     same frames (:class:`PairedLatency`: the measure at 100 %, the confirmation of a served
-    breach below)."""
+    breach below); ``slo``: params.yaml's ``slo`` (the absolute objectives, a guard beside
+    the comparison: :mod:`cvloop.core.slo`)."""
     if challenger.frames < c.min_frames or champion.frames < c.min_frames:
         return Canary(
             "insufficient",
@@ -271,6 +284,8 @@ def canary(
             ],
         )
     guards = _guards(challenger, champion, c, latency)
+    if slo is not None:
+        guards.append(_slo_guard(challenger, champion, slo))
     checks = [*guards, *_quality_checks(quality), _confidence_signal(challenger, champion, c)]
     breached = [x for x in checks if not x.passed and not x.held]
     held = [x for x in checks if not x.passed and x.held]
@@ -342,20 +357,20 @@ def decide(
 ) -> Decision:
     """The next step of a rollout at ``stage_index`` (its share ``shares[stage_index]``)."""
     share = shares[stage_index]
+    at = f"at {share:g}%" if share else "in shadow"
     if result.status == "breach":
-        return Decision("rollback", f"canary breach at {share:g}%: " + "; ".join(result.reasons))
+        return Decision("rollback", f"canary breach {at}: " + "; ".join(result.reasons))
     if rejected:
-        return Decision("rollback", f"rejected by the ML lead at {share:g}%")
+        return Decision("rollback", f"rejected by the ML lead {at}")
     if result.status != "ok":
-        return Decision("hold", f"at {share:g}%: " + "; ".join(result.reasons))
+        return Decision("hold", f"{at}: " + "; ".join(result.reasons))
     if served_hours < hours[stage_index]:
         return Decision(
             "hold",
-            f"at {share:g}%: canary ok; {served_hours:.1f} of {hours[stage_index]:g} h of "
-            "traffic served",
+            f"{at}: canary ok; {served_hours:.1f} of {hours[stage_index]:g} h of traffic served",
         )
     if stage_index == len(shares) - 1:
-        return Decision("promote", f"canary ok at {share:g}% for {hours[stage_index]:g} h")
+        return Decision("promote", f"canary ok {at} for {hours[stage_index]:g} h")
     nxt = shares[stage_index + 1]
     if nxt >= approval_before_share and not approved:
         if approval_asked_at is not None and now - approval_asked_at > dt.timedelta(
@@ -366,5 +381,5 @@ def decide(
                 f"no approval within {deadline_hours:g} h: stopped at {share:g}%, traffic back "
                 "to the champion (no auto-promotion)",
             )
-        return Decision("await_approval", f"canary ok at {share:g}%; {nxt:g}% needs approval")
-    return Decision("advance", f"canary ok at {share:g}% for {hours[stage_index]:g} h", nxt)
+        return Decision("await_approval", f"canary ok {at}; {nxt:g}% needs approval")
+    return Decision("advance", f"canary ok {at} for {hours[stage_index]:g} h", nxt)

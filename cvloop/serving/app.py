@@ -32,7 +32,7 @@ import logging
 import os
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,13 @@ from fastapi.responses import JSONResponse, Response
 
 from cvloop.adapters.detector import decode_jpeg
 from cvloop.adapters.frame_keys import read_frame
-from cvloop.adapters.inference_log import Detection, FrameRecord, LogSchemaError
+from cvloop.adapters.inference_log import (
+    LOG_PREFIX,
+    SHADOW_PREFIX,
+    Detection,
+    FrameRecord,
+    LogSchemaError,
+)
 from cvloop.adapters.log_writer import LogWriter
 from cvloop.core.errors import CvloopError
 from cvloop.serving.batcher import FrameJob, MicroBatcher, Overloaded
@@ -67,7 +73,11 @@ class _Closed(Exception):
 @dataclass(frozen=True)
 class Snapshot:
     routing: Routing
-    batchers: dict[str, MicroBatcher]
+    batchers: dict[str, MicroBatcher]  # live: their rows go to the inference log
+    shadow: dict[str, MicroBatcher]  # shadow: a copy of each frame, rows to the shadow log
+
+    def all(self) -> list[MicroBatcher]:
+        return [*self.batchers.values(), *self.shadow.values()]
 
 
 def parse_ts(value) -> dt.datetime:
@@ -142,17 +152,20 @@ class Server:
         self.snapshot: Snapshot | None = None
         self.host: ModelHost | None = None
         self.writer: LogWriter | None = None
+        self.shadow_writer: LogWriter | None = None
         self._closing: set[asyncio.Task] = set()  # batchers retired by a swap, draining
+        self._shadowing: set[asyncio.Task] = set()  # shadow copies in flight
 
     # ---- life cycle -----------------------------------------------------------------------
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):
         store = self.ctx.store
         lp = self.p.log
-        self.writer = await asyncio.to_thread(
-            LogWriter, store, self.spool_dir, flush_rows=lp.flush_rows,
-            flush_seconds=lp.flush_seconds, fsync=lp.fsync, on_event=log.warning,
-        )  # fmt: skip
+        # two journals, each with its own spool root (recovery adopts per root and prefix)
+        self.writer, self.shadow_writer = [await asyncio.to_thread(
+            LogWriter, store, self.spool_dir / name, flush_rows=lp.flush_rows,
+            flush_seconds=lp.flush_seconds, fsync=lp.fsync, on_event=log.warning, prefix=prefix,
+        ) for name, prefix in (("live", LOG_PREFIX), ("shadow", SHADOW_PREFIX))]  # fmt: skip
         self.host = ModelHost(store, self.ctx.registry, runtime=self.p.runtime,
                               **({"loader": self.loader} if self.loader else {}),
                               threads=self.threads, route_by=self.p.route_by,
@@ -167,9 +180,11 @@ class Server:
         finally:
             task.cancel()
             snap, self.snapshot = self.snapshot, None
-            for b in snap.batchers.values() if snap else []:
+            await asyncio.gather(*self._shadowing, return_exceptions=True)
+            for b in snap.all() if snap else []:
                 await b.close()
             await asyncio.gather(*self._closing)
+            await asyncio.to_thread(self.shadow_writer.close)
             keys = await asyncio.to_thread(self.writer.close)
             log.info(f"cvloop serve: worker {os.getpid()} stopped, log flushed ({len(keys)} parts)")
             mark_dead(os.getpid())
@@ -189,23 +204,49 @@ class Server:
         if routing is not None and (changed or self.snapshot is None
                                     or routing is not self.snapshot.routing):  # fmt: skip
             old = self.snapshot.batchers if self.snapshot else {}
-            batchers = {}
-            for v, model in host.state.warm.items():
-                b = old.get(v)
-                if b is None or b.model is not model:
-                    b = MicroBatcher(model, max_batch=self.p.max_batch,
-                                     max_wait_ms=self.p.max_wait_ms, max_queue=self.p.max_queue,
-                                     conf=self.p.conf, iou=self.p.iou, journal=self.writer.write,
-                                     observe=self._observe).start()  # fmt: skip
-                batchers[v] = b
-            self.snapshot = Snapshot(routing, batchers)  # the swap: one assignment
-            for v, b in old.items():
-                if batchers.get(v) is not b:
+            old_shadow = self.snapshot.shadow if self.snapshot else {}
+            batchers = {v: self._batcher(old, m, self.writer) for v, m in host.state.warm.items()}
+            shadow = {v: self._batcher(old_shadow, routing.models[v], self.shadow_writer)
+                      for v in routing.shadow}  # fmt: skip
+            self.snapshot = Snapshot(routing, batchers, shadow)  # the swap: one assignment
+            keep = {id(b) for b in [*batchers.values(), *shadow.values()]}
+            for b in [*old.values(), *old_shadow.values()]:
+                if id(b) not in keep:
                     b.closing = True
                     task = asyncio.create_task(b.close())
                     self._closing.add(task)
                     task.add_done_callback(self._closing.discard)
         self._gauges()
+
+    def _batcher(self, old: dict[str, MicroBatcher], model, writer: LogWriter) -> MicroBatcher:
+        b = old.get(model.version)
+        if b is not None and b.model is model:
+            return b
+        return MicroBatcher(model, max_batch=self.p.max_batch, max_wait_ms=self.p.max_wait_ms,
+                            max_queue=self.p.max_queue, conf=self.p.conf, iou=self.p.iou,
+                            journal=writer.write,
+                            observe=self._observe if writer is self.writer else None).start()  # fmt: skip
+
+    def _shadow_copy(self, snap: Snapshot, served: str, pixels, job: FrameJob) -> None:
+        """A copy of a served frame for each version in shadow, in the background: never
+        awaited by the request; a shadow whose queue is full drops the copy (counted)."""
+        for v in snap.routing.shadow:
+            if v == served or v not in snap.shadow:
+                continue
+
+            async def one(b: MicroBatcher = snap.shadow[v], model=snap.routing.models[v]):
+                try:
+                    _, tensor, meta = await asyncio.to_thread(_prepare, model, b"", pixels)
+                    await b.submit(replace(job, tensor=tensor, meta=meta,
+                                           t_received=time.perf_counter()))  # fmt: skip
+                except Overloaded:
+                    self.metrics.shadow_dropped.labels(b.model.version).inc()
+                except Exception as exc:  # a shadow never fails a request
+                    log.warning(f"cvloop serve: shadow v{b.model.version}: {exc}")
+
+            task = asyncio.create_task(one())
+            self._shadowing.add(task)
+            task.add_done_callback(self._shadowing.discard)
 
     def _gauges(self) -> None:
         m, st = self.metrics, self.writer.stats
@@ -215,6 +256,8 @@ class Server:
         if self.snapshot:
             for v, b in self.snapshot.batchers.items():
                 m.queue.labels(v).set(b.depth)
+            for v, b in self.snapshot.shadow.items():
+                m.queue.labels(f"{v}-shadow").set(b.depth)
 
     def _observe(self, version: str, n: int, records: list[FrameRecord]) -> None:
         m = self.metrics
@@ -268,10 +311,13 @@ class Server:
             if batcher.closing:
                 continue
             try:
-                return await batcher.submit(job)
+                rec = await batcher.submit(job)
             except Overloaded as exc:
                 self.metrics.overloaded.labels(version).inc()
                 raise ClientError(503, str(exc), "retry after a short wait") from None
+            if snap.shadow:
+                self._shadow_copy(snap, version, pixels, job)
+            return rec
         raise ClientError(503, "the routing changed three times during this request", "retry")
 
 
@@ -383,7 +429,9 @@ def create_app(ctx=None, *, spool_dir: Path | None = None, workers: int | None =
     @app.post("/v1/log/flush")
     async def flush():
         try:
+            await asyncio.gather(*server._shadowing, return_exceptions=True)
             keys = await asyncio.to_thread(server.writer.flush)
+            keys += await asyncio.to_thread(server.shadow_writer.flush)
         except Exception as exc:
             return answer("flush", 503, _error(ClientError(503, f"log upload failed: {exc}",
                                                            "the journal is kept; retry")))  # fmt: skip
@@ -399,6 +447,7 @@ def create_app(ctx=None, *, spool_dir: Path | None = None, workers: int | None =
         if snap:
             body |= snap.routing.describe()
             body["warm"] = sorted(snap.batchers)
+            body["shadowing"] = sorted(snap.shadow)
         if st:
             body["reason"] = st.not_ready
             body["last_error"] = st.last_error

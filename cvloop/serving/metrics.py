@@ -36,6 +36,9 @@ class Metrics:
                               ["model_version"], **kw)  # fmt: skip
         self.overloaded = Counter("cvloop_serve_overloaded", "frames refused with 503 (queue full)",
                                   ["model_version"], **kw)  # fmt: skip
+        self.shadow_dropped = Counter("cvloop_serve_shadow_dropped",
+                                      "shadow copies dropped (the shadow's queue was full)",
+                                      ["model_version"], **kw)  # fmt: skip
         self.latency = Histogram("cvloop_serve_frame_latency_seconds",
                                  "server time of a frame (pre + queue + model + post)",
                                  ["model_version"], buckets=_LATENCY_BUCKETS, **kw)  # fmt: skip

@@ -46,6 +46,11 @@ class Routing:
     def version_for(self, camera: str, frame_key: str) -> str:
         return route(camera if self.route_by == "camera" else frame_key, self.manifest)
 
+    @property
+    def shadow(self) -> list[str]:
+        """Versions that get a copy of every frame (logged as shadow, never returned)."""
+        return [v for v in self.manifest.shadow if v in self.models]
+
     def group_of(self, camera: str) -> str:
         return self.groups.get(camera, DEFAULT_GROUP)
 
@@ -59,6 +64,7 @@ class Routing:
             "stage": m.stage,
             "route_by": self.route_by,
             "allocations": [{"version": a.version, "share": a.share} for a in m.allocations],
+            "shadow": list(m.shadow),
             "updated_at": m.updated_at,
             "reason": m.reason,
             "models": {v: s.describe() for v, s in sorted(self.models.items())},
@@ -66,7 +72,8 @@ class Routing:
 
 
 def _signature(m: RolloutManifest) -> tuple:
-    return (m.stage, tuple((a.version, a.share) for a in m.allocations), m.updated_at)
+    return (m.stage, tuple((a.version, a.share) for a in m.allocations), tuple(m.shadow),
+            m.updated_at)  # fmt: skip
 
 
 @dataclass
@@ -147,8 +154,7 @@ class ModelHost:
                                      self.route_by)  # fmt: skip
             return False
         loaded: dict[str, ServingModel] = {}
-        for alloc in manifest.allocations:
-            v = alloc.version
+        for v in [a.version for a in manifest.allocations] + list(manifest.shadow):
             if v in st.warm:
                 loaded[v] = st.warm[v]
                 continue
@@ -177,6 +183,7 @@ class ModelHost:
         st.last_error = None
         st.reloads += 1
         split = ", ".join(f"v{a.version} {a.share:g}%" for a in manifest.allocations)
+        split += "".join(f", v{v} in shadow" for v in manifest.shadow)
         self.on_event(f"routing: {split} ({source}, stage {manifest.stage}); warm: "
                       f"{sorted(st.warm)}")  # fmt: skip
         return True

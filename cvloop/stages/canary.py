@@ -65,8 +65,10 @@ def window_sample(
     until: dt.datetime,
     drift_cameras=(),
     group: str | None = None,
+    prefix: str | None = None,
 ):
-    """What ``version`` served with ``since < ts <= until``, from the inference log.
+    """What ``version`` served with ``since < ts <= until``, from the inference log (or the
+    shadow log: ``prefix``).
 
     Latency and errors count every frame; detection volume and confidences leave out the
     ``drift_cameras`` the candidate was retrained for (it is meant to behave differently
@@ -84,6 +86,7 @@ def window_sample(
         until + dt.timedelta(milliseconds=1),
         model_versions=[version],
         columns=["camera", "camera_group", "latency_ms", "error", "detections"],
+        **({"prefix": prefix} if prefix else {}),
     )
     if group is not None:
         t = t.filter(pc.equal(t.column("camera_group"), group))
@@ -108,11 +111,16 @@ def measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:
 
     The challenger is judged on what it served since its stage began; the champion on the
     same period, or since the rollout began when it serves too little now (at 100 %)."""
+    from cvloop.adapters.inference_log import SHADOW_PREFIX
+
     chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
     stage_since = dt.datetime.fromisoformat(m.extra[K_STAGE_LOG])
     rollout_since = dt.datetime.fromisoformat(m.extra[K_ROLLOUT_LOG])
     drift = [x for x in m.extra.get(K_DRIFT_CAMERAS, "").split(",") if x]
-    a = window_sample(store, chall, stage_since, mark, drift)
+    # in shadow the challenger's rows are in the shadow log, on the champion's own frames
+    shadow = chall in m.shadow
+    sp = SHADOW_PREFIX if shadow else None
+    a = window_sample(store, chall, stage_since, mark, drift, prefix=sp)
     champ_since = stage_since
     b = window_sample(store, champ, stage_since, mark, drift)
     if b.frames < c.min_frames:  # the champion serves no traffic at 100 %: compare
@@ -123,30 +131,32 @@ def measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:
     windows = {"challenger": (stage_since, mark), "champion": (champ_since, mark)}
     detectors = _detectors(reg, {"challenger": chall, "champion": champ})
     frames, labeled, counts = paired_frames(ctx, store, reg, chall, champ, windows, c.quality,
-                                            detectors)  # fmt: skip
+                                            detectors, {"challenger": sp} if sp else None)  # fmt: skip
     rename = _champion_names(ctx, reg, champ, chall)
     prec, where = holdout_precision(ctx, store, reg, champ, c.quality)
     prec = {rename.get(k, k): v for k, v in prec.items()}
     # at 100 % the champion's served latency is from its canary days, under another load:
     # both models are re-timed here on the same frames instead. Below, the served p95s are
     # the screen, and a tripped screen is re-timed before it rolls anything back.
-    full = champ_since != stage_since
+    # in shadow its latency is of a background copy: the re-timing is the measure there too
+    full = champ_since != stage_since or shadow
     served: list[dict] = []  # the challenger's frames of the stage, read once when needed
 
     def retime(ag, bg, group: str | None = None) -> PairedLatency | None:
         if not full and not served_latency_breached(ag, bg, c):
             return None
-        served[:] = served or _served_frames(store, chall, stage_since, mark).to_pylist()
+        served[:] = served or _served_frames(store, chall, stage_since, mark, sp).to_pylist()
         rows = [r for r in served if group in (None, r["camera_group"] or "default")]
         return paired_latency(store, detectors, rows, LATENCY_FRAMES, replaces_served=full)
 
     quality = quality_of(frames, labeled, c.quality, prec, where)
-    result = canary(a, b, c, quality, retime(a, b))
+    slo = None if shadow else ctx.params.slo  # no client waited on a shadow copy
+    result = canary(a, b, c, quality, retime(a, b), slo)
     groups = log_groups(store, stage_since, mark)
     if len(groups) > 1:  # each camera group judged on its own too
         per = {}
         for g in groups:
-            ag = window_sample(store, chall, stage_since, mark, drift, g)
+            ag = window_sample(store, chall, stage_since, mark, drift, g, prefix=sp)
             bg = window_sample(store, champ, champ_since, mark, drift, g)
             if bg.frames < c.min_frames and champ_since != rollout_since:
                 bg = window_sample(store, champ, rollout_since, mark, drift, g)
@@ -154,7 +164,7 @@ def measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:
             labeled_g = {k: v for k, v in labeled.items() if v[0].group == g}
             qg = quality_of(frames_g, labeled_g, c.quality, prec, where)
             judged = ag.frames >= c.min_frames and bg.frames >= c.min_frames
-            per[g] = canary(ag, bg, c, qg, retime(ag, bg, g) if judged else None)
+            per[g] = canary(ag, bg, c, qg, retime(ag, bg, g) if judged else None, slo)
         result = with_groups(result, per)
     notes = [f"quality: {counts['sampled']} paired frames (a sample of the "
              f"{counts['challenger_served']} challenger / {counts['champion_served']} champion "
@@ -187,15 +197,18 @@ def canary_tags(result: Canary) -> dict[str, str]:
     }
 
 
-def _served_frames(store, version: str, since: dt.datetime, until: dt.datetime):
-    """The frames ``version`` served without error with ``since < ts <= until``."""
+def _served_frames(store, version: str, since: dt.datetime, until: dt.datetime,
+                   prefix: str | None = None):  # fmt: skip
+    """The frames ``version`` served without error with ``since < ts <= until`` (in the
+    shadow log with ``prefix``)."""
     import pyarrow.compute as pc
 
     from cvloop.adapters.inference_log import read_log
 
     t = read_log(store, since + dt.timedelta(milliseconds=1), until + dt.timedelta(milliseconds=1),
                  model_versions=[version],
-                 columns=["ts", "camera", "camera_group", "frame_key", "error", "detections"])  # fmt: skip
+                 columns=["ts", "camera", "camera_group", "frame_key", "error", "detections"],
+                 **({"prefix": prefix} if prefix else {}))  # fmt: skip
     return t.filter(pc.is_null(t.column("error")))
 
 
@@ -306,6 +319,7 @@ def paired_frames(
     windows: dict[str, tuple],
     q,
     detectors: dict | None = None,
+    prefixes: dict[str, str] | None = None,
 ) -> tuple[list, dict, dict]:
     """Frames each model served in its window (``windows``: role -> (since, until)), a
     sample of ``q.rescore_frames`` each plus every frame with reviewed labels, scored by
@@ -316,7 +330,9 @@ def paired_frames(
 
     versions = {"challenger": challenger, "champion": champion}
     rename = _champion_names(ctx, reg, champion, challenger)
-    served = {role: _served_frames(store, versions[role], *windows[role]).to_pylist()
+    prefixes = prefixes or {}
+    served = {role: _served_frames(store, versions[role], *windows[role],
+                                   prefixes.get(role)).to_pylist()
               for role in versions}  # fmt: skip
     since = min(w[0] for w in windows.values())
     until = max(w[1] for w in windows.values())

@@ -118,3 +118,26 @@ def export_and_benchmark(
         if e.status == "ok" and fmt != "onnx":
             ctx.tracker.log_file(trained.run_id, e.path, "model")
     return Exported(exports, bench)
+
+
+def export_triton(ctx: Context, version: str, out: Path, *, instances: int = 1,
+                  gpu: bool = False, max_batch: int | None = None):  # fmt: skip
+    """A Triton model repository for registered ``version`` (runbooks/serve.md): its ONNX
+    checked against the registry's sha256, the config read from the graph, batching from
+    params.yaml's ``serve`` section."""
+    from cvloop.adapters.triton import write_repository
+    from registry.names import ADOPT_ORIGIN, DATASET_VERSION, SOURCE, TRAINING_RUN, sha256_tag
+
+    local = ctx.registry.fetch(str(version))
+    tags = local.tags
+    origin = (f"adopted from {tags.get(ADOPT_ORIGIN, '?')}" if tags.get(SOURCE) == "adopted"
+              else f"training run {tags.get(TRAINING_RUN, '?')}, dataset "
+              f"{tags.get(DATASET_VERSION, '?')}")  # fmt: skip
+    sp = ctx.params.serve
+    return write_repository(
+        Path(out), ctx.params.registry.model_name, str(version), local.onnx,
+        tags[sha256_tag("onnx")], local.classes, max_batch=max_batch or sp.max_batch,
+        max_wait_ms=sp.max_wait_ms, instances=instances, gpu=gpu,
+        provenance=f"Registered version {version} ({origin}); ONNX sha256 "
+        f"{tags[sha256_tag('onnx')][:12]}.", imgsz=local.imgsz,
+    )  # fmt: skip

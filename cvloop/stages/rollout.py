@@ -18,6 +18,7 @@ from cvloop.core.rollout import (
     K_STAGE,
     K_STAGE_LOG,
     K_STAGE_WALL,
+    SHADOW,
     STABLE,
     Canary,
     Decision,
@@ -64,7 +65,8 @@ def start_rollout(
     reason: str = "",
     force: bool = False,
 ) -> dict:
-    """First stage: the challenger takes ``rollout.stages[0].share`` % of the traffic.
+    """First stage: the challenger takes ``rollout.stages[0].share`` % of the traffic, or,
+    with ``rollout.shadow_hours``, a copy of every frame without answering any (shadow).
 
     Only a version that passed every gate, and not one rolled back before (unless
     ``force``); idempotent for the version already rolling out.
@@ -106,12 +108,14 @@ def start_rollout(
     if champion is None or champion == str(version):
         raise CvloopError(f"version {version} is the champion already (or there is none)")
     p = ctx.params.rollout
-    share = p.stages[0].share
+    share = p.plan()[0][0]
     now, mark = _now(), log_watermark(store)
     since = _iso(mark) if mark else _iso(now)
     m = RolloutManifest(
-        [Allocation(champion, 100.0 - share), Allocation(str(version), share)],
-        stage=CANARY.format(share=share),
+        [Allocation(champion, 100.0 - share)]
+        + ([Allocation(str(version), share)] if share else []),
+        stage=CANARY.format(share=share) if share else SHADOW,
+        shadow=[] if share else [str(version)],
         extra={
             K_CHALLENGER: str(version),
             K_CHAMPION: champion,
@@ -124,8 +128,10 @@ def start_rollout(
         },
     )
     reg.set_alias(CHALLENGER, str(version))
-    write_manifest(store, m, who=who, reason=reason or f"rollout of v{version}: {share:g}%")
-    _mirror(reg, str(version), {ROLLOUT_STATUS: "canary", ROLLOUT_SHARE: f"{share:g}"})
+    first = f"{share:g}%" if share else "shadow (a copy of every frame, none answered by it)"
+    write_manifest(store, m, who=who, reason=reason or f"rollout of v{version}: {first}")
+    _mirror(reg, str(version), {ROLLOUT_STATUS: "canary" if share else "shadow",
+                                ROLLOUT_SHARE: f"{share:g}"})  # fmt: skip
     _mirror(reg, champion, {ROLLOUT_SHARE: f"{100 - share:g}"})
     return {"status": "started", "manifest": json.loads(m.to_json())}
 
@@ -180,8 +186,7 @@ def decide_tick(ctx: Context, measured: TickMeasure) -> Decision | None:
     mark = dt.datetime.fromisoformat(measured.mark)
     return decide(
         int(m.extra[K_STAGE]),
-        [s.share for s in p.stages],
-        [s.hours for s in p.stages],
+        *p.plan(),
         max(0.0, (mark - stage_since).total_seconds() / 3600),
         measured.canary,
         approval_before_share=p.approval_before_share,
@@ -205,7 +210,7 @@ def apply_tick(
     m = RolloutManifest.from_json(measured.manifest)
     chall = m.extra[K_CHALLENGER]
     idx = int(m.extra[K_STAGE])
-    shares = [s.share for s in p.stages]
+    shares = p.plan()[0]
     tags = dict(reg.get_version(chall).tags)
     asked = m.extra.get(K_APPROVAL_ASKED) or ""
     mark = dt.datetime.fromisoformat(measured.mark)
@@ -244,6 +249,7 @@ def _advance(store, reg, m, idx: int, share: float, mark, who: str, reason: str)
         Allocation(champ, 100.0 - share), Allocation(chall, share)
     ]  # fmt: skip
     m.allocations = allocs
+    m.shadow = []
     m.stage = CANARY.format(share=share)
     m.extra.update({K_STAGE: str(idx), K_STAGE_WALL: _iso(_now()), K_STAGE_LOG: _iso(mark)})
     write_manifest(store, m, who=who, reason=f"v{chall} to {share:g}%: {reason}")

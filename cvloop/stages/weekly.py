@@ -65,11 +65,40 @@ def gather_week(ctx: Context, start: dt.datetime, end: dt.datetime) -> dict:
         "monitor": monitor,
         "versions": versions,
         "changes": changes,
+        "slo": slo_of_week(ctx, start, end),
         "data": sorted(
             data_changes(ctx, start, end) + _camera_changes(ctx, start, end),
             key=lambda r: r["when"],
         ),
     }
+
+
+def slo_of_week(ctx: Context, start: dt.datetime, end: dt.datetime) -> list[dict]:
+    """Each served version's SLO attainment and error budget used over the week, from the
+    inference log, and the fleet's (``version`` = ``all``)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from cvloop.adapters.inference_log import read_log
+    from cvloop.core.slo import slo_report
+
+    log = read_log(ctx.store, start, end, columns=["model_version", "latency_ms", "error"])
+    if log.num_rows == 0:
+        return []
+    versions = log.column("model_version").to_numpy(zero_copy_only=False)
+    failed = pc.is_valid(log.column("error")).to_numpy(zero_copy_only=False)
+    lat = log.column("latency_ms").to_numpy(zero_copy_only=False).astype(float)
+    out = []
+    for v in [*sorted(set(versions), key=lambda x: (len(x), x)), "all"]:
+        sel = np.ones(len(versions), bool) if v == "all" else versions == v
+        r = slo_report(
+            lat[sel & ~failed], int(sel.sum()), int((sel & failed).sum()), ctx.params.slo
+        )
+        out.append({"version": v, "frames": r.frames, "within": r.within,
+                    "latency_budget_used": r.latency_budget_used, "error_rate": r.error_rate,
+                    "error_budget_used": r.error_budget_used, "met": r.met,
+                    "describe": r.describe()})  # fmt: skip
+    return out
 
 
 def _camera_changes(ctx: Context, start, end) -> list[dict]:
@@ -98,6 +127,10 @@ def review_markdown(week: str, data: dict, failed: list[dict]) -> tuple[str, lis
     for v in data["versions"]:
         if v["gate"] == "rejected":
             red.append(f"candidate v{v['version']} rejected by the gates: {v['reasons']}")
+    slo = data.get("slo") or []
+    for r in slo:
+        if r["version"] == "all" and not r["met"]:
+            red.append(f"service level objectives missed this week: {r['describe']}")
     lines = [f"# Weekly review {week}", "", "## Is anything red?", ""]
     lines += [f"- 🔴 {r}" for r in red] or [
         "- 🟢 nothing: no trigger, breach, failed run or rejection"
@@ -117,6 +150,16 @@ def review_markdown(week: str, data: dict, failed: list[dict]) -> tuple[str, lis
         ],
         "No new schema, dataset or holdout version.",
     )
+    lines += ["", "## Service level objectives (the inference log of the week)", ""]
+    pct = lambda x: "—" if x is None else f"{x:.1%}"  # noqa: E731
+    lines += _table(
+        ["version", "frames", "within latency", "latency budget used", "errors",
+         "error budget used", "met"],
+        [[r["version"] if r["version"] == "all" else f"v{r['version']}", r["frames"],
+          pct(r["within"]), pct(r["latency_budget_used"]), pct(r["error_rate"]),
+          pct(r["error_budget_used"]), "yes" if r["met"] else "🔴 no"] for r in slo],
+        "No frame was served this week.",
+    )  # fmt: skip
     lines += ["", "## Model versions registered", ""]
     lines += _table(
         ["version", "dataset", "gate", "rollout"],

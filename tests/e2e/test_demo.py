@@ -176,6 +176,7 @@ def test_the_weekly_review_was_written(demo):
     assert len(arts) == 1
     md = arts[0]["data"]
     assert "## Is anything red?" in md and "## Did the deployment change, and why?" in md
+    assert "## Service level objectives" in md  # attainment and error budget of the week
     assert "v2 is the champion" in md
     assert "Prefect orchestration:" in stdout
 

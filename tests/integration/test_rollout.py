@@ -31,11 +31,11 @@ def _day(i: int) -> str:
 
 @pytest.fixture(scope="module")
 def fleet(booted):
-    """Six future days of the tiny fleet, dense enough for a 10 % canary sample."""
+    """Seven future days of the tiny fleet, dense enough for a 10 % canary sample."""
     b = booted
     paused = _pause_tick(b, True)
     b.stack.cli(
-        "fleet", "generate", "--start", _day(0), "--days", "6", "--bursts-per-day", "60",
+        "fleet", "generate", "--start", _day(0), "--days", "7", "--bursts-per-day", "60",
         "--workers", "1", env=b.env, timeout=600,
     )  # fmt: skip
     yield b
@@ -322,6 +322,7 @@ def test_a_label_map_mix_up_is_rolled_back_at_10_percent_by_the_quality_check(
         "error_rate",
         "p95_latency",
         "volume",
+        "slo",
     ]
 
 
@@ -375,10 +376,52 @@ def test_a_slow_error_prone_challenger_is_rolled_back_at_10_percent(
     assert "was rolled-back before" in proc.stdout + proc.stderr and "--force" in proc.stderr
 
 
+def test_a_shadow_stage_judges_copies_of_live_frames_before_any_traffic(
+    fleet, trained, stack_client_env, tmp_path
+):
+    """rollout.shadow_hours > 0: the challenger first answers no frame; its detections on a
+    copy of each frame go to the shadow log, and the canary judges them against the
+    champion's on the same frames before 10 % of the traffic moves."""
+    import yaml
+
+    from cvloop.adapters.inference_log import SHADOW_PREFIX, read_log
+    from cvloop.config.params import load_params, with_overrides
+
+    b = fleet
+    params = with_overrides(load_params(b.env["CVLOOP_PARAMS"]), {"rollout": {"shadow_hours": 8}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(by_alias=True,
+                                                                           mode="json")))  # fmt: skip
+    env = dict(b.env, CVLOOP_PARAMS=str(tmp_path / "params.yaml"))
+    same = register_copy_of_champion(tmp_path, "rollout-shadow")
+    b.stack.cli("rollout", "start", same, env=env)
+    m, aliases, _ = _state()
+    champ = aliases["champion"]
+    assert m.stage == "shadow" and m.shadow == [same]
+    assert [(a.version, a.share) for a in m.allocations] == [(champ, 100.0)]
+    served = _serve(b, 6)
+    assert served["by_version"] == {champ: served["frames"]}  # the shadow answered nothing
+    day = dt.date.fromisoformat(_day(6))
+    live = read_log(context().store, day, day + dt.timedelta(days=1))
+    copies = read_log(context().store, day, day + dt.timedelta(days=1), prefix=SHADOW_PREFIX)
+    assert set(copies.column("model_version").to_pylist()) == {same}
+    assert sorted(copies.column("frame_key").to_pylist()) == sorted(
+        live.column("frame_key").to_pylist())  # fmt: skip
+    out = _json_tail(b.stack.cli("rollout", "tick", env=env).stdout)
+    assert out["status"] == "advance" and "canary ok in shadow" in out["reason"], out["reason"]
+    assert out["canary"]["evidence"] == "pairing"
+    m, _, _ = _state()
+    assert m.stage == "canary-10" and m.shadow == []
+    assert {a.version: a.share for a in m.allocations} == {champ: 90.0, same: 10.0}
+    b.stack.cli("rollback", "--reason", "test: shadow stage seen, enough", env=env)
+    m, aliases, _ = _state()
+    assert m.stage == "stable" and aliases["champion"] == champ
+
+
 def test_the_weekly_review_shows_the_red_and_the_changes(fleet):
     b = fleet
     out = b.stack.cli("weekly", env=b.env).stdout
     assert "## Is anything red?" in out
+    assert "## Service level objectives" in out  # attainment and error budget per version
     assert "rollback: canary breach at 10%" in out  # the breach above
     assert "| canary-10 |" in out  # the deployment changes of the week, with their reasons
     assert "manual rollback of v" in out  # who rolled back, and why

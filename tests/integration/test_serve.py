@@ -115,11 +115,12 @@ def _wait_routing(s: Served, versions: list[str], timeout: float = 60) -> dict:
     raise AssertionError(f"the server did not take the split {versions}: {body}")
 
 
-def _write_manifest(s: Served, split: dict[str, float]) -> None:
+def _write_manifest(s: Served, split: dict[str, float], shadow: list[str] | None = None) -> None:
     from cvloop.adapters.storage import LocalStorage
     from registry.manifest import Allocation, RolloutManifest, write_manifest
 
-    m = RolloutManifest([Allocation(v, p) for v, p in split.items()], stage="test")
+    m = RolloutManifest([Allocation(v, p) for v, p in split.items()], stage="test",
+                        shadow=shadow or [])  # fmt: skip
     write_manifest(LocalStorage(s.store), m, who="test_serve", reason="test")
 
 
@@ -334,7 +335,42 @@ def test_a_killed_worker_loses_no_answered_row(booted, versions, tmp_path):
     assert len(keys) == len(set(keys)), "a row was written twice"
     missing = set(answered) - set(keys)
     assert not missing, f"{len(missing)} answered frames have no log row: {sorted(missing)[:5]}"
-    assert not list((tmp_path / "spool").glob("*/seg-*")), "journal left behind"
+    assert not list((tmp_path / "spool").glob("*/*/seg-*")), "journal left behind"
+
+
+def test_a_version_in_shadow_sees_every_frame_and_answers_none(booted, versions, tmp_path):
+    from cvloop.adapters.inference_log import SHADOW_PREFIX, read_log
+    from cvloop.adapters.storage import LocalStorage
+
+    champ, copy = versions
+    s = start_server(booted, tmp_path)
+    try:
+        _write_manifest(s, {champ: 100.0}, shadow=[copy])
+        deadline = time.monotonic() + 60
+        while (body := s.get("/v1/routing").json()).get("shadowing") != [copy]:
+            assert time.monotonic() < deadline, body
+            time.sleep(0.2)
+        images = _jpegs(booted, 4)
+        got = [_detect(s, images[i % 4], f"t/s/{i:03d}.jpg", 700 + i) for i in range(40)]
+        assert {r.json()["model_version"] for r in got} == {champ}
+        assert s.post("/v1/log/flush").status_code == 200
+    finally:
+        s.stop()
+    day = (DAY, DAY + dt.timedelta(days=1))
+    live = read_log(LocalStorage(s.store), *day).to_pylist()
+    shadow = read_log(LocalStorage(s.store), *day, prefix=SHADOW_PREFIX).to_pylist()
+    assert {r["model_version"] for r in live} == {champ} and len(live) == 40
+    assert {r["model_version"] for r in shadow} == {copy}
+    assert sorted(r["frame_key"] for r in shadow) == sorted(r["frame_key"] for r in live)
+    # an identical model: the shadow's detections are the champion's, frame by frame (to
+    # float noise: the two may batch the frames differently)
+    by_key = {r["frame_key"]: r["detections"] for r in live}
+    for r in shadow:
+        mine, theirs = r["detections"], by_key[r["frame_key"]]
+        assert abs(len(mine) - len(theirs)) <= 2 and mine and theirs
+        a, b = mine[0], theirs[0]  # the most confident box
+        assert a["label"] == b["label"] and abs(a["conf"] - b["conf"]) < 1e-3
+        assert abs(a["cx"] - b["cx"]) < 1e-3 and abs(a["h"] - b["h"]) < 1e-3
 
 
 def test_the_simulated_fleet_as_a_client_of_the_server(booted, versions, tmp_path):
@@ -363,3 +399,31 @@ def test_the_simulated_fleet_as_a_client_of_the_server(booted, versions, tmp_pat
     assert sorted(r["frame_key"].rsplit("/", 1)[1] for r in rows) == frames
     assert set(report["by_version"]) == {champ, copy}
     assert sum(report["by_version"].values()) == len(rows)
+
+
+def test_export_triton_writes_a_repository_for_the_registered_version(
+    booted, versions, tmp_path, stack_client_env
+):
+    """`cvloop export triton VERSION`: the ONNX as registered (its sha256 in the config), the
+    shapes of its own graph, Triton's layout. (Triton itself is not installed here: the
+    ONNX it would load is run with ONNX Runtime at the shapes the config declares.)"""
+    import numpy as np
+    import onnxruntime as ort
+
+    champ, _ = versions
+    out = booted.stack.cli("export", "triton", champ, "--out", str(tmp_path / "repo")).stdout
+    model = tmp_path / "repo" / "cvloop-detector"
+    cfg = (model / "config.pbtxt").read_text()
+    assert "wrote" in out and cfg in out
+    sess = ort.InferenceSession(str(model / champ / "model.onnx"))
+    (inp,), (outp,) = sess.get_inputs(), sess.get_outputs()
+    imgsz = context().registry.fetch(champ).imgsz
+    assert f"dims: [ 3, {imgsz}, {imgsz} ]" in cfg  # the model's size, not a dynamic axis
+    dims = [d if isinstance(d, int) else -1 for d in outp.shape[1:]]
+    assert f"dims: [ {', '.join(map(str, dims))} ]" in cfg
+    assert "max_batch_size: 8" in cfg and f"versions: [ {champ} ]" in cfg
+    y = sess.run(None, {inp.name: np.zeros((2, 3, imgsz, imgsz), np.float32)})[0]
+    assert y.shape[0] == 2
+    labels = (model / "labels.txt").read_text().split()
+    assert len(labels) == y.shape[1] - 4
+    assert "cvloop.inference_log" in (model / "CVLOOP.md").read_text()

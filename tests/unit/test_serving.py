@@ -166,3 +166,45 @@ def test_no_answer_without_a_journaled_row():
             await b.close()
 
     asyncio.run(go())
+
+
+def test_a_shadow_version_is_loaded_with_the_split_and_serves_no_share(tmp_path):
+    loader = _Loader()
+    host, store = _host(tmp_path, loader)
+    write_manifest(store, RolloutManifest([Allocation("1", 100)], "shadow", shadow=["2"]))
+    assert host.poll()
+    r = host.routing
+    assert set(r.models) == {"1", "2"} and r.shadow == ["2"]
+    assert {r.version_for("cam", f"k/{i}") for i in range(200)} == {"1"}
+    assert r.describe()["shadow"] == ["2"]
+
+
+def test_the_manifest_keeps_its_shadow_and_refuses_a_version_in_both():
+    from cvloop.core.errors import CvloopError
+
+    m = RolloutManifest([Allocation("1", 100)], "shadow", shadow=["2"])
+    assert RolloutManifest.from_json(m.to_json()).shadow == ["2"]
+    assert (
+        RolloutManifest.from_json('{"allocations": [{"version": "1", "share": 100}]}').shadow == []
+    )
+    with pytest.raises(CvloopError, match="both serves and shadows"):
+        RolloutManifest([Allocation("1", 100)], "x", shadow=["1"]).validate()
+
+
+def test_the_plan_puts_the_shadow_stage_first_and_decide_names_it():
+    from cvloop.config.params import load_params, with_overrides
+    from cvloop.core.rollout import Canary, decide
+
+    p = with_overrides(load_params(), {"rollout": {"shadow_hours": 6}}).rollout
+    shares, hours = p.plan()
+    assert shares == [0.0, 10.0, 50.0, 100.0] and hours == [6.0, 8.0, 8.0, 8.0]
+    assert load_params().rollout.plan()[0] == [10.0, 50.0, 100.0]
+    ok = Canary("ok", 600, 600, [], evidence="pairing")
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    kw = dict(approval_before_share=100, approved=False, rejected=False, approval_asked_at=None,
+              deadline_hours=24, now=now)  # fmt: skip
+    d = decide(0, shares, hours, 7.0, ok, **kw)
+    assert d.action == "advance" and d.next_share == 10.0 and "in shadow" in d.reason
+    assert "in shadow" in decide(0, shares, hours, 2.0, ok, **kw).reason  # holds 6 h
+    breach = Canary("breach", 600, 600, [], evidence="guards")
+    assert decide(0, shares, hours, 7.0, breach, **kw).reason.startswith("canary breach in shadow")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from cvloop.adapters.detector import OnnxDetector, decode_jpeg
 from cvloop.adapters.frame_keys import CAMERAS_KEY, FRAMES_PREFIX
-from cvloop.adapters.inference_log import Detection, FrameRecord, write_log
+from cvloop.adapters.inference_log import SHADOW_PREFIX, Detection, FrameRecord, write_log
 from cvloop.adapters.storage import Storage
 from cvloop.core.errors import CvloopError
 
@@ -65,6 +65,7 @@ def serve_window(
     slow_ms: dict[str, float] | None = None,
     error_rate: dict[str, float] | None = None,
     progress: Callable[[str], None] | None = None,
+    shadow: list[str] | None = None,
 ) -> ServeReport:
     """Serve every frame of ``days`` days from ``start`` and write the inference log.
 
@@ -73,6 +74,7 @@ def serve_window(
         route: frame key -> model version (the rollout manifest's routing).
         slow_ms: extra latency per version (simulates a slower challenger in tests/demo).
         error_rate: fraction of frames a version fails on (simulated serving errors).
+        shadow: versions that also see every frame; their rows go to the shadow log.
     """
     rep = ServeReport()
     groups = camera_groups(store)
@@ -108,6 +110,10 @@ def serve_window(
                 rep.errors += r.error is not None
             rep.frames += len(records)
             rep.parts += len(write_log(store, records, part=f"serve-{cam}"))
+            for sv in shadow or []:
+                copies = [_serve_frame(store, r.frame_key, cam, group, sv, detectors, conf, {},
+                                       {}) for r in records if r.model_version != sv]  # fmt: skip
+                write_log(store, copies, part=f"serve-{cam}", prefix=SHADOW_PREFIX)
             if progress:
                 progress(
                     f"  served {day.isoformat()} {cam}: {len(records)} frames "
@@ -171,8 +177,10 @@ def serve_current_manifest(
         manifest = single(str(registry.version_by_alias(CHAMPION).version))
         split = f"no rollout manifest: champion v{manifest.allocations[0].version} serves 100 %"
     else:
-        split = "rollout manifest: " + ", ".join(
-            f"v{a.version} {a.share:g}%" for a in manifest.allocations
+        split = (
+            "rollout manifest: "
+            + ", ".join(f"v{a.version} {a.share:g}%" for a in manifest.allocations)
+            + "".join(f", v{v} in shadow" for v in manifest.shadow)
         )
     rep = serve_window(
         store,
@@ -185,6 +193,7 @@ def serve_current_manifest(
         slow_ms=slow_ms,
         error_rate=error_rate,
         progress=progress,
+        shadow=manifest.shadow,
     )
     return rep, split
 
@@ -209,6 +218,48 @@ class DetectorCache:
                 model.onnx, model.classes, model.imgsz, threads=self.threads, spinning=False
             )
         return self._cache[version]
+
+
+def wait_for_routing(url: str, manifest, timeout_s: float = 60.0) -> dict:
+    """Wait until the server at ``url`` routes by ``manifest`` (its split and time stamp, seen
+    three times in a row: every worker polls on its own); returns its routing."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    want = [(a.version, a.share) for a in manifest.allocations]
+    seen, body = 0, {}
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{url}/v1/routing", timeout=30).json()
+        got = [(a["version"], a["share"]) for a in body.get("allocations", [])]
+        same = got == want and body.get("updated_at", "") == manifest.updated_at
+        seen = seen + 1 if same else 0
+        if seen >= 3:
+            return body
+        time.sleep(0.2)
+    raise CvloopError(
+        f"cvloop serve at {url} did not take the rollout manifest of {manifest.updated_at} "
+        f"in {timeout_s:g} s (it serves {body.get('allocations')}; {body.get('last_error')})",
+        fix="read its log (`cvloop services status serve`) and /v1/routing",
+    )
+
+
+def audit_routing(store: Storage, start: dt.date, days: int, manifest, route_by: str) -> dict:
+    """Did the server serve each frame of the window with the version ``manifest`` routes it
+    to? Read from the log the server wrote: rows, per version, and the rows that disagree."""
+    from cvloop.adapters.inference_log import read_log
+    from registry.manifest import route
+
+    table = read_log(store, start, start + dt.timedelta(days=days),
+                     columns=["frame_key", "camera", "model_version"])  # fmt: skip
+    by_version: dict[str, int] = {}
+    wrong = []
+    for key, cam, version in zip(*(table.column(c).to_pylist() for c in table.column_names),
+                                 strict=True):  # fmt: skip
+        by_version[version] = by_version.get(version, 0) + 1
+        if route(cam if route_by == "camera" else key, manifest) != version:
+            wrong.append(key)
+    return {"rows": table.num_rows, "by_version": by_version, "misrouted": len(wrong),
+            "examples": wrong[:3]}  # fmt: skip
 
 
 def serve_window_http(
