@@ -1,4 +1,4 @@
-"""ONNX Runtime detector: the serving path of a YOLO model exported to ONNX.
+"""The serving path of a YOLO model exported to ONNX: ONNX Runtime, or OpenVINO on Intel CPUs.
 
 Pre-processing is Ultralytics' letterbox (same resize, same padding value, RGB, /255), so
 the ONNX model sees what the ``.pt`` saw in validation; post-processing decodes the YOLO
@@ -119,7 +119,60 @@ def decode(
     return out
 
 
-class OnnxDetector:
+class _Detector:
+    """Letterbox, one forward pass per batch, decode + NMS: what every runtime shares.
+    A runtime sets ``class_names``, ``imgsz``, ``path``, ``dynamic_batch`` and ``runtime`` and
+    implements :meth:`_run` (a float32 NCHW batch in, the YOLO head's output out)."""
+
+    runtime = "?"
+    class_names: list[str]
+    imgsz: int
+    path: Path
+    dynamic_batch: bool
+
+    def _check_classes(self, out_channels) -> None:
+        nc = out_channels - 4 if isinstance(out_channels, int) and out_channels > 4 else None
+        if nc is not None and nc != len(self.class_names):
+            raise CvloopError(
+                f"{self.path.name} predicts {nc} classes but {len(self.class_names)} names were "
+                f"given ({self.class_names})",
+                fix="use the class list the model was trained with",
+            )
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[LetterboxMeta]]:
+        batch = np.empty((len(images), 3, self.imgsz, self.imgsz), dtype=np.float32)
+        metas = []
+        for i, img in enumerate(images):
+            boxed, meta = letterbox(img, self.imgsz)
+            batch[i] = boxed.transpose(2, 0, 1) / np.float32(255.0)
+            metas.append(meta)
+        return batch, metas
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        if self.dynamic_batch or batch.shape[0] == 1:
+            return self._run(batch)
+        return np.concatenate([self._run(batch[i : i + 1]) for i in range(batch.shape[0])])
+
+    def predict(
+        self, images: list[np.ndarray], conf: float = 0.25, iou: float = 0.7, max_det: int = 300
+    ) -> list[Detections]:
+        """Detections for RGB uint8 frames (any size)."""
+        batch, metas = self.preprocess(images)
+        return decode(self.forward(batch), metas, conf, iou, max_det)
+
+    def predict_timed(
+        self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7
+    ) -> tuple[Detections, float]:
+        """One frame, end to end, with its latency in milliseconds."""
+        t = time.perf_counter()
+        det = self.predict([image], conf, iou)[0]
+        return det, (time.perf_counter() - t) * 1000.0
+
+
+class OnnxDetector(_Detector):
     """A YOLO detector served by ONNX Runtime.
 
     Args:
@@ -175,48 +228,94 @@ class OnnxDetector:
         self.class_names = list(class_names)
         self.imgsz = imgsz
         self.path = path
-        out_shape = self.session.get_outputs()[0].shape
-        nc = out_shape[1] - 4 if isinstance(out_shape[1], int) else None
-        if nc is not None and nc != len(self.class_names):
+        self._check_classes(self.session.get_outputs()[0].shape[1])
+
+    runtime = "onnxruntime"
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+class OpenVinoDetector(_Detector):
+    """A YOLO detector served by OpenVINO on the CPU, compiled from the same ONNX graph.
+
+    OpenVINO reads the ONNX itself (no second artifact to verify: the bytes are the ones
+    the registry's sha256 names); a graph with dynamic spatial axes is fixed at ``imgsz``
+    with the batch axis left dynamic, and the precision is pinned to FP32 (OpenVINO would
+    pick bf16 on CPUs with AMX). One infer request per calling thread: a compiled model
+    is shared, a request is not.
+
+    Args: as :class:`OnnxDetector`; ``threads`` is OpenVINO's ``INFERENCE_NUM_THREADS``.
+    """
+
+    runtime = "openvino"
+
+    def __init__(
+        self,
+        path: str | Path,
+        class_names: list[str],
+        imgsz: int,
+        threads: int | None = None,
+        model_bytes: bytes | None = None,
+        hint: str = "LATENCY",
+    ) -> None:
+        import threading
+
+        try:
+            import openvino as ov
+        except ImportError:
             raise CvloopError(
-                f"{path.name} predicts {nc} classes but {len(self.class_names)} names were given "
-                f"({self.class_names})",
-                fix="use the class list the model was trained with",
-            )
+                "the openvino runtime is not installed in this environment",
+                fix="install openvino (it is in requirements/main.lock), or use onnxruntime",
+            ) from None
+        path = Path(path)
+        if model_bytes is None and not path.exists():
+            raise CvloopError(f"ONNX model not found: {path}",
+                              fix="fetch it from the registry")  # fmt: skip
+        core = ov.Core()
+        model = core.read_model(model_bytes if model_bytes is not None else str(path))
+        shape = model.inputs[0].get_partial_shape()
+        if shape.rank.get_length() == 4 and (shape[2].is_dynamic or shape[3].is_dynamic):
+            model.reshape({model.inputs[0]: ov.PartialShape([-1, 3, imgsz, imgsz])})
+        self.dynamic_batch = model.inputs[0].get_partial_shape()[0].is_dynamic
+        self.compiled = core.compile_model(model, "CPU", {
+            "PERFORMANCE_HINT": hint,
+            "INFERENCE_NUM_THREADS": int(threads or (os.cpu_count() or 1)),
+            "INFERENCE_PRECISION_HINT": "f32",
+        })  # fmt: skip
+        self.class_names = list(class_names)
+        self.imgsz = imgsz
+        self.path = path
+        out = model.outputs[0].get_partial_shape()
+        self._check_classes(out[1].get_length() if out[1].is_static else None)
+        self._local = threading.local()
 
-    def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[LetterboxMeta]]:
-        batch = np.empty((len(images), 3, self.imgsz, self.imgsz), dtype=np.float32)
-        metas = []
-        for i, img in enumerate(images):
-            boxed, meta = letterbox(img, self.imgsz)
-            batch[i] = boxed.transpose(2, 0, 1) / np.float32(255.0)
-            metas.append(meta)
-        return batch, metas
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self._local.request = self.compiled.create_infer_request()
+        return req.infer({0: batch})[0].copy()
 
-    def forward(self, batch: np.ndarray) -> np.ndarray:
-        if self.dynamic_batch or batch.shape[0] == 1:
-            return self.session.run(None, {self.input_name: batch})[0]
-        return np.concatenate(
-            [
-                self.session.run(None, {self.input_name: batch[i : i + 1]})[0]
-                for i in range(batch.shape[0])
-            ]
-        )
 
-    def predict(
-        self, images: list[np.ndarray], conf: float = 0.25, iou: float = 0.7, max_det: int = 300
-    ) -> list[Detections]:
-        """Detections for RGB uint8 frames (any size)."""
-        batch, metas = self.preprocess(images)
-        return decode(self.forward(batch), metas, conf, iou, max_det)
-
-    def predict_timed(
-        self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7
-    ) -> tuple[Detections, float]:
-        """One frame, end to end, with its latency in milliseconds."""
-        t = time.perf_counter()
-        det = self.predict([image], conf, iou)[0]
-        return det, (time.perf_counter() - t) * 1000.0
+def make_detector(
+    runtime: str,
+    path: str | Path,
+    class_names: list[str],
+    imgsz: int,
+    *,
+    threads: int | None = None,
+    model_bytes: bytes | None = None,
+    spinning: bool = True,
+) -> _Detector:
+    """The detector of ``runtime`` (``onnxruntime`` or ``openvino``) for an ONNX model."""
+    if runtime == "openvino":
+        return OpenVinoDetector(path, class_names, imgsz, threads=threads,
+                                model_bytes=model_bytes)  # fmt: skip
+    if runtime == "onnxruntime":
+        return OnnxDetector(path, class_names, imgsz, threads=threads, spinning=spinning,
+                            model_bytes=model_bytes)  # fmt: skip
+    raise CvloopError(f"no detector for runtime {runtime!r}",
+                      fix="use onnxruntime or openvino")  # fmt: skip
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:

@@ -64,6 +64,9 @@ def _benchmark_fresh(path: str, classes: list[str], imgsz: int, kw: dict) -> Ser
 
     from cvloop.adapters import detector  # noqa: F401
 
+    if kw.get("runtime") == "openvino":
+        import openvino  # noqa: F401
+
     return benchmark_onnx(Path(path), classes, imgsz, peak=True, **kw)
 
 
@@ -77,16 +80,19 @@ def benchmark_onnx(
     iterations: int,
     frames: list[np.ndarray] | None = None,
     peak: bool = False,
+    runtime: str = "onnxruntime",
+    threads: int | None = None,
 ) -> ServingBenchmark:
     """Latency (batch 1, end to end: letterbox + inference + NMS) and throughput (``batch``).
 
     ``memory_mb``: resident memory the model added (``peak``: the process's peak above what
     it held before loading it; meaningful in a fresh process, see
-    :func:`benchmark_onnx_isolated`)."""
-    from cvloop.adapters.detector import OnnxDetector
+    :func:`benchmark_onnx_isolated`). ``runtime``: ``onnxruntime`` or ``openvino`` (the same
+    ONNX graph compiled by OpenVINO, FP32; its format is then ``openvino_fp32``)."""
+    from cvloop.adapters.detector import make_detector
 
     before = _rss_mb()
-    det = OnnxDetector(path, classes, imgsz)
+    det = make_detector(runtime, path, classes, imgsz, threads=threads)
     rng = np.random.default_rng(0)
     if not frames:
         frames = [rng.integers(0, 255, (imgsz, imgsz, 3), dtype=np.uint8) for _ in range(8)]
@@ -105,9 +111,9 @@ def benchmark_onnx(
         det.predict(batch_frames)
     throughput = rounds * batch / (time.perf_counter() - t)
     p50, p95, p99 = np.percentile(lat, [50, 95, 99])
-    provider = det.session.get_providers()[0]
+    provider = det.session.get_providers()[0] if runtime == "onnxruntime" else "CPU"
     return ServingBenchmark(
-        "onnx",
+        "onnx" if runtime == "onnxruntime" else "openvino_fp32",
         "cuda" if provider.startswith("CUDA") else "cpu",
         round(Path(path).stat().st_size / 2**20, 2),
         round(float(p50), 3),
@@ -117,6 +123,59 @@ def benchmark_onnx(
         round(throughput, 1),
         round(max(0.0, (_hwm_mb() if peak else _rss_mb()) - before), 1),
     )
+
+
+def openvino_status() -> tuple[bool, str]:
+    """(can export to and run OpenVINO here, why not)."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return False, "the openvino package is not installed in this environment"
+    import openvino as ov
+
+    if "CPU" not in ov.Core().available_devices:
+        return False, "OpenVINO sees no CPU device on this machine"
+    return True, ""
+
+
+def export_openvino(
+    onnx_path: Path, imgsz: int, classes: list[str] | None = None, out_dir: Path | None = None
+) -> Path:
+    """An OpenVINO IR (FP32) of the ONNX export, in Ultralytics' layout
+    (``<stem>_openvino_model/<stem>.xml`` + ``.bin`` + ``metadata.yaml``, the ONNX's own
+    Ultralytics metadata, ``names`` from ``classes``) so that Ultralytics' validator scores the
+    engine itself.
+
+    Converted from the ONNX rather than from the .pt: the graph the server compiles with
+    OpenVINO (:class:`cvloop.adapters.detector.OpenVinoDetector`) is the one scored here.
+    The axes stay as the ONNX has them, so the validator runs the engine at the shapes it
+    runs the ONNX (the server fixes the spatial axes at ``imgsz`` when it compiles).
+    Idempotent: an existing directory is replaced as a whole.
+    """
+    import shutil
+
+    import onnx
+    import openvino as ov
+    import yaml
+
+    out_dir = out_dir or onnx_path.with_name(f"{onnx_path.stem}_openvino_model")
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    # the runtime's ONNX reader, not ov.convert_model: the converter sends usage telemetry
+    # unless opted out, and cvloop never calls home. Same graph, the ONNX's own axes.
+    model = ov.Core().read_model(str(onnx_path))
+    ov.save_model(model, str(tmp / f"{onnx_path.stem}.xml"), compress_to_fp16=False)
+    meta = {
+        p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props
+    }
+    meta.setdefault("imgsz", str([imgsz, imgsz]))
+    if classes:  # the model's class schema is cvloop's record, not what the graph was told
+        meta["names"] = str(dict(enumerate(classes)))
+    (tmp / "metadata.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
 
 
 def tensorrt_status() -> tuple[bool, str]:

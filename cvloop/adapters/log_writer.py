@@ -225,6 +225,10 @@ class LogWriter:
             raise RuntimeError(f"spool {self.spool} is held by another live writer")
         self.stats = WriterStats()
         self._mu = threading.Lock()
+        # one upload at a time: the background thread and a flush() (a request to
+        # /v1/log/flush, SIGTERM) would otherwise both upload a segment, and the second
+        # would find it gone
+        self._upload_mu = threading.Lock()
         self._seq = max((_seq(s) for s in _segments(self.spool)), default=0)
         self._fd: int | None = None
         self._rows_in_segment = 0
@@ -287,12 +291,18 @@ class LogWriter:
         return self._upload_closed(raise_errors=True)
 
     def _upload_closed(self, raise_errors: bool = False) -> list[str]:
+        with self._upload_mu:
+            return self._upload_closed_locked(raise_errors)
+
+    def _upload_closed_locked(self, raise_errors: bool) -> list[str]:
         keys: list[str] = []
+        # the closed segments, listed under the lock that opens segments: listed after it,
+        # a segment opened in between would look closed, be uploaded with its first rows and
+        # deleted while rows kept going into the deleted file (found by the load test)
         with self._mu:
             open_seq = self._seq if self._fd is not None else None
-        for seg in _segments(self.spool):
-            if open_seq is not None and _seq(seg) == open_seq:
-                continue
+            closed = [s for s in _segments(self.spool) if _seq(s) != open_seq]
+        for seg in closed:
             try:
                 rows, part_keys, torn = upload_segment(self.store, self.writer_id, seg, self.prefix)
             except Exception as exc:  # the store is down: keep the segment, try again later

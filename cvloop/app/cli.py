@@ -53,9 +53,10 @@ def _register_subcommands() -> None:
 
     app.command("adopt")(adopt)
     app.command("init")(init)
-    from cvloop.app.cli_serve import export_app, serve
+    from cvloop.app.cli_serve import export_app, loadtest, serve
 
     app.command("serve")(serve)
+    app.command("loadtest")(loadtest)
     app.add_typer(export_app, name="export")
 
 

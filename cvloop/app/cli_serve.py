@@ -45,6 +45,58 @@ def serve(
     )  # fmt: skip
 
 
+def loadtest(
+    challenger: Annotated[str, typer.Option(help="the version the manifest moves to 10 %, 50 %")],
+    url: Annotated[str | None, typer.Option(help="the server (default: this stack's)")] = None,
+    users: Annotated[int, typer.Option(help="Locust users in the steady phases")] = 8,
+    burst_users: Annotated[int, typer.Option(help="Locust users in the burst")] = 24,
+    steady_seconds: Annotated[float, typer.Option(help="each steady phase")] = 20.0,
+    burst_seconds: Annotated[float, typer.Option(help="the burst")] = 10.0,
+    max_requests: Annotated[int, typer.Option(help="stop after this many requests")] = 50_000,
+    kill_worker: Annotated[bool, typer.Option(help="SIGKILL one server worker mid-burst")] = False,
+    frames: Annotated[
+        str | None, typer.Option(help="a folder of frames (default: the store's)")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """A bounded load test of cvloop serve with Locust: steady, burst, steady; the manifest
+    moves to the challenger at 10 % and 50 % and rolls back mid-run; reports requests/s,
+    p50/p95/p99, errors and log rows against answered requests. It writes this store's
+    rollout manifest (and restores it): a staging stack, never a rollout in progress."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from cvloop.app.common import client_context
+    from cvloop.app.loadtest import run_loadtest
+
+    settings = _settings()
+    rep = run_loadtest(
+        client_context(), url or settings.serve_url, challenger=challenger, users=users,
+        burst_users=burst_users, steady_seconds=steady_seconds, burst_seconds=burst_seconds,
+        max_requests=max_requests, kill_worker=kill_worker,
+        frames_dir=Path(frames) if frames else None,
+        out=(lambda line: print(line, file=sys.stderr)) if json_out else print,
+    )  # fmt: skip
+    if json_out:
+        print(json.dumps(rep.as_dict()))
+    else:
+        print(
+            f"requests {rep.requests} in {rep.seconds:g} s ({rep.requests_per_s:g}/s), answered "
+            f"{rep.answered}, failures {rep.failures} (503: {rep.overloaded_503}), p50/p95/p99 "
+            f"{rep.p50_ms:g}/{rep.p95_ms:g}/{rep.p99_ms:g} ms"
+        )
+        print(
+            f"answered by version {rep.by_version}; after the rollback the challenger "
+            f"answered {rep.challenger_after_rollback}"
+        )
+        print(f"log rows {rep.log_rows} for {rep.answered} answers: {rep.answered_without_row} "
+              f"answered without a row, {rep.duplicate_rows} doubled, {rep.rows_not_answered} "
+              f"journaled but never answered")  # fmt: skip
+    if not rep.ok():
+        raise typer.Exit(1)
+
+
 export_app = typer.Typer(help="Export a registered version for another serving stack.",
                          no_args_is_help=True)  # fmt: skip
 

@@ -210,12 +210,15 @@ def _rollout(settings: Settings, size, out) -> str:
     rollout/tick deployment judges it. The ML lead's approval is simulated, and says so."""
     from cvloop.config.params import load_params
     from cvloop.core.rollout import K_APPROVAL_ASKED, K_CHALLENGER
-    from cvloop.sim.fleet.serve import serve_current_manifest
+    from cvloop.sim.fleet.serve import audit_routing, serve_window_http, wait_for_routing
     from cvloop.stages.rollout import approve
     from registry.manifest import read_manifest
-    from registry.names import APPROVED_BY
+    from registry.names import APPROVED_BY, CHAMPION
 
     store = _ctx().store
+    url = settings.serve_url
+    route_by = load_params().serve.route_by
+    server_pid = _server_pid(url)
     day = dt.date.today()
     cfg = replace(
         _fleet(size, day - dt.timedelta(days=size.weeks * 7), size.weeks * 7),
@@ -235,8 +238,16 @@ def _rollout(settings: Settings, size, out) -> str:
                 "the ML lead sets it in MLflow or runs `cvloop approve`)")  # fmt: skip
         else:
             _generate(settings, cfg, day, 1, lambda _l: None)
-            rep, split = serve_current_manifest(store, _ctx().registry, day, 1)
-            out(f"  {day}: {rep.frames} frames served ({split}; by version {rep.by_version})")
+            wait_for_routing(url, m)
+            rep = serve_window_http(store, day, 1, url)
+            audit = audit_routing(store, day, 1, m, route_by)
+            split = ", ".join(f"v{a.version} {a.share:g}%" for a in m.allocations)
+            out(f"  {day}: {rep.frames} frames sent to cvloop serve ({url}; {split}): the log it "
+                f"wrote holds {audit['rows']} rows, by version {audit['by_version']}, "
+                f"{audit['misrouted']} not where the manifest routes them")  # fmt: skip
+            if audit["misrouted"] or not rep.frames - rep.errors <= audit["rows"] <= rep.frames:
+                raise CvloopError(f"cvloop serve did not serve {day} as the manifest routes it: "
+                                  f"{audit}", fix="read the serve service's log")  # fmt: skip
             day += dt.timedelta(days=1)
         run_id, _ = run_and_wait("rollout/tick", timeout_s=600, out=lambda _l: None)
         after = read_manifest(store)
@@ -244,7 +255,23 @@ def _rollout(settings: Settings, size, out) -> str:
         out(f"    {_canary_line(reg.get_version(version).tags)}")
         out(f"    {settings.prefect_ui_url}/runs/flow-run/{run_id} (artifact rollout-status)")
     m = read_manifest(store)
+    if m is not None and m.stage == "stable":
+        champion = reg.alias_version(CHAMPION)
+        routing = wait_for_routing(url, m)
+        same = _server_pid(url) == server_pid
+        out(f"  cvloop serve now serves v{champion} at 100 % "
+            f"({'the same process, no restart' if same else 'a restarted server'}; "
+            f"warm: {routing.get('warm')})")  # fmt: skip
     return m.stage if m is not None else "none"
+
+
+def _server_pid(url: str) -> int | None:
+    import httpx
+
+    try:
+        return int(httpx.get(f"{url}/healthz", timeout=10).json()["pid"])
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
 
 
 def _canary_line(tags: dict) -> str:

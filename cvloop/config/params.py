@@ -205,6 +205,7 @@ class GateParams(_Section):
 
 class ExportParams(_Section):
     onnx: bool = True
+    openvino_fp32: bool = True
     tensorrt_fp16: bool = True
     tensorrt_int8: bool = False
     int8_calibration_frames: PosInt = 300

@@ -146,6 +146,7 @@ class Server:
         self.loader = loader
         self.p = ctx.params.serve
         n = workers or self.p.workers
+        self.workers = n
         self.threads = self.p.threads or max(1, (os.cpu_count() or 1) // n)
         self.spool_dir = spool_dir or ctx.settings.serve_spool
         self.metrics = get_metrics()
@@ -461,7 +462,7 @@ def create_app(ctx=None, *, spool_dir: Path | None = None, workers: int | None =
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "pid": os.getpid()}
+        return {"status": "ok", "pid": os.getpid(), "workers": server.workers}
 
     @app.get("/readyz")
     async def readyz():

@@ -13,7 +13,7 @@ import importlib.util
 import time
 from dataclasses import dataclass
 
-from cvloop.adapters.detector import OnnxDetector
+from cvloop.adapters.detector import OnnxDetector, OpenVinoDetector, make_detector
 from cvloop.core.errors import CvloopError
 from registry.names import sha256_tag
 
@@ -29,7 +29,7 @@ class ServingModel:
     """One loaded version: its runtime session and what identifies it."""
 
     version: str
-    detector: OnnxDetector
+    detector: OnnxDetector | OpenVinoDetector
     sha256: str
     classes: list[str]
     imgsz: int
@@ -51,10 +51,12 @@ def check_runtime(runtime: str) -> None:
                 "serve.runtime is openvino but the openvino package is not installed here",
                 fix="install openvino in this environment, or set serve.runtime: onnxruntime",
             )
-        raise ModelRefused(
-            "serve.runtime openvino is not served by this version of cvloop yet",
-            fix="set serve.runtime: onnxruntime",
-        )
+        import openvino as ov
+
+        if "CPU" not in ov.Core().available_devices:
+            raise ModelRefused("serve.runtime is openvino but OpenVINO sees no CPU device here",
+                               fix="set serve.runtime: onnxruntime")  # fmt: skip
+        return
     if runtime == "tensorrt":
         import onnxruntime as ort
 
@@ -88,10 +90,10 @@ def load_model(registry, version: str, *, runtime: str, threads: int) -> Serving
             "model again with cvloop",
         )
     try:
-        det = OnnxDetector(local.onnx, local.classes, local.imgsz, threads=threads,
-                           spinning=False, model_bytes=data)  # fmt: skip
-    except Exception as exc:  # ORT refuses a malformed graph
-        raise ModelRefused(f"model version {version} refused by onnxruntime: {exc}"[:500]) from None
+        det = make_detector(runtime, local.onnx, local.classes, local.imgsz, threads=threads,
+                            spinning=False, model_bytes=data)  # fmt: skip
+    except Exception as exc:  # the runtime refuses a malformed graph
+        raise ModelRefused(f"model version {version} refused by {runtime}: {exc}"[:500]) from None
     return ServingModel(str(version), det, actual, local.classes, local.imgsz, runtime, time.time())
 
 
@@ -105,8 +107,8 @@ def file_loader(path, classes: list[str], imgsz: int):
 
     def load(_registry, version: str, *, runtime: str, threads: int) -> ServingModel:
         check_runtime(runtime)
-        det = OnnxDetector(path, list(classes), imgsz, threads=threads, spinning=False,
-                           model_bytes=data)  # fmt: skip
+        det = make_detector(runtime, path, list(classes), imgsz, threads=threads,
+                            spinning=False, model_bytes=data)  # fmt: skip
         return ServingModel(str(version), det, digest, list(classes), imgsz, runtime, time.time())
 
     return load

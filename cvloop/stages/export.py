@@ -52,7 +52,10 @@ def export_and_benchmark(
     """Each export's own mAP on the holdout (parity with the .pt) and its serving benchmark.
 
     ONNX always (ONNX Runtime, as the fleet serves it; the champion's ONNX is measured in
-    the same run as the baseline). Where CUDA and TensorRT are present: an FP16 engine and,
+    the same run as the baseline). With ``export.openvino_fp32`` and OpenVINO installed: an
+    FP32 IR converted from that ONNX, scored by Ultralytics' OpenVINO backend and benchmarked
+    as ``cvloop serve`` runs it (``serve.runtime: openvino``) beside ONNX Runtime; recorded
+    as skipped with the reason where OpenVINO is absent. Where CUDA and TensorRT are present: an FP16 engine and,
     with ``export.tensorrt_int8``, an INT8 engine calibrated on frames of the dataset, each
     benchmarked against the PyTorch FP32 .pt on the same GPU; otherwise each TensorRT
     export is recorded as skipped with the reason. ``export`` is params.yaml's section.
@@ -60,7 +63,9 @@ def export_and_benchmark(
     from cvloop.adapters.export import (
         benchmark_engine,
         benchmark_onnx_isolated,
+        export_openvino,
         export_tensorrt,
+        openvino_status,
         tensorrt_status,
     )
 
@@ -79,6 +84,25 @@ def export_and_benchmark(
         for who, path, names in (("challenger", trained.onnx, trained.classes),
                                  ("champion", champion.onnx, champion.classes))
     }  # fmt: skip
+    if export.openvino_fp32:
+        ov_ok, ov_why = openvino_status()
+        if not ov_ok:
+            exports["openvino_fp32"] = ExportResult("skipped", reason=ov_why)
+        else:
+            try:
+                ir = export_openvino(Path(trained.onnx), trained.imgsz, list(trained.classes))
+                m = evaluate_model(ctx, trained.run_id, str(ir), holdout_yaml, trained.imgsz,
+                                   "challenger_openvino_fp32.holdout", "cpu")  # fmt: skip
+                exports["openvino_fp32"] = ExportResult("ok", m.map50_95, str(ir))
+                bench["challenger.openvino_fp32"] = benchmark_onnx_isolated(
+                    Path(trained.onnx), list(trained.classes), trained.imgsz,
+                    batch=export.bench_batch, warmup=export.bench_warmup,
+                    iterations=export.bench_iterations, runtime="openvino",
+                ).as_dict()  # fmt: skip
+            except Exception as exc:  # a failed export gates (fails closed), with its reason
+                exports["openvino_fp32"] = ExportResult(
+                    "failed", reason=f"{type(exc).__name__}: {exc}"[:500]
+                )
     ok, why = tensorrt_status()
     wanted = [
         ("tensorrt_fp16", export.tensorrt_fp16, False),
@@ -116,7 +140,10 @@ def export_and_benchmark(
                                              for k in keys})  # fmt: skip
     for fmt, e in exports.items():
         if e.status == "ok" and fmt != "onnx":
-            ctx.tracker.log_file(trained.run_id, e.path, "model")
+            if Path(e.path).is_dir():  # an OpenVINO IR: .xml + .bin + metadata.yaml
+                ctx.tracker.log_folder(trained.run_id, e.path, f"model/{Path(e.path).name}")
+            else:
+                ctx.tracker.log_file(trained.run_id, e.path, "model")
     return Exported(exports, bench)
 
 

@@ -60,7 +60,7 @@ def register_candidate(
             extra[bench_tag(fmt)] = json.dumps({k: b[k] for k in keep})
     for fmt, e in exported.exports.items():
         if e.status == "ok" and fmt != "onnx":
-            extra[sha256_tag(fmt)] = sha256_file(Path(e.path))
+            extra[sha256_tag(fmt)] = _sha256_export(Path(e.path), sha256_file)
     aliases = ["challenger"] if gate_report.passed else []
     verdict = "passed every gate" if gate_report.passed else "REJECTED by the gates"
     return register_model(
@@ -104,3 +104,14 @@ def record_candidate(
     print(f"candidate v{version} {verdict}" + (": " + "; ".join(reasons) if reasons else ""))
     return {"candidate_version": version, "gate": verdict, "gate_reasons": reasons,
             "training_run": trained.run_id}  # fmt: skip
+
+
+def _sha256_export(path: Path, sha256_file) -> str:
+    """An export's digest: its file's, or for a folder (an OpenVINO IR: .xml, .bin,
+    metadata.yaml) the sha256 of its files' ``name sha256`` lines, sorted by name."""
+    import hashlib
+
+    if not path.is_dir():
+        return sha256_file(path)
+    lines = "".join(f"{f.name} {sha256_file(f)}\n" for f in sorted(path.iterdir()) if f.is_file())
+    return hashlib.sha256(lines.encode()).hexdigest()

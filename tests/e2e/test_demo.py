@@ -165,6 +165,22 @@ def test_the_new_model_is_champion_with_lineage_and_serves_all_traffic(demo):
     assert "which checkpoint is in prod" in stdout and "v2  100%  [champion]" in stdout
 
 
+def test_the_rollout_went_through_cvloop_serve(demo):
+    """Each stage's day was sent over HTTP to the stack's `cvloop serve`; the log it wrote
+    holds every frame with the version the manifest routes it to; after the promotion the
+    same server process serves v2."""
+    home, env, _, stdout, _ = demo
+    sent = [ln for ln in stdout.splitlines() if "frames sent to cvloop serve" in ln]
+    assert sent and all("0 not where the manifest routes them" in ln for ln in sent), sent
+    assert any("v1 90%, v2 10%" in ln and "'2':" in ln for ln in sent), sent
+    assert "cvloop serve now serves v2 at 100 % (the same process, no restart" in stdout
+    routing = httpx.get(f"http://127.0.0.1:{env['CVLOOP_SERVE_PORT']}/v1/routing").json()
+    assert [(a["version"], a["share"]) for a in routing["allocations"]] == [("2", 100.0)]
+    assert routing["models"]["2"]["sha256"]
+    parts = list((home / "store" / "inference-log").rglob("part-*.parquet"))
+    assert any(p.name.count("-") >= 4 for p in parts), "no part written by the server's writer"
+
+
 def test_the_weekly_review_was_written(demo):
     _, env, _, stdout, _ = demo
     (run,) = [r for r in _runs(env, "weekly-review") if r["state_type"] == "COMPLETED"]
@@ -176,7 +192,7 @@ def test_the_weekly_review_was_written(demo):
     assert len(arts) == 1
     md = arts[0]["data"]
     assert "## Is anything red?" in md and "## Did the deployment change, and why?" in md
-    assert "## Service level objectives" in md  # attainment and error budget of the week
+    assert "## Service level objectives" in md and "| all |" in md  # the week's log, budgets
     assert "v2 is the champion" in md
     assert "Prefect orchestration:" in stdout
 

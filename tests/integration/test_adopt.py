@@ -268,3 +268,116 @@ def test_killed_after_versioning_and_run_again_it_ends_as_a_clean_run(stack, tea
         (Path(env["CVLOOP_STORAGE_URI"]) / "rollout" / "manifest.json").read_text()
     )
     assert manifest["allocations"] == [{"version": mv.version, "share": 100.0}]
+
+
+def test_the_adopted_detector_is_served_monitored_and_fine_tuned_to_a_gated_candidate(
+    stack, team, adopted, tmp_path
+):
+    """The team's day-to-day after adoption, on their own model (640x480 frames, imgsz 192,
+    their classes): `cvloop serve` answers their cameras' frames and writes the inference
+    log; `cvloop monitor` reads it (their classes and cameras, a darker week flagged);
+    `cvloop candidate` fine-tunes v1 on dataset-v1 to a gated, registered v2 with its
+    lineage, exports (ONNX, OpenVINO) and verdict; `cvloop status` answers for both."""
+    import datetime as dt
+    import signal
+    import time
+
+    import cv2
+    import httpx
+    import numpy as np
+
+    from cvloop.adapters.inference_log import read_log
+    from cvloop.adapters.storage import LocalStorage
+    from cvloop.config.params import load_params, with_overrides
+    from tests.conftest import CVLOOP, free_port
+
+    env, _ = adopted
+    port = free_port()
+    # the team's model (3 epochs on 60 frames) is unsure of itself: log every box above 0.001
+    # so the confidence signal has detections to compare
+    sp = with_overrides(load_params(Path(env["CVLOOP_PROJECT_DIR"]) / "params.yaml"),
+                        {"serve": {"conf": 0.001}})  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(sp.model_dump(by_alias=True, mode="json")))
+    senv = dict(env, CVLOOP_SERVE_PORT=str(port), CVLOOP_SERVE_SPOOL=str(tmp_path / "spool"),
+                CVLOOP_PARAMS=str(tmp_path / "params.yaml"))  # fmt: skip
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([CVLOOP, "serve"], env=senv, cwd=REPO, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    images = sorted(team["images"].glob("*.jpg"))[:30]
+    dark = [cv2.imencode(".jpg", (cv2.imread(str(p)) * 0.3).astype(np.uint8))[1].tobytes()
+            for p in images]  # fmt: skip
+    bright = [p.read_bytes() for p in images]
+    ref_day, cur_day = dt.date(2031, 2, 3), dt.date(2031, 2, 10)  # Mondays, a week apart
+    sent = 0
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        with httpx.Client(base_url=url, timeout=60) as c:
+            for day, frames in ((ref_day, bright), (cur_day, dark)):
+                for d in range(3):
+                    for cam in ("dock-north", "dock-south"):
+                        for i, body in enumerate(frames):
+                            ts = dt.datetime.combine(day + dt.timedelta(days=d), dt.time(9),
+                                                     dt.UTC) + dt.timedelta(seconds=i)  # fmt: skip
+                            r = c.post("/v1/detect", content=body,
+                                       headers={"content-type": "image/jpeg"},
+                                       params={"camera": cam, "ts": ts.isoformat(),
+                                               "frame_key": f"{cam}/{ts:%Y%m%d}/{i}.jpg"})  # fmt: skip
+                            assert r.status_code == 200, r.text
+                            assert r.json()["model_version"] == "1"
+                            sent += 1
+    finally:
+        proc.send_signal(signal.SIGTERM)  # a clean stop: every worker uploads its journal
+        proc.wait(timeout=60)
+    rows = read_log(LocalStorage(Path(env["CVLOOP_STORAGE_URI"])), ref_day,
+                    cur_day + dt.timedelta(days=3)).to_pylist()  # fmt: skip
+    assert len(rows) == sent == 2 * 3 * 2 * len(images), log.read_text()[-2000:]
+    labels = {d["label"] for r in rows for d in r["detections"]}
+    assert labels and labels <= {"forklift", "pallet", "person"}, labels
+    assert {r["camera"] for r in rows} == {"dock-north", "dock-south"}
+    # the weekly check on the log the server wrote, in the team's terms
+    mon = stack.cli("monitor", "--current-end", str(cur_day + dt.timedelta(days=7)),
+                    "--current-days", "7", "--reference-start", str(ref_day),
+                    "--reference-days", "7", "--no-event", env=env, timeout=600)  # fmt: skip
+    assert "triggers fired:" in mon.stdout, mon.stdout[-2000:] + mon.stderr[-2000:]
+    week = (cur_day + dt.timedelta(days=6)).isocalendar()
+    html = (Path(env.get("CVLOOP_HOME", stack.home)) / "reports" / "monitor"
+            / f"{week.year}{week.week:02d}" / "drift-report.html")  # fmt: skip
+    assert html.exists()
+    from mlflow import MlflowClient
+
+    from cvloop.stages.monitor import MONITOR_EXPERIMENT
+
+    client = MlflowClient(tracking_uri=stack.mlflow_uri)
+    exp = client.get_experiment_by_name(MONITOR_EXPERIMENT)
+    (run,) = client.search_runs([exp.experiment_id],
+                                f"attributes.run_name = 'monitor-{week.year}{week.week:02d}'")  # fmt: skip
+    metrics = run.data.metrics
+    cams = {k.split(".")[3] for k in metrics if k.startswith("drift.") and ".camera." in k}
+    classes = {k.split(".")[3] for k in metrics if k.startswith("drift.") and ".class." in k}
+    assert cams == {"dock-north", "dock-south"}, sorted(metrics)[:20]
+    assert classes and classes <= {"forklift", "pallet", "person"}, classes
+    assert run.data.tags["cvloop.champion"] == "1"  # the adopted champion was monitored
+    # the model half of the retrain on the adopted data: fine-tune v1, judge, gate, register
+    cand = stack.cli("candidate", "--epochs", "1", env=env, check=False, timeout=900)
+    assert cand.returncode in (0, 1), cand.stdout[-3000:] + cand.stderr[-3000:]
+    out = json.loads(cand.stdout[cand.stdout.index("{") :])
+    assert out["candidate_version"] == "2" and out["gate"] in ("passed", "rejected")
+    v2 = next(v for v in _versions(stack, "dock-detector") if v.version == "2")
+    assert v2.tags["cvloop.parent_version"] == "1" and v2.tags["cvloop.imgsz"] == "192"
+    assert json.loads(v2.tags["cvloop.classes"]) == ["forklift", "pallet", "person"]
+    assert v2.tags["cvloop.dataset.version"] == "dataset-v1"
+    exports = json.loads(v2.tags["cvloop.exports"])
+    assert exports["onnx"] == "ok" and exports["openvino_fp32"] == "ok"
+    status = stack.cli("status", env=env).stdout
+    # a candidate that passed starts its rollout at once (10 %); a rejected one does not
+    prod = "PRODUCTION  v1 90%, v2 10%" if out["gate"] == "passed" else "PRODUCTION  v1 100%"
+    assert prod in status and "v2" in status, status[:1500]
+    assert f"outside cvloop: adopted from {team['checkpoint'].resolve()}" in status

@@ -24,6 +24,7 @@ def test_candidate_on_an_existing_version_is_registered_with_its_verdict(booted)
     before = client.get_registered_model("cvloop-detector").aliases
     proc = b.stack.cli("candidate", "--epochs", "1", env=b.env, check=False, timeout=900)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    assert "{" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-6000:]
     out = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert (proc.returncode == 0) == (out["gate"] == "passed")
     mv = client.get_model_version("cvloop-detector", out["candidate_version"])
@@ -34,6 +35,10 @@ def test_candidate_on_an_existing_version_is_registered_with_its_verdict(booted)
     assert tags["cvloop.gate"] == out["gate"]
     assert json.loads(tags["cvloop.exports"])["onnx"] == "ok"
     assert json.loads(tags["cvloop.bench.onnx"])["p99_ms"] > 0
+    # the OpenVINO FP32 IR of the same ONNX: scored, benchmarked, its files' digest recorded
+    assert json.loads(tags["cvloop.exports"])["openvino_fp32"] == "ok"
+    assert json.loads(tags["cvloop.bench.openvino_fp32"])["p50_ms"] > 0
+    assert len(tags["cvloop.sha256.openvino_fp32"]) == 64
     aliases = client.get_registered_model("cvloop-detector").aliases
     assert aliases["champion"] == before["champion"]  # only the rollout moves the champion
     if out["gate"] == "passed":
@@ -48,6 +53,13 @@ def test_candidate_on_an_existing_version_is_registered_with_its_verdict(booted)
     run = client.get_run(mv.run_id)
     assert "champion.holdout.map50_95" in run.data.metrics
     assert "challenger_onnx.holdout.map50_95" in run.data.metrics
+    ov, onnx = (
+        run.data.metrics[f"challenger_{f}.holdout.map50_95"] for f in ("openvino_fp32", "onnx")
+    )
+    assert abs(ov - onnx) < 0.005, (ov, onnx)  # the same graph on another runtime
+    assert "| export_parity:openvino_fp32 |" in md
+    arts = [a.path for a in client.list_artifacts(mv.run_id, "model")]
+    assert "model/best_openvino_model" in arts, arts
     assert run.data.tags["cvloop.dataset.version"] == out["dataset_version"]
 
 

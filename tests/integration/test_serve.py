@@ -7,13 +7,10 @@ other test's rollout reaches it; the model versions come from the session's regi
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import datetime as dt
 import json
-import re
 import signal
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,65 +273,54 @@ def test_bad_requests_are_named_and_ingested_rows_reach_the_log(booted, versions
         s.stop()
 
 
-def test_a_killed_worker_loses_no_answered_row(booted, versions, tmp_path):
-    """Two workers under load; one is SIGKILLed mid-load. uvicorn starts a new one, which
-    uploads the dead worker's journal: every answered frame's row is in the log, once."""
-    import psutil
+def test_a_locust_load_test_with_a_rollout_a_rollback_and_a_killed_worker(
+    booted, versions, tmp_path
+):
+    """`cvloop loadtest`: Locust sends a steady load, a burst and a steady load to two
+    workers; mid-run the manifest moves to the challenger at 10 % and 50 % and rolls back,
+    and one worker is SIGKILLed during the burst. uvicorn starts a new worker, which adopts
+    the dead one's journal: every answered frame's row is in the log, once; after the
+    rollback the challenger answers nothing; the manifest ends as it began."""
+    from cvloop.adapters.storage import LocalStorage
+    from registry.manifest import read_manifest
 
+    champ, copy = versions
     s = start_server(booted, tmp_path, workers=2)
-    images = _jpegs(booted, 4)
-    answered: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def load(worker: int) -> None:
-        i = 0
-        with httpx.Client(timeout=30) as c:
-            while not stop.is_set():
-                key = f"t/k/{worker}-{i:05d}.jpg"
-                ts = dt.datetime.combine(DAY, dt.time(12), dt.UTC) + dt.timedelta(milliseconds=i)
-                try:
-                    r = c.post(s.url + "/v1/detect", content=images[i % 4],
-                               headers={"content-type": "image/jpeg"},
-                               params={"camera": f"cam-{worker}", "ts": ts.isoformat(),
-                                       "frame_key": key})  # fmt: skip
-                    if r.status_code == 200:
-                        with lock:
-                            answered.append(key)
-                except httpx.HTTPError:
-                    pass  # the killed worker's connections: not answered
-                i += 1
-
     try:
-        workers = [
-            int(p) for p in re.findall(r"Started server process \[(\d+)\]", s.log.read_text())
-        ]
-        assert len(workers) == 2, "uvicorn did not start two workers"
-        with cf.ThreadPoolExecutor(4) as pool:
-            futs = [pool.submit(load, w) for w in range(4)]
-            while len(answered) < 150:
-                time.sleep(0.05)
-            psutil.Process(workers[0]).kill()  # SIGKILL: no shutdown hook, only the journal
-            before = len(answered)
-            deadline = time.monotonic() + 90
-            while len(answered) < before + 150 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            stop.set()
-            for f in futs:
-                f.result()
-        assert len(answered) >= before + 150, "the server did not keep serving after the kill"
-        # uvicorn replaced the dead worker, and a worker adopted the dead one's journal
+        _write_manifest(s, {champ: 100.0})
+        _wait_routing(s, [champ])
+        frames = tmp_path / "frames"
+        frames.mkdir()
+        for i, b in enumerate(_jpegs(booted, 8)):
+            (frames / f"{i}.jpg").write_bytes(b)
+        r = subprocess.run(
+            [CVLOOP, "loadtest", "--challenger", copy, "--url", s.url, "--users", "4",
+             "--burst-users", "12", "--steady-seconds", "6", "--burst-seconds", "6",
+             "--kill-worker", "--frames", str(frames), "--json"],
+            env=s.env, cwd=REPO, capture_output=True, text=True, timeout=400,
+        )  # fmt: skip
         deadline = time.monotonic() + 60
         while "recovered" not in s.log.read_text() and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         out = s.stop()
-    assert f"Child process [{workers[0]}] died" in out, out[-3000:]
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    print("loadtest report:", json.dumps(rep))  # the figures, with -s
+    assert [w["what"] for w in rep["switches"]] == ["canary 10 %", "canary 50 %", "rollback"]
+    assert all(w["taken_s"] is not None for w in rep["switches"]), rep["switches"]
+    assert rep["killed_worker"] and f"Child process [{rep['killed_worker']}] died" in out
     assert "recovered" in out, out[-3000:]
-    keys = [r["frame_key"] for r in _log(s) if r["frame_key"].startswith("t/k/")]
-    assert len(keys) == len(set(keys)), "a row was written twice"
-    missing = set(answered) - set(keys)
-    assert not missing, f"{len(missing)} answered frames have no log row: {sorted(missing)[:5]}"
+    assert rep["answered"] >= 200 and rep["requests_per_s"] > 0
+    assert 0 < rep["p50_ms"] <= rep["p95_ms"] <= rep["p99_ms"]
+    assert set(rep["by_version"]) == {champ, copy}, rep["by_version"]
+    assert rep["challenger_after_rollback"] == 0
+    # the log the server wrote against the answers Locust got
+    assert rep["answered_without_row"] == 0 and rep["duplicate_rows"] == 0, rep
+    assert rep["log_rows"] == rep["answered"] + rep["rows_not_answered"]
+    assert rep["rows_not_answered"] <= rep["failures"]  # in flight on the killed worker
+    m = read_manifest(LocalStorage(s.store))
+    assert [(a.version, a.share) for a in m.allocations] == [(champ, 100.0)]
     assert not list((tmp_path / "spool").glob("*/*/seg-*")), "journal left behind"
 
 

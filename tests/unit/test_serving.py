@@ -208,3 +208,26 @@ def test_the_plan_puts_the_shadow_stage_first_and_decide_names_it():
     assert "in shadow" in decide(0, shares, hours, 2.0, ok, **kw).reason  # holds 6 h
     breach = Canary("breach", 600, 600, [], evidence="guards")
     assert decide(0, shares, hours, 7.0, breach, **kw).reason.startswith("canary breach in shadow")
+
+
+def test_the_load_test_refuses_to_disturb_a_rollout_in_progress(tmp_path):
+    """`cvloop loadtest` writes the manifest: it refuses one that splits traffic, and one
+    whose challenger is the version serving, before it sends anything."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from cvloop.app.loadtest import run_loadtest
+    from cvloop.core.errors import CvloopError
+
+    store = LocalStorage(tmp_path / "store")
+    _manifest(store, {"1": 90.0, "2": 10.0})
+    ctx = SimpleNamespace(store=store)
+    with pytest.raises(CvloopError, match="would disturb a rollout") as e:
+        run_loadtest(ctx, "http://127.0.0.1:9", challenger="2")
+    assert "staging stack" in e.value.fix
+    _manifest(store, {"1": 100.0}, stage="stable")
+    with pytest.raises(CvloopError, match="the challenger 1 is the version serving"):
+        run_loadtest(ctx, "http://127.0.0.1:9", challenger="1")
+    with pytest.raises(CvloopError, match=r"does not answer at http://127\.0\.0\.1:9"):
+        run_loadtest(ctx, "http://127.0.0.1:9", challenger="2")

@@ -18,6 +18,16 @@ Cases:
 * ``serve.log_rows_per_answer``: rows in the log the server wrote per request answered
   (baseline 1: one row per answer, none lost, none doubled).
 
+* ``runtime.<runtime>.frames_per_s`` / ``.p50_ms`` (one per runtime installed here besides
+  ORT: OpenVINO FP32 on the CPU, TensorRT where CUDA exists is measured by the candidate
+  flow's export step): the same decoded frames through the runtime's detector at
+  ``serve.max_batch`` / one at a time, baseline ORT FP32 on the same cores, measured
+  alternately in the same run. ``.head_agreement``: the share of the YOLO head's outputs
+  that agree with ORT's within 1e-3 (baseline 1.0). The holdout mAP of each runtime is
+  the candidate flow's (``challenger_<format>.holdout.map50_95`` beside
+  ``bench.challenger.<format>.*`` in MLflow, gated by ``export_parity:<format>``): the
+  model here is untrained, its mAP would say nothing.
+
 ``--quick`` sends 240 frames instead of 1,200.
 """
 
@@ -82,6 +92,43 @@ def _raw(onnx: Path, images: list[bytes], batch: int) -> tuple[float, list[float
         det.predict([decode_jpeg(b)])
         single.append((time.perf_counter() - t) * 1000)
     return fps, single
+
+
+def _runtimes(onnx: Path, images: list[bytes], batch: int, quick: bool) -> Iterator[Case]:
+    """Each runtime installed here besides ORT against ORT FP32, same frames, same cores."""
+    from cvloop.adapters.detector import decode_jpeg, make_detector
+    from cvloop.adapters.export import openvino_status
+
+    ok, why = openvino_status()
+    if not ok:
+        print(f"# runtime.openvino_fp32 not measured: {why}", file=sys.stderr)
+        return
+    pix = [decode_jpeg(b) for b in images[: 64 if quick else 256]]
+    dets = {rt: make_detector(rt, onnx, list(CLASSES), IMGSZ)
+            for rt in ("onnxruntime", "openvino")}  # fmt: skip
+    x, _ = dets["onnxruntime"].preprocess(pix[:batch])
+    heads = {rt: d.forward(x) for rt, d in dets.items()}
+    agree = float(np.mean(np.abs(heads["openvino"] - heads["onnxruntime"]) <= 1e-3))
+    fps: dict[str, list[float]] = {rt: [] for rt in dets}
+    single: dict[str, list[float]] = {rt: [] for rt in dets}
+    for _ in range(3):  # alternate, so a neighbour's load falls on both
+        for rt, d in dets.items():
+            t = time.perf_counter()
+            for i in range(0, len(pix), batch):
+                d.predict(pix[i : i + batch])
+            fps[rt].append(len(pix) / (time.perf_counter() - t))
+            for im in pix[:32]:
+                t = time.perf_counter()
+                d.predict([im])
+                single[rt].append((time.perf_counter() - t) * 1000)
+    yield Case("runtime.openvino_fp32.frames_per_s", round(max(fps["openvino"]), 1), "frames/s",
+               f"ONNX Runtime FP32, batches of {batch}, same frames and cores",
+               round(max(fps["onnxruntime"]), 1))  # fmt: skip
+    yield Case("runtime.openvino_fp32.p50_ms", round(float(np.median(single["openvino"])), 2),
+               "ms", "ONNX Runtime FP32, one frame at a time, p50",
+               round(float(np.median(single["onnxruntime"])), 2))  # fmt: skip
+    yield Case("runtime.openvino_fp32.head_agreement", round(agree, 4), "share",
+               "every output of the head within 1e-3 of ORT's", 1.0)  # fmt: skip
 
 
 def _load(url: str, images: list[bytes], concurrency: int, tag: str) -> tuple[float, list, int]:
@@ -161,6 +208,7 @@ def run(quick: bool = False) -> Iterator[Case]:
               f"{np.percentile(lat, 99):.1f} ms at 2 in flight", file=sys.stderr)  # fmt: skip
         if err and proc.returncode not in (0, -15):
             print(err.decode()[-2000:], file=sys.stderr)
+        yield from _runtimes(onnx, images, p.max_batch, quick)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:

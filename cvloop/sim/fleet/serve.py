@@ -220,6 +220,48 @@ class DetectorCache:
         return self._cache[version]
 
 
+def wait_for_routing(url: str, manifest, timeout_s: float = 60.0) -> dict:
+    """Wait until the server at ``url`` routes by ``manifest`` (its split and time stamp, seen
+    three times in a row: every worker polls on its own); returns its routing."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    want = [(a.version, a.share) for a in manifest.allocations]
+    seen, body = 0, {}
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{url}/v1/routing", timeout=30).json()
+        got = [(a["version"], a["share"]) for a in body.get("allocations", [])]
+        same = got == want and body.get("updated_at", "") == manifest.updated_at
+        seen = seen + 1 if same else 0
+        if seen >= 3:
+            return body
+        time.sleep(0.2)
+    raise CvloopError(
+        f"cvloop serve at {url} did not take the rollout manifest of {manifest.updated_at} "
+        f"in {timeout_s:g} s (it serves {body.get('allocations')}; {body.get('last_error')})",
+        fix="read its log (`cvloop services status serve`) and /v1/routing",
+    )
+
+
+def audit_routing(store: Storage, start: dt.date, days: int, manifest, route_by: str) -> dict:
+    """Did the server serve each frame of the window with the version ``manifest`` routes it
+    to? Read from the log the server wrote: rows, per version, and the rows that disagree."""
+    from cvloop.adapters.inference_log import read_log
+    from registry.manifest import route
+
+    table = read_log(store, start, start + dt.timedelta(days=days),
+                     columns=["frame_key", "camera", "model_version"])  # fmt: skip
+    by_version: dict[str, int] = {}
+    wrong = []
+    for key, cam, version in zip(*(table.column(c).to_pylist() for c in table.column_names),
+                                 strict=True):  # fmt: skip
+        by_version[version] = by_version.get(version, 0) + 1
+        if route(cam if route_by == "camera" else key, manifest) != version:
+            wrong.append(key)
+    return {"rows": table.num_rows, "by_version": by_version, "misrouted": len(wrong),
+            "examples": wrong[:3]}  # fmt: skip
+
+
 def serve_window_http(
     store: Storage,
     start: dt.date,
@@ -289,10 +331,8 @@ def serve_window_http(
                             f"  served {day.isoformat()} {cam}: {len(keys)} frames via {url} "
                             f"({rep.frames / (time.perf_counter() - t0):.1f} frames/s)"
                         )
-        flushed = client.post("/v1/log/flush")
-        if flushed.status_code != 200:
-            raise CvloopError(f"cvloop serve could not flush its log: {flushed.text[:300]}",
-                              fix="the rows are kept in its journal; check the store, retry")  # fmt: skip
-        rep.parts = len(flushed.json().get("parts", []))
+        from cvloop.adapters.serve_client import flush_all
+
+        rep.parts = len(flush_all(url))  # every worker's journal, not only one's
     rep.seconds = time.perf_counter() - t0
     return rep
