@@ -127,7 +127,6 @@ def run_loadtest(
     """Run the load test against the server at ``url`` serving ``ctx``'s store."""
     import httpx
 
-    from cvloop.adapters.inference_log import read_log
     from cvloop.adapters.serve_client import worker_pids
     from registry.manifest import Allocation, RolloutManifest, read_manifest, single, write_manifest
 
@@ -236,14 +235,13 @@ def run_loadtest(
             write_manifest(store, single(champion, reason=f"load test {run}: restored"),
                            who="cvloop loadtest", reason=f"load test {run}: restored")  # fmt: skip
     seconds = time.time() - t0
-    return _report(ctx, url, run, tmp, t0, seconds, switches, str(challenger), killed,
-                   read_log)  # fmt: skip
+    return _report(ctx, url, run, tmp, t0, seconds, switches, str(challenger), killed)
 
 
-def _report(ctx, url, run, tmp, t0, seconds, switches, challenger, killed,
-            read_log) -> LoadReport:  # fmt: skip
+def _report(ctx, url, run, tmp, t0, seconds, switches, challenger, killed) -> LoadReport:
     import csv
 
+    from cvloop.adapters.inference_log import read_log
     from cvloop.adapters.serve_client import flush_all
 
     stats = list(csv.DictReader((tmp / "stats_stats.csv").open()))
