@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import json
 import os
@@ -187,6 +188,15 @@ def context():
     from cvloop.context import Context
 
     return Context.from_env()
+
+
+@functools.cache
+def prefect_rest(api_url: str):
+    """The stack's Prefect REST API with Prefect's retry contract (a busy SQLite answers 503:
+    a bare ``httpx`` call would fail the test at random on a loaded machine)."""
+    from cvloop.adapters.prefect_rest import PrefectRest
+
+    return PrefectRest(api_url)
 
 
 def free_port() -> int:

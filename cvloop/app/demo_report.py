@@ -19,14 +19,13 @@ from registry.names import (
 
 def _artifacts(settings: Settings, flow_run_id: str, key: str | None = None) -> list[dict]:
     """The artifacts of one flow run (those with ``key`` only, if given), from the Prefect API."""
-    import httpx
+    from cvloop.adapters.prefect_rest import PrefectRest
 
     query: dict = {"flow_run_id": {"any_": [flow_run_id]}}
     if key:
         query["key"] = {"any_": [key]}
-    return httpx.post(
-        f"{settings.prefect_api_url}/artifacts/filter", timeout=10, json={"artifacts": query}
-    ).json()
+    with PrefectRest(settings.prefect_api_url) as api:
+        return api.post("/artifacts/filter", json={"artifacts": query})
 
 
 def _drift_report_url(settings: Settings, monitor_run: str) -> str | None:

@@ -35,37 +35,40 @@ def _wait_for_event_run(
     settings: Settings, flow: str, after_s: float, timeout_s: float = 120
 ) -> dict | None:
     """The first run of ``flow`` created after ``after_s`` (epoch seconds), if one appears."""
-    import httpx
+    from cvloop.adapters.prefect_rest import PrefectRest
 
     since = dt.datetime.fromtimestamp(after_s, dt.UTC).isoformat()
     deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        runs = httpx.post(
-            f"{settings.prefect_api_url}/flow_runs/filter",
-            timeout=10,
-            json={
-                "flows": {"name": {"any_": [flow]}},
-                "flow_runs": {"expected_start_time": {"after_": since}},
-                "sort": "EXPECTED_START_TIME_DESC",
-                "limit": 1,
-            },
-        ).json()
-        if runs:
-            return runs[0]
-        time.sleep(2)
+    body = {
+        "flows": {"name": {"any_": [flow]}},
+        "flow_runs": {"expected_start_time": {"after_": since}},
+        "sort": "EXPECTED_START_TIME_DESC",
+        "limit": 1,
+    }
+    with PrefectRest(settings.prefect_api_url) as api:
+        while time.time() < deadline:
+            runs = api.post("/flow_runs/filter", json=body)
+            if runs:
+                return runs[0]
+            time.sleep(2)
     return None
+
+
+def _flow_run(settings: Settings, flow_run_id: str) -> dict:
+    from cvloop.adapters.prefect_rest import PrefectRest
+
+    with PrefectRest(settings.prefect_api_url) as api:
+        return api.get(f"/flow_runs/{flow_run_id}")
 
 
 def _follow(
     settings: Settings, flow_run_id: str, out, timeout_s: float = 1800, pause_ends: bool = True
 ):
     """Print the run's state changes until it ends (or pauses, with ``pause_ends``)."""
-    import httpx
-
     deadline = time.time() + timeout_s
     last = None
     while time.time() < deadline:
-        fr = httpx.get(f"{settings.prefect_api_url}/flow_runs/{flow_run_id}", timeout=10).json()
+        fr = _flow_run(settings, flow_run_id)
         state = fr["state"]["name"] if fr.get("state") else "Unknown"
         if state != last:
             out(f"  retrain: {state}")
@@ -120,14 +123,12 @@ def _wait_for_versions(settings: Settings, flow_run_id: str, out, timeout_s: flo
     waiting for its review by then is an error that says why it waits."""
     import json
 
-    import httpx
-
     store = _ctx().store
     progress = f"runs/retrain/{flow_run_id}/review-progress.json"
     deadline = time.time() + timeout_s
     state, why = "Unknown", "no review check recorded"
     while time.time() < deadline:
-        fr = httpx.get(f"{settings.prefect_api_url}/flow_runs/{flow_run_id}", timeout=10).json()
+        fr = _flow_run(settings, flow_run_id)
         state = fr["state"]["name"] if fr.get("state") else "Unknown"
         if store.exists(f"runs/retrain/{flow_run_id}/versions.json"):
             return state

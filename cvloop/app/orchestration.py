@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-import httpx
+from cvloop.adapters.prefect_rest import PrefectRest
 
 
 @dataclass
@@ -100,32 +100,19 @@ def union_seconds(intervals: list[tuple[dt.datetime, dt.datetime]]) -> float:
     return total
 
 
-def _paged(client: httpx.Client, path: str, body: dict) -> list[dict]:
-    rows, offset = [], 0
-    while True:
-        page = client.post(path, json={**body, "limit": 200, "offset": offset}).json()
-        rows.extend(page)
-        if len(page) < 200:
-            return rows
-        offset += 200
-
-
 def orchestration_share(api_url: str, since: dt.datetime, wall_s: float) -> OrchestrationShare:
     now = dt.datetime.now(dt.UTC)
     out = OrchestrationShare(wall_s=wall_s)
-    with httpx.Client(base_url=api_url, timeout=30) as client:
-        flows = {f["id"]: f["name"] for f in _paged(client, "/flows/filter", {})}
-        runs = _paged(
-            client,
+    with PrefectRest(api_url) as client:
+        flows = {f["id"]: f["name"] for f in client.paged("/flows/filter", {})}
+        runs = client.paged(
             "/flow_runs/filter",
             {"flow_runs": {"start_time": {"after_": since.isoformat()}}},
         )
         for run in runs:
             if not run.get("start_time"):  # scheduled ahead, not started (the filter keeps them)
                 continue
-            tasks = _paged(
-                client, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}}
-            )
+            tasks = client.paged("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
             intervals = []
             for t in tasks:
                 a, b = _ts(t.get("start_time")), _ts(t.get("end_time"))

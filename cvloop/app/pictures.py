@@ -10,9 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import httpx
-
-from cvloop.app.orchestration import _paged, _ts
+from cvloop.adapters.prefect_rest import PrefectRest
+from cvloop.app.orchestration import _ts
 
 STATE_COLOURS = {
     "COMPLETED": "#2e9d5b",
@@ -41,12 +40,11 @@ def flow_run_picture(api_url: str, flow_run_id: str, out: Path, max_rows: int = 
     import matplotlib.pyplot as plt
 
     now = dt.datetime.now(dt.UTC)
-    with httpx.Client(base_url=api_url, timeout=30) as client:
-        run = client.get(f"/flow_runs/{flow_run_id}").json()
-        flow = client.get(f"/flows/{run['flow_id']}").json()["name"]
-        states = client.get("/flow_run_states/", params={"flow_run_id": flow_run_id}).json()
-        tasks = _paged(
-            client,
+    with PrefectRest(api_url) as client:
+        run = client.get(f"/flow_runs/{flow_run_id}")
+        flow = client.get(f"/flows/{run['flow_id']}")["name"]
+        states = client.get("/flow_run_states/", params={"flow_run_id": flow_run_id})
+        tasks = client.paged(
             "/task_runs/filter",
             {"flow_runs": {"id": {"any_": [flow_run_id]}}, "sort": "EXPECTED_START_TIME_ASC"},
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CVLOOP, REPO, stack_env
+from tests.conftest import CVLOOP, REPO, prefect_rest, stack_env
 
 DEMO_TIMEOUT_S = 2700
 
@@ -60,9 +60,7 @@ def _field(obj, name: str):
 
 def _prefect(env: dict, path: str, body: dict | None = None):
     api = f"http://127.0.0.1:{env['CVLOOP_PREFECT_PORT']}/api"
-    r = httpx.post(f"{api}{path}", json=body or {}, timeout=30)
-    r.raise_for_status()
-    return r.json()
+    return prefect_rest(api).post(path, json=body or {})
 
 
 def _runs(env: dict, flow: str) -> list[dict]:

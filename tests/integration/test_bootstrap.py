@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 
-import httpx
 import yaml
 
 from cvloop.adapters.datasets import read_manifest
-from tests.conftest import REPO
+from tests.conftest import REPO, prefect_rest
 
 
 def _mlflow(stack):
@@ -85,14 +84,14 @@ def test_bootstrap_again_is_a_no_op(booted):
 
 def test_bootstrap_flow_run_and_report_are_in_prefect(booted):
     b = booted
-    runs = httpx.post(
-        f"{b.stack.prefect_api}/flow_runs/filter", json={"flows": {"name": {"any_": ["bootstrap"]}}}
-    ).json()
+    runs = prefect_rest(b.stack.prefect_api).post(
+        "/flow_runs/filter", json={"flows": {"name": {"any_": ["bootstrap"]}}}
+    )
     assert any(r["state_type"] == "COMPLETED" for r in runs)
-    arts = httpx.post(
-        f"{b.stack.prefect_api}/artifacts/filter",
+    arts = prefect_rest(b.stack.prefect_api).post(
+        "/artifacts/filter",
         json={"artifacts": {"key": {"any_": ["bootstrap"]}}},
-    ).json()
+    )
     assert arts and "holdout mAP50-95" in arts[0]["data"]
 
 

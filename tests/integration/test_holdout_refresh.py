@@ -13,12 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from cvloop.adapters.datasets import read_manifest
-from tests.conftest import REPO
+from tests.conftest import REPO, prefect_rest
 
 FRAMES = 14
 
@@ -81,9 +80,9 @@ def refresh(booted, tmp_path_factory):
                 raise AssertionError(
                     f"the refresh exited ({proc.returncode}):\n{out}\n{err[-4000:]}"
                 )
-            runs = httpx.post(f"{api}/flow_runs/filter", json={
+            runs = prefect_rest(api).post("/flow_runs/filter", json={
                 "flows": {"name": {"any_": ["holdout-refresh"]}},
-                "flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}).json()  # fmt: skip
+                "flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}})  # fmt: skip
             paused = runs[0] if runs else None
             time.sleep(2)
         assert paused, "the refresh never paused for labeling"

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from cvloop.adapters.storage import LocalStorage
+from tests.conftest import prefect_rest
 from tests.unit.test_monitor import DRIFTED, _fill
 
 
@@ -33,8 +34,8 @@ def test_the_drifted_cameras_fire_the_trigger(checked):
 
 def test_drift_event_names_the_drifted_cameras_only(checked):
     b, _ = checked
-    events = httpx.post(
-        f"{b.stack.prefect_api}/events/filter",
+    events = prefect_rest(b.stack.prefect_api).post(
+        "/events/filter",
         json={
             "filter": {
                 "event": {"name": ["cvloop.drift.detected"]},
@@ -42,7 +43,7 @@ def test_drift_event_names_the_drifted_cameras_only(checked):
             },
             "limit": 10,
         },
-    ).json()
+    )
     found = events.get("events", [])
     assert found, "no cvloop.drift.detected event on the Prefect server"
     payload = found[0]["payload"]
@@ -54,14 +55,14 @@ def test_drift_event_names_the_drifted_cameras_only(checked):
 
 def test_report_artifact_has_the_trigger_table_and_dashboard_link(checked):
     b, _ = checked
-    arts = httpx.post(
-        f"{b.stack.prefect_api}/artifacts/filter",
+    arts = prefect_rest(b.stack.prefect_api).post(
+        "/artifacts/filter",
         json={
             "artifacts": {"key": {"any_": ["monitor-report"]}},
             "sort": "CREATED_DESC",
             "limit": 1,
         },
-    ).json()
+    )
     md = arts[0]["data"]
     for rule in (
         "holdout_map_drop",
@@ -72,10 +73,10 @@ def test_report_artifact_has_the_trigger_table_and_dashboard_link(checked):
     ):
         assert f"| {rule} |" in md
     assert "🔴 FIRED" in md and "drift-report.html" in md and "confidence-histograms.png" in md
-    link = httpx.post(
-        f"{b.stack.prefect_api}/artifacts/filter",
+    link = prefect_rest(b.stack.prefect_api).post(
+        "/artifacts/filter",
         json={"artifacts": {"key": {"any_": ["drift-dashboard"]}}},
-    ).json()
+    )
     assert link and "drift-report.html" in link[0]["data"]
     url = link[0]["data"].split("](")[1].rstrip(")")  # [text](url)
     html = httpx.get(url)
@@ -109,10 +110,10 @@ def test_the_event_starts_the_retrain_deployment_with_the_drift_slices(checked):
     deadline = time.time() + 120
     runs = []
     while time.time() < deadline:
-        runs = httpx.post(
-            f"{b.stack.prefect_api}/flow_runs/filter",
+        runs = prefect_rest(b.stack.prefect_api).post(
+            "/flow_runs/filter",
             json={"flows": {"name": {"any_": ["retrain"]}}},
-        ).json()
+        )
         if runs and runs[0]["state_type"] in ("COMPLETED", "FAILED", "CRASHED"):
             break
         time.sleep(2)
@@ -122,13 +123,13 @@ def test_the_event_starts_the_retrain_deployment_with_the_drift_slices(checked):
     assert params["triggers"] == ["severe_drift"]
     assert {s["name"] for s in params["drift_slices"] if s["kind"] == "camera"} == DRIFTED
     assert params["window_end"].startswith("2026-11-16")
-    deployment = httpx.get(f"{b.stack.prefect_api}/deployments/{runs[0]['deployment_id']}").json()
+    deployment = prefect_rest(b.stack.prefect_api).get(f"/deployments/{runs[0]['deployment_id']}")
     assert deployment["name"] == "on-drift"
     # the worker ran it: this store holds the inference log but no frames, so the retrain
     # stops at the review queue with a message that names the store
     assert runs[0]["state_type"] == "FAILED", runs[0]["state_name"]
-    logs = httpx.post(
-        f"{b.stack.prefect_api}/logs/filter",
+    logs = prefect_rest(b.stack.prefect_api).post(
+        "/logs/filter",
         json={"logs": {"flow_run_id": {"any_": [runs[0]["id"]]}}, "limit": 200},
-    ).json()
+    )
     assert any("no frame was selected for review" in log["message"] for log in logs)

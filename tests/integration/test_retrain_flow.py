@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from cvloop.adapters.storage import LocalStorage
-from tests.conftest import CVLOOP, REPO, context
+from tests.conftest import CVLOOP, REPO, context, prefect_rest
 
 WINDOW = ("--window-end", "2026-09-03", "--days", "2", "--camera", "cam-02")
 
@@ -31,13 +31,13 @@ def _paused_retrain(api: str, proc: subprocess.Popen, timeout: float = 600) -> d
             raise AssertionError(
                 f"cvloop retrain exited ({proc.returncode}):\n{out}\n{err[-4000:]}"
             )
-        runs = httpx.post(
-            f"{api}/flow_runs/filter",
+        runs = prefect_rest(api).post(
+            "/flow_runs/filter",
             json={
                 "flows": {"name": {"any_": ["retrain"]}},
                 "flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}},
             },
-        ).json()
+        )
         if runs:
             return runs[0]
         time.sleep(2)

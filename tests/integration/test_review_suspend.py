@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
+from tests.conftest import prefect_rest
 
 
 def _run(api: str, run_id: str) -> dict:
-    return httpx.get(f"{api}/flow_runs/{run_id}").json()
+    return prefect_rest(api).get(f"/flow_runs/{run_id}")
 
 
 def _wait(api: str, run_id: str, states: set[str], timeout: float = 600) -> dict:
@@ -34,17 +34,12 @@ def test_deployment_run_suspends_for_review_and_resumes_from_cache(booted):
         env=b.env,
     )  # fmt: skip
     b.stack.cli("deploy", env=b.env)
-    dep = httpx.get(f"{api}/deployments/name/retrain/on-drift").json()
+    dep = prefect_rest(api).get("/deployments/name/retrain/on-drift")
     params = {"window_end": "2026-09-20", "days": 2, "cameras": ["cam-02"],
               "triggers": ["manual"]}  # fmt: skip
-    for attempt in range(4):  # as Prefect's own client does: a busy server (429/5xx) again
-        resp = httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run",
-                          json={"parameters": params}, timeout=30)  # fmt: skip
-        if resp.status_code not in (429, 500, 502, 503) or attempt == 3:
-            break
-        time.sleep(2 * (attempt + 1))
-    assert resp.status_code < 300, (resp.status_code, resp.text[:2000])
-    run = resp.json()
+    # busy answers (503) are retried as Prefect's own client does
+    run = prefect_rest(api).post(f"/deployments/{dep['id']}/create_flow_run",
+                                 json={"parameters": params})  # fmt: skip
     paused = _wait(api, run["id"], {"PAUSED", "FAILED", "CRASHED", "COMPLETED"})
     assert paused["state_name"] == "Suspended", paused["state"]
     queue = json.loads((b.store / "runs" / "retrain" / run["id"] / "review-queue.json").read_text())
@@ -56,10 +51,10 @@ def test_deployment_run_suspends_for_review_and_resumes_from_cache(booted):
     assert f"{run['id']} ({title})" in watch and "resumed: all" in watch
     done = _wait(api, run["id"], {"COMPLETED", "FAILED", "CRASHED"})
     assert done["state_type"] == "COMPLETED", done["state"]
-    tasks = httpx.post(
-        f"{api}/task_runs/filter",
+    tasks = prefect_rest(api).post(
+        "/task_runs/filter",
         json={"flow_runs": {"id": {"any_": [run["id"]]}}, "sort": "EXPECTED_START_TIME_ASC"},
-    ).json()
+    )
     collect = [t["state_name"] for t in tasks if t["task_key"].startswith("collect_frames")]
     assert collect == ["Completed", "Cached"]  # ran once; the resumed run reused it
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import context
+from tests.conftest import context, prefect_rest
 from tests.registered import (
     register_copy_of_champion,
     register_files,
@@ -45,14 +45,12 @@ def fleet(booted):
 
 def _pause_tick(b, pause: bool) -> bool:
     """Pause (or resume) the scheduled rollout/tick deployment if it was deployed."""
-    import httpx
-
     api = b.stack.prefect_api
-    r = httpx.get(f"{api}/deployments/name/rollout/tick")
+    r = prefect_rest(api).request("GET", "/deployments/name/rollout/tick")
     if r.status_code == 404:  # not deployed in this session: nothing schedules it
         return False
     r.raise_for_status()
-    httpx.patch(f"{api}/deployments/{r.json()['id']}", json={"paused": pause}).raise_for_status()
+    prefect_rest(api).patch(f"/deployments/{r.json()['id']}", json={"paused": pause})
     return True
 
 
@@ -362,12 +360,11 @@ def test_a_slow_error_prone_challenger_is_rolled_back_at_10_percent(
     assert "the model is slower" in tags["cvloop.rollout.reason"]
     assert tags["cvloop.rollout.evidence"] == "guards"
     assert out["status"] == "rollback"  # the scheduled tick is paused: this one acted
-    import httpx
 
-    arts = httpx.post(
-        f"{b.stack.prefect_api}/artifacts/filter",
+    arts = prefect_rest(b.stack.prefect_api).post(
+        "/artifacts/filter",
         json={"artifacts": {"key": {"any_": ["rollout-breach"]}}},
-    ).json()
+    )
     (art,) = [a for a in arts if f"v{bad} rollback" in a["data"]]
     assert "error_rate" in art["data"] and "**Decided by: guards**" in art["data"]
     # a version rolled back is not started again without --force, and says why

@@ -13,7 +13,7 @@ import pytest
 
 from cvloop.app.services import ServiceManager, ServiceRecord
 from cvloop.config.settings import Settings
-from tests.conftest import REPO, Stack, stack_env
+from tests.conftest import REPO, Stack, prefect_rest, stack_env
 
 SERVICES = ["s3", "mlflow", "labelstudio", "prefect", "worker", "serve"]
 
@@ -86,9 +86,9 @@ def test_secrets_file_is_private_and_secrets_stay_off_argv(stack):
 
 
 def test_worker_polls_the_cvloop_pool(stack):
-    workers = httpx.post(f"{stack.prefect_api}/work_pools/cvloop/workers/filter", json={}).json()
+    workers = prefect_rest(stack.prefect_api).post("/work_pools/cvloop/workers/filter", json={})
     assert any(w["status"] == "ONLINE" for w in workers)
-    pool = httpx.get(f"{stack.prefect_api}/work_pools/cvloop").json()
+    pool = prefect_rest(stack.prefect_api).get("/work_pools/cvloop")
     assert pool["type"] == "process"
 
 
@@ -198,10 +198,10 @@ def test_deployed_flow_runs_on_the_worker_and_reaches_every_service(stack):
     assert "stack-check" in stack.cli("deploy").stdout
     proc = stack.cli("run", "stack-check/stack-check", "--timeout", "300")
     assert "Completed" in proc.stdout
-    artifacts = httpx.post(
-        f"{stack.prefect_api}/artifacts/filter",
+    artifacts = prefect_rest(stack.prefect_api).post(
+        "/artifacts/filter",
         json={"artifacts": {"key": {"any_": ["stack-check"]}}},
-    ).json()
+    )
     assert artifacts, "the stack-check report artifact is missing"
     report = artifacts[0]["data"]
     for service in ("frame-store", "s3", "mlflow", "labelstudio"):
