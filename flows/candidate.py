@@ -94,7 +94,7 @@ def candidate(
          **{override_tag(k): v for k, v in overrides.items()}},
     )  # fmt: skip
     print(f"candidate on {data.dataset['name']} (holdout {data.holdout.get('name')}); "
-          f"drift slices {tags or 'none'}; train {p.train.epochs} epochs at lr0 {p.train.lr0}")  # fmt: skip
+          f"drift slices {tags or 'none'}; train {p.train.epochs} epochs, {p.train.optimizer} at lr0 {p.train.lr0}")  # fmt: skip
     out = train_and_gate(p, mlflow_run, data, tags, champion)
     return {**out, "dataset_version": data.dataset["name"], "drift_slices": tags}
 

@@ -52,6 +52,23 @@ class EpochLogger:
         self.epochs_logged += 1
 
 
+@dataclass(frozen=True)
+class OptimizerUsed:
+    """What the trainer's optimizer actually started from (read back from the optimizer,
+    not from params: ``optimizer=auto`` would silently replace both)."""
+
+    name: str
+    lr0: float
+    momentum: float
+
+    @staticmethod
+    def of(optimizer) -> OptimizerUsed:
+        group = optimizer.param_groups[0]
+        lr0 = float(group.get("initial_lr", group["lr"]))  # the scheduler's start, before warmup
+        momentum = group.get("momentum", (group.get("betas") or (float("nan"),))[0])
+        return OptimizerUsed(type(optimizer).__name__, lr0, float(momentum))
+
+
 @dataclass
 class TrainResult:
     best_pt: Path
@@ -60,15 +77,41 @@ class TrainResult:
     seconds: float
     device: str
     plots: list[Path] = field(default_factory=list)
+    epochs_planned: int = 0
+    best_epoch: int = 0
+    optimizer: OptimizerUsed | None = None
+
+    @property
+    def stopped_early(self) -> bool:
+        """Early stopping (no fitness gain for ``train.patience`` epochs) ended training
+        before the planned epochs."""
+        return 0 < self.epochs_run < self.epochs_planned
+
+    def lineage(self) -> tuple[dict[str, float], dict[str, str]]:
+        """Metrics and tags for the training run: what training really did."""
+        metrics = {"train.seconds": self.seconds, "train.epochs_run": self.epochs_run,
+                   "train.epochs_planned": self.epochs_planned,
+                   "train.best_epoch": self.best_epoch,
+                   "train.stopped_early": float(self.stopped_early)}  # fmt: skip
+        tags: dict[str, str] = {}
+        if self.optimizer is not None:
+            metrics |= {"train.lr0_used": self.optimizer.lr0,
+                        "train.momentum_used": self.optimizer.momentum}  # fmt: skip
+            tags["cvloop.train.optimizer_used"] = self.optimizer.name
+        return metrics, tags
 
 
 def ultralytics_train_args(p: TrainParams, *, epochs: int, lr0: float, device: str) -> dict:
     """The one place that spells Ultralytics' training arguments from ``params.yaml``'s
     ``train`` section (``epochs`` and ``lr0`` differ between the from-scratch baseline and a
-    fine-tune, so the caller names them)."""
+    fine-tune, so the caller names them). The optimizer is always named: Ultralytics'
+    ``optimizer=auto`` ignores ``lr0`` and ``momentum``."""
     return {
         "epochs": epochs,
+        "optimizer": p.optimizer,
         "lr0": lr0,
+        "momentum": p.momentum,
+        "weight_decay": p.weight_decay,
         "imgsz": p.imgsz,
         "batch": p.batch,
         "device": device,
@@ -126,7 +169,12 @@ def train(
         best = Path(trainer.last)
     save_dir = Path(trainer.save_dir)
     plots = sorted(p for p in save_dir.glob("*.png")) + sorted(save_dir.glob("*.jpg"))
-    return TrainResult(best, save_dir, int(trainer.epoch) + 1, seconds, dev, plots)
+    used = OptimizerUsed.of(trainer.optimizer) if trainer.optimizer is not None else None
+    stopper = getattr(trainer, "stopper", None)
+    return TrainResult(best, save_dir, int(trainer.epoch) + 1, seconds, dev, plots,
+                       epochs_planned=int(args["epochs"]),
+                       best_epoch=int(getattr(stopper, "best_epoch", 0) or 0),  # 1-based
+                       optimizer=used)  # fmt: skip
 
 
 @dataclass

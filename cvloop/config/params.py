@@ -178,9 +178,16 @@ class VersionParams(_Section):
     val_share: Annotated[float, Field(gt=0, lt=1)] = 0.15
 
 
+# Ultralytics' optimizers, named; never "auto" (it discards lr0 and momentum and picks its own)
+Optimizer = Literal["SGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp"]
+
+
 class TrainParams(_Section):
     model_yaml: str = "yolo11p.yaml"
+    optimizer: Optimizer = "AdamW"
     lr0: Annotated[float, Field(gt=0, le=1)] = 0.001
+    momentum: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0, le=0.1)] = 0.0005
     epochs: PosInt = 50
     imgsz: Annotated[int, Field(ge=32, le=2048, multiple_of=32)] = 256
     batch: PosInt = 16
@@ -189,7 +196,7 @@ class TrainParams(_Section):
     patience: PosInt = 20
     seed: int = 0
     bootstrap_epochs: PosInt = 25
-    bootstrap_lr0: Annotated[float, Field(gt=0, le=1)] = 0.01
+    bootstrap_lr0: Annotated[float, Field(gt=0, le=1)] = 0.0014
     new_class_repeat: Annotated[int, Field(ge=1, le=16)] = 4
 
 

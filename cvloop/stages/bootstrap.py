@@ -40,7 +40,7 @@ def start_baseline_run(ctx: Context, dataset, holdout, data, epochs: int) -> str
     return ctx.tracker.start_run(
         ctx.params.registry.experiment,
         "bootstrap-v1",
-        {"model": t.model_yaml, "epochs": epochs, "lr0": t.bootstrap_lr0, "imgsz": t.imgsz,
+        {"model": t.model_yaml, "epochs": epochs, "optimizer": t.optimizer, "lr0": t.bootstrap_lr0, "imgsz": t.imgsz,
          "batch": t.batch, "train_frames": data.train_frames, "val_frames": data.val_frames},
         {FLOW: "bootstrap", DATASET_VERSION: dataset.name, DATASET_DVC_MD5: dataset.dvc_md5,
          HOLDOUT_VERSION: holdout.name, GIT_COMMIT: git_commit()},

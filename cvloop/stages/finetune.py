@@ -44,7 +44,9 @@ def fine_tune(
         f"finetune-{data.dataset['name']}-from-v{champion.version}",
         {
             "epochs": train.epochs,
+            "optimizer": train.optimizer,
             "lr0": train.lr0,
+            "momentum": train.momentum,
             "imgsz": train.imgsz,
             "batch": train.batch,
             "init": "champion",

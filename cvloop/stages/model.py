@@ -107,9 +107,12 @@ def train_model(
         tracker.log_folder(run_id, model_dir, MODEL_ARTIFACT_DIR)
         for plot in res.plots:
             tracker.log_file(run_id, plot, "plots")
-        tracker.log_metrics(run_id, {"train.seconds": res.seconds,
-                                     "train.epochs_run": res.epochs_run})  # fmt: skip
-        tracker.set_tags(run_id, {DEVICE: res.device})
+        metrics, tags = res.lineage()
+        tracker.log_metrics(run_id, metrics)
+        tracker.set_tags(run_id, {DEVICE: res.device} | tags)
+        if res.stopped_early:
+            print(f"training stopped early at epoch {res.epochs_run} of {res.epochs_planned}: "
+                  f"no gain for train.patience epochs (best epoch {res.best_epoch})")  # fmt: skip
     except BaseException:
         tracker.finish(run_id, "FAILED")
         raise

@@ -51,8 +51,9 @@ def production_status(ctx: Context, history: int = 10) -> dict:
         try:
             run = ctx.tracker.get_run(mv.run_id)
             run_params, exp = dict(run.params), run.experiment_id
+            trained = _training_used(run.metrics, run.tags)
         except Exception:
-            run_params, exp = {}, "0"
+            run_params, exp, trained = {}, "0", {}
         rows.append(
             {
                 "version": v,
@@ -69,6 +70,7 @@ def production_status(ctx: Context, history: int = 10) -> dict:
                 "git_commit": t.get("cvloop.git_commit"),
                 "params_sha256": t.get("cvloop.params_sha256"),
                 "train_params": {k: run_params[k] for k in sorted(run_params)},
+                "training": trained,
                 "holdout_map50_95": t.get(HOLDOUT_MAP50_95),
                 "holdout_map50": t.get(HOLDOUT_MAP50),
                 "gate": t.get(GATE, "n/a (baseline)"),
@@ -173,8 +175,8 @@ def status_text(s: dict) -> str:
             f"v{r['version']}  {r['share']:g}%  [{', '.join(r['aliases']) or 'no alias'}]"
             f"  rollout: {r['rollout_status'] or '-'}  approved by: {r['approved_by'] or '-'}",
             _trained_on(r),
-            f"  code         git {str(r['git_commit'])[:12]}  params {str(r['params_sha256'])[:12]}"
-            f"  lr0 {r['train_params'].get('lr0', '-')} epochs {r['train_params'].get('epochs', '-')}",
+            f"  code         git {str(r['git_commit'])[:12]}  params {str(r['params_sha256'])[:12]}",
+            f"  {_training_line(r)}",
             f"  holdout      mAP50-95 {r['holdout_map50_95']}  mAP50 {r['holdout_map50']}"
             f"  gate: {r['gate']}"
             + (f" ({'; '.join(r['gate_reasons'])})" if r["gate_reasons"] else ""),
@@ -194,3 +196,30 @@ def status_text(s: dict) -> str:
         split = ", ".join(f"v{v} {x:g}%" for v, x in h["split"].items())
         lines.append(f"  {h['when']}  {h['who']:<16} {h['stage']:<11} {split:<18} {h['reason']}")
     return "\n".join(lines)
+
+
+def _training_used(metrics: dict[str, float], tags: dict[str, str]) -> dict:
+    """What the trainer really did (read from its optimizer at the end of training), where
+    the training run recorded it; older runs recorded only the params."""
+    out: dict = {}
+    if "cvloop.train.optimizer_used" in tags:
+        out["optimizer"] = tags["cvloop.train.optimizer_used"]
+    for key in ("lr0_used", "momentum_used", "epochs_run", "epochs_planned", "best_epoch"):
+        if f"train.{key}" in metrics:
+            v = metrics[f"train.{key}"]
+            out[key] = int(v) if key.startswith(("epochs", "best")) else v
+    if "train.stopped_early" in metrics:
+        out["stopped_early"] = bool(metrics["train.stopped_early"])
+    return out
+
+
+def _training_line(r: dict) -> str:
+    t, p = r.get("training") or {}, r["train_params"]
+    if "lr0_used" not in t:  # recorded before cvloop read the optimizer back
+        return f"train        lr0 {p.get('lr0', '-')} epochs {p.get('epochs', '-')} (as configured)"
+    line = (f"train        {t.get('optimizer', '?')} lr0 {t['lr0_used']:g} "
+            f"momentum {t.get('momentum_used', float('nan')):g} "
+            f"epochs {t.get('epochs_run', '-')}/{t.get('epochs_planned', '-')}")  # fmt: skip
+    if t.get("stopped_early"):
+        line += f" (stopped early, best epoch {t.get('best_epoch', '-')})"
+    return line

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
+import pytest
 import yaml
 
 from cvloop.adapters.datasets import read_manifest
@@ -39,6 +41,11 @@ def test_champion_is_registered_with_lineage(booted):
     assert "holdout.map50" in run.data.metrics and "holdout_onnx.map50" in run.data.metrics
     assert any(k.startswith("train/") for k in run.data.metrics)  # per-epoch callback
     assert run.info.status == "FINISHED"
+    # the baseline trained at its own rate, read back from the trainer's optimizer
+    t = yaml.safe_load(Path(b.env["CVLOOP_PARAMS"]).read_text())["train"]
+    assert run.data.tags["cvloop.train.optimizer_used"] == t["optimizer"] == "AdamW"
+    assert run.data.metrics["train.lr0_used"] == pytest.approx(t["bootstrap_lr0"])
+    assert run.data.metrics["train.epochs_planned"] == t["bootstrap_epochs"]
 
 
 def test_registered_artifacts_match_their_checksums(booted, monkeypatch):

@@ -52,6 +52,10 @@ def test_candidate_on_an_existing_version_is_registered_with_its_verdict(booted)
     assert "| holdout | all |" in md and "ECE" in md and "| export_parity:onnx |" in md
     run = client.get_run(mv.run_id)
     assert "champion.holdout.map50_95" in run.data.metrics
+    # the fine-tune ran at the runbook's lr0 (read back from the trainer's optimizer)
+    assert run.data.metrics["train.lr0_used"] == pytest.approx(0.001)
+    assert run.data.tags["cvloop.train.optimizer_used"] == "AdamW"
+    assert run.data.metrics["train.epochs_run"] == run.data.metrics["train.epochs_planned"] == 1
     assert "challenger_onnx.holdout.map50_95" in run.data.metrics
     ov, onnx = (
         run.data.metrics[f"challenger_{f}.holdout.map50_95"] for f in ("openvino_fp32", "onnx")
