@@ -23,6 +23,7 @@ import datetime as dt
 import getpass
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 from cvloop.adapters.storage import Storage
@@ -58,6 +59,10 @@ class RolloutManifest:
             raise CvloopError(f"rollout manifest lists a version twice: {versions}")
         if set(self.shadow) & set(versions):
             raise CvloopError(f"rollout manifest: a version both serves and shadows: {self.shadow}")
+        if any(not math.isfinite(a.share) for a in self.allocations):  # NaN passes < and >
+            raise CvloopError(f"rollout manifest has a share that is not a number: "
+                              f"{self.allocations}", fix="fix rollout/manifest.json or write "
+                              "it with cvloop (`cvloop rollback` restores the champion)")  # fmt: skip
         if any(a.share < 0 for a in self.allocations):
             raise CvloopError(f"rollout manifest has a negative share: {self.allocations}")
         total = sum(a.share for a in self.allocations)

@@ -44,6 +44,15 @@ def publish_monitor_report(
         if holdout.map50_95 is not None and holdout.reference_map50_95 is not None
         else f"holdout: {holdout.note or 'not evaluated'}"
     )
+    from cvloop.adapters.inference_log import quarantined
+
+    lost = quarantined(store, since=w.dates[0], until=w.dates[1])
+    lost_line = (
+        f"- 🔴 inference log: {len(lost)} part(s) quarantined (read without them): "
+        + "; ".join(f"`{r.get('key')}`: {r.get('reason')}" for r in lost[:5])
+        if lost
+        else "- inference log: every part read"
+    )
     md = "\n".join(
         [
             f"# Monitor, week {w.iso_week}: champion v{holdout.champion}",
@@ -54,6 +63,7 @@ def publish_monitor_report(
             status,
             "",
             f"- {holdout_line}",
+            lost_line,
             f"- drift dashboard (Evidently): [{dashboard}]({dashboard})",
             f"- MLflow run: [{run['run_url']}]({run['run_url']})",
             "",

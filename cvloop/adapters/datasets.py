@@ -16,6 +16,7 @@ hash, for near-duplicates).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -63,6 +64,11 @@ def yolo_label_lines(boxes: list[LabelBox], classes: list[str]) -> str:
             raise CvloopError(
                 f"label {b.label!r} is not in the class schema {classes}",
                 fix="fix the label, or add the class to schema.classes in params.yaml",
+            )
+        if not all(math.isfinite(v) for v in (b.cx, b.cy, b.w, b.h)):  # validation's job;
+            raise CvloopError(  # a label file must never hold one: Ultralytics drops it silently
+                f"box {b} has a coordinate that is not a finite number",
+                fix="validate the frames first (rule coordinates_finite quarantines it)",
             )
         lines.append(f"{classes.index(b.label)} {b.cx:.6f} {b.cy:.6f} {b.w:.6f} {b.h:.6f}")
     return "\n".join(lines) + ("\n" if lines else "")

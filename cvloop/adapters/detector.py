@@ -318,10 +318,54 @@ def make_detector(
                       fix="use onnxruntime or openvino")  # fmt: skip
 
 
+#: the most pixels cvloop decodes in one frame (50 MP: above 8K UHD's 33 MP); a frame that
+#: declares more is refused from its header, before a pixel is allocated
+DEFAULT_MAX_PIXELS = 50_000_000
+MAX_PIXELS_ENV = "CVLOOP_MAX_PIXELS"
+
+
+def max_pixels() -> int:
+    raw = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(raw) if raw else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise CvloopError(f"{MAX_PIXELS_ENV}={raw!r} is not a whole number",
+                          fix=f"set {MAX_PIXELS_ENV} to a pixel count, e.g. 50000000") from None  # fmt: skip
+
+
+def check_pixels(data: bytes, limit: int | None = None) -> None:
+    """Refuse an image whose header declares more than ``limit`` pixels (a decompression
+    bomb: a small PNG that declares 30000 x 30000 needs 2.7 GB decoded). Only the header
+    is read; an image Pillow cannot parse is left to the decoder to refuse."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    limit = limit or max_pixels()
+    fix = (
+        f"resize at the camera, or raise the limit ({MAX_PIXELS_ENV}, default {DEFAULT_MAX_PIXELS})"
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as exc:
+        raise CvloopError(f"image too large to decode: {exc}", fix=fix) from None
+    except Exception:
+        return
+    if w * h > limit:
+        raise CvloopError(f"image declares {w} x {h} pixels ({w * h / 1e6:.0f} MP), above the "
+                          f"{limit / 1e6:g} MP cvloop decodes", fix=fix)  # fmt: skip
+
+
 def decode_jpeg(data: bytes) -> np.ndarray:
-    """RGB uint8 pixels of an encoded image; raises :class:`CvloopError` if unreadable."""
+    """RGB uint8 pixels of an encoded image; raises :class:`CvloopError` if unreadable or
+    larger than :func:`max_pixels`."""
     import cv2
 
+    check_pixels(data)
     arr = np.frombuffer(data, dtype=np.uint8)
     img = cv2.imdecode(arr, cv2.IMREAD_COLOR)
     if img is None:

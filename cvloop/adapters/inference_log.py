@@ -26,6 +26,15 @@ column            type                         meaning
 
 A file is never appended to: each write creates a part named by the caller (or by a hash of
 its rows), so writing the same batch again replaces it instead of duplicating it.
+
+**A bad part never stops a reader.** A part that cannot be read as this schema (zero bytes,
+truncated, not Parquet, columns missing or of another type), a part holding rows whose
+``ts`` is not of its ``date=`` partition (a clock gone wrong, a hand-copied file), and a part
+in a folder that is not ``date=YYYY-MM-DD`` are **quarantined**: moved, bytes unchanged, to
+``<prefix>-quarantine/<same path>`` with a ``.reason.json`` beside it (the part, what is
+wrong, when, how to put it back), and reported on stderr; every reader goes on with the rest.
+:func:`quarantined` lists them for the reports (the monitor, the canary: a window that lost
+a part holds, it never promotes).
 """
 
 from __future__ import annotations
@@ -33,6 +42,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import json
+import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -186,6 +198,135 @@ def write_log(
     return keys
 
 
+QUARANTINE_SUFFIX = "-quarantine"
+_PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+#: a window longer than this is read from one listing of the log, not one listing per day
+_LIST_ONCE_DAYS = 62
+
+
+def quarantine_prefix(prefix: str = LOG_PREFIX) -> str:
+    return f"{prefix}{QUARANTINE_SUFFIX}"
+
+
+def _partition_date(part_dir: str) -> dt.date | None:
+    m = _PARTITION.match(part_dir)
+    if not m:
+        return None
+    try:
+        return dt.date.fromisoformat(m.group(1))
+    except ValueError:  # date=2026-13-45
+        return None
+
+
+def quarantine_part(store: Storage, key: str, reason: str, prefix: str = LOG_PREFIX) -> str:
+    """Move ``key`` aside (bytes unchanged) with the reason beside it; returns where it went.
+
+    The copy is written before the original is deleted: a crash in between leaves the part
+    in both places, and the next reader quarantines it again (same key, same bytes)."""
+    rest = key[len(prefix) + 1 :] if key.startswith(prefix + "/") else key
+    dest = f"{quarantine_prefix(prefix)}/{rest}"
+    try:
+        data = store.get_bytes(key)
+    except Exception:
+        if store.exists(key):  # the store failed (down, no access): say so, move nothing
+            raise
+        return dest  # gone already (another reader moved it): nothing to move
+    store.put_bytes(dest, data)
+    date = _partition_date(rest.split("/", 1)[0]) if "/" in rest else None
+    record = {
+        "key": key,
+        "quarantined_as": dest,
+        "reason": reason,
+        "date": date.isoformat() if date else None,
+        "bytes": len(data),
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "fix": f"repair or rewrite the part, then move it back to {key} (or delete both files)",
+    }
+    store.put_text(dest + ".reason.json", json.dumps(record, indent=2))
+    store.delete(key)
+    print(f"inference log: quarantined {key}: {reason} (now at {dest})", file=sys.stderr)
+    return dest
+
+
+def quarantined(
+    store: Storage,
+    prefix: str = LOG_PREFIX,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+) -> list[dict]:
+    """The quarantine records (optionally of the partitions ``since <= date <= until``;
+    a part whose folder named no date is in every window)."""
+    out = []
+    for key in store.keys(quarantine_prefix(prefix) + "/"):
+        if not key.endswith(".reason.json"):
+            continue
+        try:
+            rec = json.loads(store.get_text(key))
+        except Exception:  # a broken record still says a part was moved
+            rec = {"key": key.removesuffix(".reason.json"), "reason": "unreadable record"}
+        d = rec.get("date")
+        if d and since and d < since.isoformat():
+            continue
+        if d and until and d > until.isoformat():
+            continue
+        out.append(rec)
+    return sorted(out, key=lambda r: (r.get("date") or "", r.get("key") or ""))
+
+
+def log_dates(store: Storage, prefix: str = LOG_PREFIX) -> list[dt.date]:
+    """The date partitions of the log, oldest first. Parts in a folder that is not
+    ``date=YYYY-MM-DD`` are quarantined on the way."""
+    dates: set[dt.date] = set()
+    for key in store.keys(prefix + "/"):
+        folder, _, name = key[len(prefix) + 1 :].partition("/")
+        if not name or not key.endswith(".parquet"):
+            continue  # a file beside the partitions, or not a part (a writer's temp file)
+        day = _partition_date(folder)
+        if day is None or "/" in name:
+            quarantine_part(store, key, f"not in a date=YYYY-MM-DD partition ({folder!r})",
+                            prefix)  # fmt: skip
+            continue
+        dates.add(day)
+    return sorted(dates)
+
+
+def _read_part(store: Storage, key: str, day: dt.date, need: list[str], prefix: str):
+    """One part as a table of ``need``, or None when it was quarantined (the reason says
+    why: unreadable, not the schema, rows of another day)."""
+    schema = pa.schema([SCHEMA.field(n) for n in need], metadata=SCHEMA.metadata)
+    try:
+        data = store.get_bytes(key)
+    except Exception:
+        if store.exists(key):  # the store failed (down, no access): an error, not a gap
+            raise
+        return None  # moved or deleted between the listing and the read
+    try:
+        if not data:
+            raise ValueError("zero bytes")
+        table = pq.read_table(io.BytesIO(data), columns=need).cast(schema)
+    except Exception as exc:  # pyarrow raises many kinds; the part is bad
+        why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        quarantine_part(store, key, f"unreadable as {SCHEMA_VERSION}: {why}", prefix)
+        return None
+    if table.num_rows:
+        ts = table.column("ts")
+        lo = pa.scalar(_utc(day), ts.type)
+        hi = pa.scalar(_utc(day + dt.timedelta(days=1)), ts.type)
+        outside = pc.sum(
+            pc.invert(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))).cast(pa.int64())
+        )
+        n_out = outside.as_py() or 0
+        if n_out or ts.null_count:
+            quarantine_part(
+                store, key,
+                f"{n_out + ts.null_count} of {table.num_rows} rows have a ts outside "
+                f"date={day.isoformat()} (or none): a writer's clock, or a misplaced file",
+                prefix,
+            )  # fmt: skip
+            return None
+    return table
+
+
 def _dates(start: dt.datetime, end: dt.datetime) -> Iterable[dt.date]:
     day = start.astimezone(dt.UTC).date()
     last = (end - dt.timedelta(milliseconds=1)).astimezone(dt.UTC).date()
@@ -212,20 +353,29 @@ def read_log(
 ) -> pa.Table:
     """Frames with ``start <= ts < end`` (dates mean midnight UTC), optionally filtered.
 
-    Only the date partitions of the window are listed and read.
+    Only the date partitions of the window are listed and read (a window of more than
+    ``_LIST_ONCE_DAYS`` days: the partitions that exist, from one listing). A bad part is
+    quarantined and left out (module docstring); the read goes on.
     """
     t0, t1 = _utc(start), _utc(end)
     cols = list(columns) if columns else SCHEMA.names
     need = list(dict.fromkeys([*cols, "ts", "camera", "model_version", "frame_key"]))
+    if t1 - t0 > dt.timedelta(days=_LIST_ONCE_DAYS):
+        first, last = t0.date(), (t1 - dt.timedelta(milliseconds=1)).date()
+        days: Iterable[dt.date] = [d for d in log_dates(store, prefix) if first <= d <= last]
+    else:
+        days = _dates(t0, t1)
     parts = []
-    for day in _dates(t0, t1):
+    for day in days:
         for key in store.keys(f"{prefix}/date={day.isoformat()}/"):
-            if key.endswith(".parquet"):
-                parts.append(pq.read_table(io.BytesIO(store.get_bytes(key)), columns=need))
+            if key.endswith(".parquet") and key.count("/") == 2:
+                table = _read_part(store, key, day, need, prefix)
+                if table is not None:
+                    parts.append(table)
     schema = pa.schema([SCHEMA.field(n) for n in need], metadata=SCHEMA.metadata)
     if not parts:
         return schema.empty_table().select(cols)
-    table = pa.concat_tables([p.cast(schema) for p in parts])
+    table = pa.concat_tables(parts)
     ts = table.column("ts")
     mask = pc.and_(
         pc.greater_equal(ts, pa.scalar(t0, ts.type)), pc.less(ts, pa.scalar(t1, ts.type))

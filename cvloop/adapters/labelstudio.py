@@ -80,11 +80,24 @@ def result_to_box(result: dict) -> LabelBox | None:
     """
     if result.get("type") != "rectanglelabels":
         return None
-    v = result.get("value", {})
+    v = result.get("value") or {}
     labels = v.get("rectanglelabels") or [""]
-    w, h = float(v.get("width", 0)) / 100, float(v.get("height", 0)) / 100
-    x, y = float(v.get("x", 0)) / 100, float(v.get("y", 0)) / 100
+    w, h = _coordinate(v, "width") / 100, _coordinate(v, "height") / 100
+    x, y = _coordinate(v, "x") / 100, _coordinate(v, "y") / 100
     return LabelBox(str(labels[0]), x + w / 2, y + h / 2, w, h)
+
+
+def _coordinate(value: dict, name: str) -> float:
+    """A rectangle coordinate as drawn; a missing, null or non-numeric one is NaN, which the
+    ``coordinates_finite`` rule quarantines (never a crash of the whole export, never a
+    ``nan`` in a label file)."""
+    raw = value.get(name)
+    if isinstance(raw, bool):
+        return float("nan")
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 @dataclass(frozen=True)

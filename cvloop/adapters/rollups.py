@@ -157,7 +157,10 @@ def build_rollup(
     sources = _sources(store, day)
     bin_spec = {k: v.edges.tolist() for k, v in bins.items()}
     if not force and store.exists(key):
-        meta = pq.read_schema(io.BytesIO(store.get_bytes(key))).metadata or {}
+        try:
+            meta = pq.read_schema(io.BytesIO(store.get_bytes(key))).metadata or {}
+        except Exception:  # a broken rollup (truncated upload): derived data, made again
+            meta = {}
         if (
             json.loads(meta.get(b"cvloop.sources", b"[]")) == sources
             and json.loads(meta.get(b"cvloop.bins", b"{}")) == bin_spec

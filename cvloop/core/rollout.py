@@ -331,6 +331,23 @@ def with_groups(fleet: Canary, groups: dict[str, Canary]) -> Canary:
     return replace(fleet, status=status, checks=checks, evidence=evidence)
 
 
+def with_lost_parts(result: Canary, lost: list[str]) -> Canary:
+    """The canary of a window some of whose inference-log parts were quarantined
+    (unreadable, or rows of another day): the evidence is incomplete, so an ``ok`` becomes
+    ``insufficient`` (the stage holds, it never promotes on it); a breach stays a breach (a
+    rollback never waits for a clean log)."""
+    if not lost:
+        return result
+    shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
+    check = CanaryCheck("log parts", False,
+                        f"{len(lost)} part(s) of this window quarantined, judged without "
+                        f"them: {shown}. The stage holds until they are repaired and moved "
+                        "back, or their quarantine files deleted (judged without them)",
+                        kind="guard", held=True)  # fmt: skip
+    status = "insufficient" if result.status == "ok" else result.status
+    return replace(result, status=status, checks=[*result.checks, check])
+
+
 @dataclass(frozen=True)
 class Decision:
     """What a tick does: ``hold`` | ``advance`` | ``await_approval`` | ``promote`` |

@@ -6,7 +6,9 @@ runs over it. Each expectation carries the name of its rule; a frame that breaks
 is quarantined whole, with the rule and the offending values, and never reaches the dataset
 (a frame with one box dropped would teach the model that the object is background).
 
-Rules: ``image_readable``, ``class_in_schema``, ``box_inside_image`` (with a half-pixel
+Rules: ``image_readable``, ``class_in_schema``, ``coordinates_finite`` (a NaN, an infinity
+or a missing coordinate: Great Expectations' range checks skip NaN as null, so it is checked
+on its own), ``box_inside_image`` (with a half-pixel
 tolerance), ``not_degenerate`` (at least one pixel wide and high), ``min_box_area``,
 ``max_box_area``, ``no_duplicate_box`` (two boxes of a class with IoU >= ``duplicate_iou``).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from cvloop.core.review import iou
 RULES = (
     "image_readable",
     "class_in_schema",
+    "coordinates_finite",
     "box_inside_image",
     "not_degenerate",
     "min_box_area",
@@ -72,13 +76,18 @@ def _table(frames: Sequence[FrameToCheck], duplicate_iou: float):
             rows.append({"frame": f.frame, "key": f.key, "image_readable": f.image_readable})
             continue
         for i, b in enumerate(f.boxes):
-            dup = any(o.label == b.label and iou(o, b) >= duplicate_iou for o in f.boxes[:i])
+            finite = all(math.isfinite(v) for v in (b.cx, b.cy, b.w, b.h))
+            dup = finite and any(
+                o.label == b.label and iou(o, b) >= duplicate_iou for o in f.boxes[:i]
+            )
             rows.append(
                 {
                     "frame": f.frame,
                     "key": f.key,
                     "image_readable": f.image_readable,
                     "label": b.label,
+                    "finite": finite,
+                    "coordinates": f"{b.cx:g},{b.cy:g},{b.w:g},{b.h:g}",
                     "x1": b.cx - b.w / 2,
                     "y1": b.cy - b.h / 2,
                     "x2": b.cx + b.w / 2,
@@ -92,8 +101,8 @@ def _table(frames: Sequence[FrameToCheck], duplicate_iou: float):
     df = pd.DataFrame(
         rows,
         columns=[
-            "frame", "key", "image_readable", "label", "x1", "y1", "x2", "y2",
-            "w_px", "h_px", "area", "duplicate",
+            "frame", "key", "image_readable", "label", "finite", "coordinates",
+            "x1", "y1", "x2", "y2", "w_px", "h_px", "area", "duplicate",
         ],
     )  # fmt: skip
     df["row"] = range(len(df))
@@ -110,6 +119,9 @@ def _suite(gx, classes: Sequence[str], min_area: float, max_area: float) -> list
         ),
         E.ExpectColumnValuesToBeInSet(
             column="label", value_set=list(classes), meta={"rule": "class_in_schema"}
+        ),
+        E.ExpectColumnValuesToBeInSet(
+            column="finite", value_set=[True], meta={"rule": "coordinates_finite"}
         ),
         *[
             E.ExpectColumnValuesToBeBetween(
@@ -183,12 +195,14 @@ def validate_annotations(
         column = res.expectation_config.kwargs["column"]
         for hit in res.result.get("unexpected_index_list") or []:
             row = df.iloc[int(hit["row"])]
-            value = row[column.removesuffix("_s")] if column.endswith("_s") else row[column]
+            name = column.removesuffix("_s")
+            value = row[name]
+            if column == "finite":  # the coordinates themselves say more than "False"
+                name, value = "cx,cy,w,h", row["coordinates"]
             label = row["label"] if isinstance(row["label"], str) else "-"
             violations.append(
-                Violation(row["frame"], row["key"], rule, f"{column.removesuffix('_s')}="
-                          f"{_fmt(value)} (box {label})")
-            )  # fmt: skip
+                Violation(row["frame"], row["key"], rule, f"{name}={_fmt(value)} (box {label})")
+            )
             failures[rule] += 1
     bad = {v.frame for v in violations}
     valid = [f.frame for f in frames if f.frame not in bad]

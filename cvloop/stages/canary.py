@@ -16,6 +16,7 @@ from cvloop.core.rollout import (
     K_DRIFT_CAMERAS,
     K_ROLLOUT_LOG,
     K_STAGE_LOG,
+    K_STAGE_WALL,
     Canary,
     PairedLatency,
     Sample,
@@ -29,22 +30,32 @@ if TYPE_CHECKING:
     from cvloop.context import Context
 
 
+#: a newest partition this many days after the one before it is not the log's clock
+WATERMARK_MAX_GAP_DAYS = 31
+
+
 def log_watermark(store) -> dt.datetime | None:
-    """The newest frame time in the inference log (its newest date partition)."""
+    """The newest frame time in the inference log (its newest date partition, rows of
+    another day quarantined by the read). A newest partition more than
+    ``WATERMARK_MAX_GAP_DAYS`` after the one before it (a writer's clock years ahead) is
+    passed over and reported: one bad part must not make a stage's hours look served."""
+    import sys
+
     import pyarrow.compute as pc
 
-    from cvloop.adapters.inference_log import LOG_PREFIX, read_log
+    from cvloop.adapters.inference_log import log_dates, read_log
 
-    dates = sorted(
-        {k.split("date=", 1)[1][:10] for k in store.keys(f"{LOG_PREFIX}/") if "date=" in k}
-    )
-    if not dates:
-        return None
-    day = dt.date.fromisoformat(dates[-1])
-    t = read_log(store, day, day + dt.timedelta(days=1), columns=["ts"])
-    if t.num_rows == 0:
-        return None
-    return pc.max(t.column("ts")).as_py()
+    dates = log_dates(store)
+    while len(dates) >= 2 and (dates[-1] - dates[-2]).days > WATERMARK_MAX_GAP_DAYS:
+        print(f"inference log: date={dates[-1]} is {(dates[-1] - dates[-2]).days} days after "
+              f"the partition before it: not used as the log's clock (check the writer's "
+              f"clock; move the folder away once checked)", file=sys.stderr)  # fmt: skip
+        dates.pop()
+    for day in reversed(dates):  # a partition whose parts were all quarantined: the one before
+        t = read_log(store, day, day + dt.timedelta(days=1), columns=["ts"])
+        if t.num_rows:
+            return pc.max(t.column("ts")).as_py()
+    return None
 
 
 def log_groups(store, since: dt.datetime, until: dt.datetime) -> list[str]:
@@ -110,7 +121,26 @@ def measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:
     the quality evidence from both models on the same frames, fleet-wide and per group.
 
     The challenger is judged on what it served since its stage began; the champion on the
-    same period, or since the rollout began when it serves too little now (at 100 %)."""
+    same period, or since the rollout began when it serves too little now (at 100 %).
+    Log parts of the window that had to be quarantined hold the stage (never promote on
+    part of the evidence) and never stop a rollback (:func:`with_lost_parts`)."""
+    from cvloop.adapters.inference_log import LOG_PREFIX, SHADOW_PREFIX, quarantined
+    from cvloop.core.rollout import with_lost_parts
+
+    result = _measure_canary(ctx, store, reg, m, mark, c)
+    since = dt.datetime.fromisoformat(m.extra[K_STAGE_LOG]).date()
+    stage_wall = m.extra.get(K_STAGE_WALL, "")
+    lost = [
+        f"{r.get('key', '?')} ({r.get('reason', '?')}; now {r.get('quarantined_as', '?')})"
+        for pre in (LOG_PREFIX, SHADOW_PREFIX)
+        for r in quarantined(store, pre, since, mark.date())
+        # a part that named no date counts for the stage it was found in
+        if r.get("date") or (r.get("at") or "") >= stage_wall[:19]
+    ]
+    return with_lost_parts(result, lost)
+
+
+def _measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:
     from cvloop.adapters.inference_log import SHADOW_PREFIX
 
     chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]

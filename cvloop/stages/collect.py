@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cvloop.adapters.detector import check_pixels
 from cvloop.adapters.frame_keys import VIDEO_KEY_SEP
 from cvloop.adapters.storage import Storage
+from cvloop.core.errors import CvloopError
 from cvloop.core.frames import content_hash, dhash, hamming
 from cvloop.core.keylayout import KeyTemplate
 
@@ -248,6 +250,11 @@ def exif_time_ms(data: bytes) -> int | None:
 def _take_image(store, f: _Found, rep, kept, bits) -> None:
     key = f.key
     data = store.get_bytes(key)
+    try:
+        check_pixels(data)
+    except CvloopError as exc:
+        rep.quarantined.append(Quarantined(key, f"{exc.message}; {exc.fix}"))
+        return
     ts = f.ts_ms if f.ts_ms is not None else exif_time_ms(data)
     if ts is None:
         rep.quarantined.append(Quarantined(key, "no capture time: no DateTimeOriginal in its "

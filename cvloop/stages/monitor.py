@@ -56,6 +56,12 @@ class Windows:
         )
 
     @property
+    def dates(self) -> tuple[dt.date, dt.date]:
+        """The first and last day the check reads (reference through current window)."""
+        f = dt.datetime.fromisoformat
+        return f(self.ref_start).date(), (f(self.cur_end) - dt.timedelta(milliseconds=1)).date()
+
+    @property
     def iso_week(self) -> int:
         """The check's week: ISO year * 100 + ISO week of the current window's last day."""
         last = (dt.datetime.fromisoformat(self.cur_end) - dt.timedelta(milliseconds=1)).date()
@@ -81,12 +87,10 @@ def first_served_day(ctx: Context, version: str, before: dt.date) -> dt.date | N
     """The first day in the inference log on which ``version`` served frames."""
     import pyarrow.compute as pc
 
-    from cvloop.adapters.inference_log import LOG_PREFIX, read_log
+    from cvloop.adapters.inference_log import log_dates, read_log
 
     store = ctx.store
-    days = sorted({k.split("/")[1].removeprefix("date=") for k in store.keys(f"{LOG_PREFIX}/")})
-    for d in days:
-        day = dt.date.fromisoformat(d)
+    for day in log_dates(store):
         if day >= before:
             break
         t = read_log(store, day, day + dt.timedelta(days=1), columns=["model_version"])

@@ -188,17 +188,18 @@ def group_first_days(store: Storage, until: dt.date) -> dict[str, dt.date]:
     import json
     from collections import Counter
 
-    from cvloop.adapters.inference_log import LOG_PREFIX
+    from cvloop.adapters.inference_log import LOG_PREFIX, log_dates
 
     seen: dict[str, str] = {}
     scanned: dict[str, int] = {}
     if store.exists(GROUPS_FIRST_SEEN):
         state = json.loads(store.get_text(GROUPS_FIRST_SEEN))
         seen, scanned = dict(state.get("first_seen", {})), dict(state.get("parts", {}))
+    valid = {d.isoformat() for d in log_dates(store)}  # odd folders quarantined there
     parts = Counter(
         k.split("/")[1].removeprefix("date=")
         for k in store.keys(f"{LOG_PREFIX}/")
-        if k.split("/")[1].startswith("date=")
+        if k.endswith(".parquet") and k.split("/")[1].removeprefix("date=") in valid
     )
     for d, n in sorted(parts.items()):
         if d >= until.isoformat() or scanned.get(d) == n:

@@ -66,6 +66,7 @@ def gather_week(ctx: Context, start: dt.datetime, end: dt.datetime) -> dict:
         "versions": versions,
         "changes": changes,
         "slo": slo_of_week(ctx, start, end),
+        "quarantined": _quarantined_of_week(ctx, start, end),
         "data": sorted(
             data_changes(ctx, start, end) + _camera_changes(ctx, start, end),
             key=lambda r: r["when"],
@@ -101,6 +102,15 @@ def slo_of_week(ctx: Context, start: dt.datetime, end: dt.datetime) -> list[dict
     return out
 
 
+def _quarantined_of_week(ctx: Context, start: dt.datetime, end: dt.datetime) -> list[dict]:
+    """Inference-log parts quarantined this week (of its dates, or found this week)."""
+    from cvloop.adapters.inference_log import LOG_PREFIX, SHADOW_PREFIX, quarantined
+
+    s, e = start.date(), (end - dt.timedelta(milliseconds=1)).date()
+    return [r for pre in (LOG_PREFIX, SHADOW_PREFIX) for r in quarantined(ctx.store, pre, s, e)
+            if r.get("date") or s.isoformat() <= (r.get("at") or "")[:10] <= e.isoformat()]  # fmt: skip
+
+
 def _camera_changes(ctx: Context, start, end) -> list[dict]:
     """Cameras registered into a group or region this week (the camera registry)."""
     from cvloop.adapters.cameras import registrations
@@ -127,6 +137,9 @@ def review_markdown(week: str, data: dict, failed: list[dict]) -> tuple[str, lis
     for v in data["versions"]:
         if v["gate"] == "rejected":
             red.append(f"candidate v{v['version']} rejected by the gates: {v['reasons']}")
+    for q in data.get("quarantined") or []:
+        red.append(f"inference-log part quarantined: {q.get('key')}: {q.get('reason')} "
+                   f"(now {q.get('quarantined_as')}; {q.get('fix', '')})")  # fmt: skip
     slo = data.get("slo") or []
     for r in slo:
         if r["version"] == "all" and not r["met"]:

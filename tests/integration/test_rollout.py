@@ -169,6 +169,31 @@ def _serve(b, day: int, *extra: str) -> dict:
     return _json_tail(out.stdout)
 
 
+def _poison_the_log(log: Path, day: str) -> dict:
+    """What a fleet's log can hold besides good parts: a zero-byte part and one of rows from
+    another day in the stage's partition, a part in a folder that names no date, and a
+    far-future partition (a writer's clock years ahead). Returns the paths (relative to the
+    log) of the bad ones and of the far-future one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = sorted((log / f"date={day}").glob("*.parquet"))[0]
+    table = pq.read_table(good)
+    (log / f"date={day}" / "part-zero.parquet").write_bytes(b"")
+    ts = pa.array(
+        [dt.datetime(2031, 1, 1, tzinfo=dt.UTC)] * table.num_rows, table.schema.field("ts").type
+    )
+    pq.write_table(table.set_column(0, "ts", ts), log / f"date={day}" / "part-elsewhen.parquet")
+    (log / "date=bogus").mkdir()
+    pq.write_table(table, log / "date=bogus" / "part-odd.parquet")
+    (log / "date=2999-01-01").mkdir()
+    far = pa.array([dt.datetime(2999, 1, 1, 12, tzinfo=dt.UTC)] * table.num_rows, ts.type)
+    pq.write_table(table.set_column(0, "ts", far), log / "date=2999-01-01" / "part-far.parquet")
+    return {"bad": [f"date={day}/part-zero.parquet", f"date={day}/part-elsewhen.parquet",
+                    "date=bogus/part-odd.parquet"],
+            "future": "date=2999-01-01/part-far.parquet"}  # fmt: skip
+
+
 def _last_tags(version: str) -> dict:
     """What the last tick mirrored on a version (the canary's verdict and evidence)."""
     return dict(context().registry.get_version(version).tags)
@@ -347,9 +372,25 @@ def test_a_slow_error_prone_challenger_is_rolled_back_at_10_percent(
     bad = register_slower_copy_of_champion(tmp_path, "rollout-bad")
     b.stack.cli("rollout", "start", bad, env=b.env)
     _serve(b, 5, "--errors", f"{bad}=0.2")
+    poisoned = _poison_the_log(b.store / "inference-log", _day(5))
     out = _tick(b)
     m, aliases, reg = _state()
+    # the poisoned parts did not stop the tick: the breach rolled back within this one tick
     assert m.stage == "stable" and m.share_of(before["champion"]) == 100
+    quarantine = b.store / "inference-log-quarantine"
+    for rel in poisoned["bad"]:
+        assert not (b.store / "inference-log" / rel).exists(), rel  # moved out of the log ...
+        assert (quarantine / rel).exists() and (quarantine / f"{rel}.reason.json").exists()
+    reasons = {json.loads((quarantine / f"{r}.reason.json").read_text())["reason"]
+               for r in poisoned["bad"]}  # fmt: skip
+    assert any("zero bytes" in r for r in reasons) and any("date=YYYY-MM-DD" in r for r in reasons)
+    assert any("rows have a ts outside" in r for r in reasons)
+    # ... and the far-future partition was not taken as the log's clock (nor moved)
+    assert (b.store / "inference-log" / poisoned["future"]).exists()
+    import shutil
+
+    shutil.rmtree(quarantine)  # later rollouts of this module start on a clean log
+    shutil.rmtree((b.store / "inference-log" / poisoned["future"]).parent)
     assert aliases["challenger"] is None and aliases["champion"] == before["champion"]
     tags = reg.get_version(bad).tags
     assert tags["cvloop.rollout.status"] == "rolled-back"

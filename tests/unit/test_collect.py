@@ -40,6 +40,47 @@ def test_bad_frames_are_quarantined_and_the_run_continues(tmp_path):
     assert len(rep.collected) > 0
 
 
+def png_declaring(width: int, height: int) -> bytes:
+    """A few hundred bytes of PNG whose header declares ``width`` x ``height`` (RGB): what a
+    decompression bomb looks like before anything decodes it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 4096, 9)) + chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_an_image_declaring_too_many_pixels_is_refused_from_its_header(tmp_path):
+    import resource
+
+    import pytest
+
+    from cvloop.adapters.detector import decode_jpeg
+    from cvloop.core.errors import CvloopError
+
+    store = _store(tmp_path)
+    store.put_bytes("frames/cam-01/2026-10-05/1759622400003.png", png_declaring(30000, 30000))
+    store.put_bytes("frames/cam-01/2026-10-05/1759622400004.png", png_declaring(10000, 6000))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, the peak so far
+    rep = collect(store, DAY + dt.timedelta(days=2), 2)
+    with pytest.raises(CvloopError, match="above the 50 MP cvloop decodes"):
+        decode_jpeg(png_declaring(10000, 6000))
+    peak_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    reasons = {q.key.rsplit("/", 1)[1]: q.reason for q in rep.quarantined}
+    assert "image too large to decode" in reasons["1759622400003.png"]  # Pillow's own bomb check
+    assert "10000 x 6000 pixels (60 MP), above the 50 MP" in reasons["1759622400004.png"]
+    assert "CVLOOP_MAX_PIXELS" in reasons["1759622400004.png"]  # the fix is named
+    assert len(rep.collected) > 0  # the rest went on
+    # decoding either would need 2.7 GB / 180 MB: nothing near that was allocated
+    assert peak_growth_mb < 100, peak_growth_mb
+
+
 def test_burst_near_duplicates_are_dropped(tmp_path):
     store = _store(tmp_path)
     rep = collect(store, DAY + dt.timedelta(days=2), 2, near_dup_bits=4)

@@ -46,6 +46,9 @@ def test_routing_is_deterministic_and_sticky():
         ([Allocation("1", 60), Allocation("2", 30)], "add up to 100"),
         ([Allocation("1", 50), Allocation("1", 50)], "twice"),
         ([], "no allocation"),
+        ([Allocation("1", float("nan")), Allocation("2", 100)], "not a number"),
+        ([Allocation("1", float("inf"))], "not a number"),
+        ([Allocation("1", 110), Allocation("2", -10)], "negative share"),
     ],
 )
 def test_invalid_manifests_are_refused(allocs, error):
@@ -76,4 +79,14 @@ def test_malformed_manifest_names_the_fix(tmp_path):
     store = LocalStorage(tmp_path)
     store.put_text("rollout/manifest.json", '{"allocs": []}')
     with pytest.raises(CvloopError, match="malformed"):
+        read_manifest(store)
+
+
+def test_a_nan_share_written_by_hand_is_refused_by_every_reader(tmp_path):
+    # JSON has no NaN, but Python's json writes and reads one: a hand edit or another tool
+    store = LocalStorage(tmp_path)
+    store.put_text("rollout/manifest.json",
+                   '{"allocations": [{"version": "1", "share": NaN}, '
+                   '{"version": "2", "share": 100}]}')  # fmt: skip
+    with pytest.raises(CvloopError, match="not a number"):
         read_manifest(store)

@@ -28,6 +28,8 @@ def _frame(name: str, boxes, readable: bool = True) -> FrameToCheck:
         ([OK, LabelBox("crate", 0.501, 0.5, 0.2, 0.2)], True, "no_duplicate_box"),
         ([OK], False, "image_readable"),
         ([], False, "image_readable"),
+        ([LabelBox("crate", float("nan"), 0.5, 0.2, 0.2)], True, "coordinates_finite"),
+        ([OK, LabelBox("cone", 0.5, 0.5, float("nan"), 0.2)], True, "coordinates_finite"),
     ],
 )
 def test_each_rule_quarantines_the_frame(boxes, readable, rule):
@@ -100,3 +102,26 @@ def test_plan_split_never_puts_a_training_frame_in_the_holdout():
     plan = plan_split([f], training=[_entry(f.sha256, f.dhash)], holdout=[], holdout_quota=5,
                       val_share=0.1, near_dup_bits=4)  # fmt: skip
     assert plan.holdout == [] and plan.already_present == [f.sha256]
+
+
+def test_null_or_nan_coordinates_from_label_studio_are_quarantined_never_written():
+    from cvloop.adapters.datasets import yolo_label_lines
+    from cvloop.adapters.labelstudio import result_to_box
+    from cvloop.core.errors import CvloopError
+
+    drawn = {"x": 40, "y": 40, "width": 20, "height": 20, "rectanglelabels": ["crate"]}
+    results = [
+        {"type": "rectanglelabels", "value": {**drawn, "x": None}},  # null (a broken editor)
+        {"type": "rectanglelabels", "value": {**drawn, "width": "NaN"}},  # a NaN string
+        {"type": "rectanglelabels", "value": {k: v for k, v in drawn.items() if k != "y"}},
+    ]
+    boxes = [result_to_box(r) for r in results]  # no crash of the whole export
+    res = validate_annotations(
+        [_frame("ok", [OK]), *(_frame(f"bad{i}", [b]) for i, b in enumerate(boxes))],
+        CLASSES, min_box_area=0.0002, max_box_area=0.9, duplicate_iou=0.95,
+    )  # fmt: skip
+    assert res.valid == ["ok"] and res.quarantined == ["bad0", "bad1", "bad2"]
+    assert {v.rule for v in res.violations} == {"coordinates_finite"}
+    assert "cx,cy,w,h=nan,0.5,0.2,0.2" in res.violations[0].detail  # the values are named
+    with pytest.raises(CvloopError, match="not a finite number"):
+        yolo_label_lines([boxes[1]], CLASSES)  # and a label file never gets one
