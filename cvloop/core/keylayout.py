@@ -43,6 +43,22 @@ class ParsedKey:
     ts_ms: int | None  # from {ts_ms} / {ts_s}; None: the timestamp rule reads it elsewhere
 
 
+#: capture times a key may name: 1970 up to 2200 (a larger number is a bad name, not a time)
+MAX_TS_MS = 7_258_118_400_000
+
+
+def time_out_of_range(key: str, template: KeyTemplate) -> int | None:
+    """The epoch-ms (or s) time ``key`` names when it fits ``template`` but that time is out
+    of range (1970 .. 2200); None otherwise."""
+    m = template._re.match(key)
+    if m is None:
+        return None
+    g = m.groupdict()
+    ts = int(g["ts_ms"]) if g.get("ts_ms") else (int(g["ts_s"]) * 1000 if g.get("ts_s")
+                                                 else None)  # fmt: skip
+    return ts if ts is not None and not (0 <= ts < MAX_TS_MS) else None
+
+
 class KeyTemplate:
     """One template, compiled: parse a key, or the listing prefix for a camera and day."""
 
@@ -76,6 +92,8 @@ class KeyTemplate:
         g = m.groupdict()
         ts = int(g["ts_ms"]) if g.get("ts_ms") else (int(g["ts_s"]) * 1000 if g.get("ts_s")
                                                      else None)  # fmt: skip
+        if ts is not None and not (0 <= ts < MAX_TS_MS):  # a year beyond any clock
+            return None
         try:
             day = dt.date.fromisoformat(g["date"]) if g.get("date") else None
         except ValueError:

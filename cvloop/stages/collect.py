@@ -25,10 +25,10 @@ import numpy as np
 
 from cvloop.adapters.detector import check_pixels
 from cvloop.adapters.frame_keys import VIDEO_KEY_SEP
-from cvloop.adapters.storage import Storage
-from cvloop.core.errors import CvloopError
+from cvloop.adapters.storage import Storage, validate_key
+from cvloop.core.errors import CvloopError, StorageError
 from cvloop.core.frames import content_hash, dhash, hamming
-from cvloop.core.keylayout import KeyTemplate
+from cvloop.core.keylayout import KeyTemplate, time_out_of_range
 
 if TYPE_CHECKING:
     from cvloop.config.params import CollectParams
@@ -144,9 +144,14 @@ def _found(store: Storage, tmpl: KeyTemplate, rule: str, cam: str, days: list[dt
     prefixes = ([tmpl.prefix(cam, d) for d in days] if tmpl.lists_by_day()
                 else [tmpl.prefix(cam)])  # fmt: skip
     out: dict[dt.date, list[_Found]] = {d: [] for d in days}
-    misfits: list[str] = []
+    misfits: list[tuple[str, str | None]] = []  # (key, reason: None = does not fit the layout)
     for prefix in prefixes:
         for info in store.list(prefix):
+            try:  # an object no store call can name ('frames//x', '../', a backslash)
+                validate_key(info.key)
+            except StorageError as exc:
+                misfits.append((info.key, f"unusable object key: {exc.message}"))
+                continue
             low = info.key.lower()
             media = low.endswith(IMAGE_EXTS + VIDEO_EXTS)
             if media and not low.endswith(exts):
@@ -155,7 +160,10 @@ def _found(store: Storage, tmpl: KeyTemplate, rule: str, cam: str, days: list[dt
             if p is None or p.camera != cam:
                 hidden = "/." in "/" + info.key  # a writer's temp file
                 if p is None and not hidden and (media or strays):
-                    misfits.append(info.key)
+                    bad_ts = time_out_of_range(info.key, tmpl)
+                    misfits.append((info.key, None if bad_ts is None else
+                                    f"the time in the key ({bad_ts}) is not a capture time "
+                                    "(before 1970 or after 2200)"))  # fmt: skip
                 continue
             modified = int(info.modified.timestamp() * 1000)
             ts = {"key": p.ts_ms, "object": modified}.get(rule)  # exif: read with the image
@@ -190,14 +198,20 @@ def collect(
     images = KeyTemplate(layout.images, "frames.images")
     videos = KeyTemplate(layout.videos, "frames.videos")
     rep = CollectReport()
-    cams = cameras or sorted(
-        {
-            p.camera
-            for t in (images, videos)
-            for k in store.keys(t.prefix())
-            if (p := t.parse(k)) is not None
-        }
-    )
+    unusable: dict[str, str] = {}
+    found_cams: set[str] = set()
+    if not cameras:
+        for t in (images, videos):
+            for k in store.keys(t.prefix()):
+                try:
+                    validate_key(k)
+                except StorageError as exc:  # reported once, the rest goes on
+                    unusable[k] = f"unusable object key: {exc.message}"
+                    continue
+                if (p := t.parse(k)) is not None:
+                    found_cams.add(p.camera)
+    rep.quarantined += [Quarantined(k, why) for k, why in sorted(unusable.items())]
+    cams = cameras or sorted(found_cams)
     window = _days(end, days)
     video_rule = "key" if videos.has_time else "object"  # a clip's start time; no EXIF
     for cam in cams:
@@ -206,8 +220,10 @@ def collect(
                                    strays=True)  # fmt: skip
         vids, vid_misfits = _found(store, videos, video_rule, cam, window, VIDEO_EXTS,
                                    strays=False)  # fmt: skip
-        rep.quarantined += [Quarantined(k, _misfit_reason(k, images)) for k in img_misfits]
-        rep.quarantined += [Quarantined(k, _misfit_reason(k, videos)) for k in vid_misfits]
+        rep.quarantined += [Quarantined(k, why or _misfit_reason(k, images))
+                            for k, why in img_misfits]  # fmt: skip
+        rep.quarantined += [Quarantined(k, why or _misfit_reason(k, videos))
+                            for k, why in vid_misfits]  # fmt: skip
         for day in window:
             for f in sorted(imgs[day], key=lambda f: f.key):
                 _take_image(store, f, rep, kept, near_dup_bits)

@@ -292,7 +292,7 @@ def _back_to_champion(store, reg, m, who: str, reason: str, action: str) -> dict
 def _reconcile_stable(reg, m, reason: str | None = None) -> dict:
     """After a rollback (or a stop) the manifest says so: the challenger alias goes and the
     reason is tagged, idempotently (also after a crash between the two)."""
-    from registry.names import CHALLENGER
+    from registry.names import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
     if m is None:
         return {}
@@ -302,6 +302,19 @@ def _reconcile_stable(reg, m, reason: str | None = None) -> dict:
         status = "rolled-back" if "rolled_back" in m.extra else "stopped"
         if reg.alias_version(CHALLENGER) == v and status == "rolled-back":
             reg.delete_alias(CHALLENGER)
+        serving = m.allocations[0].version if len(m.allocations) == 1 else None
+        if (
+            status == "rolled-back"
+            and serving
+            and serving != v
+            and reg.alias_version(CHAMPION) == v
+        ):
+            # a manual rollback killed after its manifest: the aliases follow what serves
+            reg.set_alias(CHAMPION, serving)
+            if reg.alias_version(PREVIOUS_CHAMPION) == serving:
+                reg.delete_alias(PREVIOUS_CHAMPION)
+            _mirror(reg, serving, {ROLLOUT_STATUS: "champion", ROLLOUT_SHARE: "100"})
+            out["champion"] = serving
         tags = dict(reg.get_version(v).tags)
         if tags.get(ROLLOUT_STATUS) != status:
             _mirror(reg, v, {ROLLOUT_STATUS: status, ROLLOUT_SHARE: "0",
@@ -327,6 +340,7 @@ def rollback_now(ctx: Context, reason: str, who: str | None = None) -> dict:
     """Immediate manual rollback: a rollout in progress goes back to its champion; with no
     rollout in progress, the champion goes back to ``previous-champion``."""
     from cvloop.core.errors import CvloopError
+    from cvloop.core.faults import crash_point
     from registry.names import CHAMPION, PREVIOUS_CHAMPION
 
     store = ctx.store
@@ -336,20 +350,43 @@ def rollback_now(ctx: Context, reason: str, who: str | None = None) -> dict:
     if m is not None and m.stage != STABLE:
         return _back_to_champion(store, reg, m, who, f"manual rollback: {reason}", "rollback")
     current, previous = reg.alias_version(CHAMPION), reg.alias_version(PREVIOUS_CHAMPION)
-    if previous is None or previous == current:
+    if m is not None and (bad := _interrupted_rollback(m, current, previous)) is not None:
+        previous, current = current, bad  # the aliases moved, the clean-up did not: finish it
+    elif previous is None or previous == current:
         raise CvloopError(
             f"nothing to roll back to: champion v{current}, no `previous-champion` alias",
             fix="set the alias `previous-champion` on the version to serve in MLflow first",
         )
-    reg.set_alias(CHAMPION, previous)
-    reg.delete_alias(PREVIOUS_CHAMPION)
-    final = single(previous, stage="stable")
-    final.extra = {"rolled_back": current}
-    write_manifest(store, final, who=who, reason=f"manual rollback of v{current}: {reason}")
+    # the order makes every crash recoverable by running the same command again:
+    # 1. the manifest (what serves traffic): the bad version stops serving first;
+    # 2. the champion alias; 3. previous-champion goes (its version is the champion now)
+    if not (
+        m is not None and m.extra.get("rolled_back") == current and m.share_of(previous) == 100
+    ):
+        final = single(previous, stage="stable")
+        final.extra = {"rolled_back": current}
+        write_manifest(store, final, who=who, reason=f"manual rollback of v{current}: {reason}")
+    crash_point("rollback:manifest-written")
+    if reg.alias_version(CHAMPION) != previous:
+        reg.set_alias(CHAMPION, previous)
+    crash_point("rollback:champion-moved")
+    if reg.alias_version(PREVIOUS_CHAMPION) == previous:
+        reg.delete_alias(PREVIOUS_CHAMPION)
     _mirror(reg, current, {ROLLOUT_STATUS: "rolled-back", ROLLOUT_SHARE: "0",
                            ROLLOUT_REASON: f"manual rollback: {reason}"})  # fmt: skip
     _mirror(reg, previous, {ROLLOUT_STATUS: "champion", ROLLOUT_SHARE: "100"})
     return {"status": "rollback", "champion": previous, "rolled_back": current}
+
+
+def _interrupted_rollback(m, champion: str | None, previous: str | None) -> str | None:
+    """The version a manual rollback was taking out of service when it was killed after
+    moving the champion alias (the stable manifest names it, the champion alias already
+    points at the version it serves, ``previous-champion`` is not cleaned up yet); None when
+    no rollback is half done."""
+    bad = m.extra.get("rolled_back") if m.stage == STABLE else None
+    if bad and champion and bad != champion and previous == champion:
+        return str(bad) if m.share_of(champion) == 100 else None
+    return None
 
 
 def start_if_passed(ctx: Context, version: str, passed: bool, who: str) -> str:

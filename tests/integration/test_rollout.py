@@ -296,11 +296,33 @@ def test_a_better_challenger_goes_10_50_approval_100_and_becomes_champion(
     text = b.stack.cli("status", env=b.env).stdout
     assert f"v{good}  100%  [champion]" in text and "ROLLOUT HISTORY" in text
     assert "canary decided by labels" in text
-    # manual rollback: the previous champion serves again at once
-    b.stack.cli("rollback", "--reason", "test: back to the baseline", env=b.env)
+    # manual rollback: the previous champion serves again at once, even when the command is
+    # killed (SIGKILL) at each step boundary and run again
+    why = ["rollback", "--reason", "test: back to the baseline"]
+    killed = b.stack.cli(*why, env={**b.env, "CVLOOP_CRASH_AT": "rollback:manifest-written"},
+                         check=False)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    m, aliases, _ = _state()
+    assert m.share_of(old) == 100 and aliases["champion"] == good  # traffic moved first
+    killed = b.stack.cli(*why, env={**b.env, "CVLOOP_CRASH_AT": "rollback:champion-moved"},
+                         check=False)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    m, aliases, _ = _state()
+    assert aliases["champion"] == old and aliases["previous-champion"] == old
+    b.stack.cli(*why, env=b.env)  # run again: finishes what was left
     m, aliases, reg = _state()
-    assert aliases["champion"] == old and m.share_of(old) == 100
+    assert aliases["champion"] == old and aliases["previous-champion"] is None
+    assert m.share_of(old) == 100 and m.extra["rolled_back"] == good
     assert reg.get_version(good).tags["cvloop.rollout.status"] == "rolled-back"
+    assert reg.get_version(old).tags["cvloop.rollout.status"] == "champion"
+    from registry.manifest import history
+
+    rollbacks = [
+        h for h in history(context().store) if h.reason.startswith(f"manual rollback of v{good}")
+    ]
+    assert len(rollbacks) == 1  # the manifest written once, not once per attempt
+    again = b.stack.cli(*why, env=b.env, check=False)  # done: a fourth run changes nothing
+    assert again.returncode != 0 and "nothing to roll back to" in again.stdout + again.stderr
 
 
 def test_a_label_map_mix_up_is_rolled_back_at_10_percent_by_the_quality_check(

@@ -81,6 +81,26 @@ def test_an_image_declaring_too_many_pixels_is_refused_from_its_header(tmp_path)
     assert peak_growth_mb < 100, peak_growth_mb
 
 
+def test_one_odd_object_is_quarantined_and_the_collection_goes_on(tmp_path):
+    store = _store(tmp_path)
+    good = store.keys("frames/cam-01/2026-10-05/")[0]
+    data = store.get_bytes(good)
+    root = tmp_path / "s" / "frames"
+    # a camera folder with a backslash (a Windows path copied in): no store call can name it
+    (root / "cam\\03" / "2026-10-05").mkdir(parents=True)
+    (root / "cam\\03" / "2026-10-05" / "1759622400005.jpg").write_bytes(data)
+    # an epoch-ms name out of range (year 3 million): a bad name, not a time
+    store.put_bytes("frames/cam-01/2026-10-05/9999999999999999.jpg", data)
+    rep = collect(store, DAY + dt.timedelta(days=2), 2)
+    reasons = {q.key: q.reason for q in rep.quarantined}
+    assert "contains a backslash" in reasons["frames/cam\\03/2026-10-05/1759622400005.jpg"]
+    assert reasons["frames/cam-01/2026-10-05/9999999999999999.jpg"] == (
+        "the time in the key (9999999999999999) is not a capture time (before 1970 or after 2200)"
+    )
+    assert {c.camera for c in rep.collected} == {"cam-01", "cam-02"}  # the rest went on
+    assert len(rep.collected) + rep.near_duplicates == 2 * 2 * 4 * 3
+
+
 def test_burst_near_duplicates_are_dropped(tmp_path):
     store = _store(tmp_path)
     rep = collect(store, DAY + dt.timedelta(days=2), 2, near_dup_bits=4)
