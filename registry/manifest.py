@@ -112,10 +112,30 @@ def read_manifest(store: Storage) -> RolloutManifest | None:
         ) from None
 
 
+class ManifestConflict(CvloopError):
+    """The manifest changed after the writer read it: nothing was written."""
+
+
+#: ``write_manifest(based_on=ANY)``: write whatever the manifest is now (still serialized
+#: against every other writer)
+ANY = object()
+
+
 def write_manifest(
-    store: Storage, manifest: RolloutManifest, *, who: str | None = None, reason: str | None = None
+    store: Storage,
+    manifest: RolloutManifest,
+    *,
+    who: str | None = None,
+    reason: str | None = None,
+    based_on: RolloutManifest | object | None = ANY,
 ) -> RolloutManifest:
-    """Validate, stamp (who/when/why) and write the manifest atomically, plus a history entry."""
+    """Validate, stamp (who/when/why) and write the manifest atomically, then a history entry.
+
+    ``based_on``: the manifest the writer decided from (``None``: there was none). The write
+    happens only if the manifest is still that one, checked and written as one step
+    (:meth:`Storage.compare_and_put`), so a writer that spent minutes deciding (a rollout
+    tick reading the log) can never overwrite what someone wrote meanwhile (a rollback):
+    it gets :class:`ManifestConflict` and nothing is written."""
     manifest.validate()
     now = dt.datetime.now(dt.UTC)
     manifest.updated_at = now.isoformat(timespec="seconds")
@@ -123,10 +143,30 @@ def write_manifest(
     if reason is not None:
         manifest.reason = reason
     text = manifest.to_json()
+    basis = None if based_on is None or based_on is ANY else based_on.to_json()  # type: ignore[union-attr]
+
+    def still_based_on(current: bytes | None) -> bool:
+        if based_on is ANY:
+            return True
+        if current is None:
+            return basis is None
+        try:
+            return RolloutManifest.from_json(current.decode("utf-8")).to_json() == basis
+        except (KeyError, ValueError, TypeError):
+            return False  # a malformed manifest is not what anyone decided from
+
+    if not store.compare_and_put(MANIFEST_KEY, text.encode("utf-8"), still_based_on):
+        now_m = read_manifest(store)
+        raise ManifestConflict(
+            "the rollout manifest changed after this writer read it"
+            + (f" (now {now_m.stage} by {now_m.updated_by} at {now_m.updated_at}: "
+               f"{now_m.reason})" if now_m else " (it is gone)")
+            + f"; nothing written (was going to: {manifest.reason})",
+            fix="nothing to do: the next step reads the new manifest and decides again",
+        )  # fmt: skip
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     store.put_text(f"{HISTORY_PREFIX}{stamp}-{digest}.json", text)
-    store.put_text(MANIFEST_KEY, text)  # atomic: readers see the old or the new split
     return manifest
 
 

@@ -175,6 +175,9 @@ class RegionalStorage(Storage):
         store = self.store_for(validate_key(key))
         return store.exists(key) or (store is not self.home and self.home.exists(key))
 
+    def compare_and_put(self, key: str, data: bytes, expect) -> bool:
+        return self.store_for(validate_key(key)).compare_and_put(key, data, expect)
+
     def delete(self, key: str) -> None:
         store = self.store_for(validate_key(key))
         store.delete(key)

@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,15 @@ class Storage(abc.ABC):
         """The object's path on this machine's filesystem, when it has one."""
         return None
 
+    @abc.abstractmethod
+    def compare_and_put(
+        self, key: str, data: bytes, expect: Callable[[bytes | None], bool]
+    ) -> bool:
+        """Write ``data`` at ``key`` only if ``expect(current bytes, or None when absent)``
+        holds, atomically against every other ``compare_and_put`` of ``key`` (a folder: a
+        lock file; S3: a conditional write on the ETag read). False, and nothing written,
+        when it does not hold or another writer won in between."""
+
     def put_text(self, key: str, text: str) -> None:
         self.put_bytes(key, text.encode("utf-8"))
 
@@ -156,6 +165,27 @@ class LocalStorage(Storage):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def compare_and_put(
+        self, key: str, data: bytes, expect: Callable[[bytes | None], bool]
+    ) -> bool:
+        import fcntl
+        import hashlib
+
+        path = self._path(key)
+        locks = self.root / ".locks"  # hidden: never listed
+        locks.mkdir(parents=True, exist_ok=True)
+        lock = locks / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
+        with open(lock, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+            try:
+                current = path.read_bytes() if path.is_file() else None
+                if not expect(current):
+                    return False
+                self.put_bytes(key, data)
+                return True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_key(prefix, prefix=True)
@@ -306,6 +336,31 @@ class S3Storage(Storage):
             "get", key, self.client.get_object, Bucket=self.bucket, Key=self._key(key)
         )
         return resp["Body"].read()
+
+    def compare_and_put(
+        self, key: str, data: bytes, expect: Callable[[bytes | None], bool]
+    ) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = self._call("get", key, self.client.get_object, Bucket=self.bucket,
+                              Key=self._key(key))  # fmt: skip
+            current, etag = resp["Body"].read(), resp["ETag"]
+        except StorageError as exc:
+            if not exc.message.startswith("no object at"):
+                raise
+            current, etag = None, None
+        if not expect(current):
+            return False
+        cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}  # S3 conditional writes
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **cond)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False  # another writer won between the read and the write
+            raise self._error("put", key, exc) from None
+        return True
 
     def exists(self, key: str) -> bool:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,14 @@ from cvloop.core.rollout import (
     decide,
 )
 from cvloop.stages.canary import canary_tags, log_watermark, measure_canary
-from registry.manifest import RolloutManifest, read_manifest, single, write_manifest
+from registry.manifest import (
+    ANY,
+    ManifestConflict,
+    RolloutManifest,
+    read_manifest,
+    single,
+    write_manifest,
+)
 from registry.names import (
     APPROVED_AT,
     APPROVED_BY,
@@ -127,9 +135,11 @@ def start_rollout(
             K_DRIFT_CAMERAS: tags.get(DRIFT_CAMERAS, ""),
         },
     )
-    reg.set_alias(CHALLENGER, str(version))
     first = f"{share:g}%" if share else "shadow (a copy of every frame, none answered by it)"
-    write_manifest(store, m, who=who, reason=reason or f"rollout of v{version}: {first}")
+    # two starts (or a start and a rollback) racing: the one that read the manifest last loses
+    write_manifest(store, m, who=who, reason=reason or f"rollout of v{version}: {first}",
+                   based_on=current)  # fmt: skip
+    reg.set_alias(CHALLENGER, str(version))
     _mirror(reg, str(version), {ROLLOUT_STATUS: "canary" if share else "shadow",
                                 ROLLOUT_SHARE: f"{share:g}"})  # fmt: skip
     _mirror(reg, champion, {ROLLOUT_SHARE: f"{100 - share:g}"})
@@ -165,7 +175,8 @@ def measure_tick(ctx: Context, who: str = "cvloop rollout") -> TickMeasure:
     chall = m.extra[K_CHALLENGER]
     if reg.alias_version(CHAMPION) == chall:  # promoted, then the manifest write was lost
         return TickMeasure(m.to_json(), done=_promote(store, reg, m, who,
-                                                      "promotion finished after an interruption"))  # fmt: skip
+                                                      "promotion finished after an interruption",
+                                                      m))  # fmt: skip
     stage_since = dt.datetime.fromisoformat(m.extra[K_STAGE_LOG])
     mark = log_watermark(store) or stage_since
     result = measure_canary(ctx, store, reg, m, mark, ctx.params.rollout.canary)
@@ -205,9 +216,18 @@ def apply_tick(
     stop — and mirror what the canary said on the challenger's version."""
     if measured.done is not None or d is None:
         return measured.done or {"status": "idle"}
+    m = RolloutManifest.from_json(measured.manifest)
+    try:
+        return _apply(ctx, measured, d, m, who)
+    except ManifestConflict as exc:  # a rollback (or another tick) wrote while this measured
+        print(f"rollout tick: {exc.message}")
+        return {"status": "stale", "reason": exc.message, "version": m.extra[K_CHALLENGER]}
+
+
+def _apply(ctx: Context, measured: TickMeasure, d: Decision, m, who: str) -> dict:
     store, reg = ctx.store, ctx.registry
     p = ctx.params.rollout
-    m = RolloutManifest.from_json(measured.manifest)
+    basis = RolloutManifest.from_json(measured.manifest)  # what every write below is based on
     chall = m.extra[K_CHALLENGER]
     idx = int(m.extra[K_STAGE])
     shares = p.plan()[0]
@@ -217,20 +237,22 @@ def apply_tick(
     now = _now()
     result = measured.canary
     out = {"status": d.action, "reason": d.reason, "canary": result.as_dict(), "version": chall}
-    _mirror(reg, chall, canary_tags(result))
     if d.action == "await_approval" and not asked:
         m.extra[K_APPROVAL_ASKED] = _iso(now)
-        write_manifest(store, m, who=who, reason=f"v{chall}: {d.reason}")
+        write_manifest(store, m, who=who, reason=f"v{chall}: {d.reason}", based_on=basis)
         _mirror(reg, chall, {ROLLOUT_STATUS: "awaiting-approval"})
     elif d.action == "advance":
         why = d.reason
         if shares[idx + 1] >= p.approval_before_share:
             why += f"; approved by {tags[APPROVED_BY]}"
-        _advance(store, reg, m, idx + 1, shares[idx + 1], mark, who, why)
+        _advance(store, reg, m, idx + 1, shares[idx + 1], mark, who, why, basis)
     elif d.action == "promote":
-        return {**out, **_promote(store, reg, m, who, d.reason)}
+        out |= _promote(store, reg, m, who, d.reason, basis)
     elif d.action in ("rollback", "stop"):
-        return {**out, **_back_to_champion(store, reg, m, who, d.reason, d.action)}
+        out |= _back_to_champion(store, reg, m, who, d.reason, d.action, basis)
+    _mirror(reg, chall, canary_tags(result))  # after the write: a stale tick mirrors nothing
+    if "manifest" in out:
+        return out
     return {**out, "manifest": json.loads(read_manifest(store).to_json())}
 
 
@@ -241,7 +263,8 @@ def rollout_tick(ctx: Context, who: str = "cvloop rollout") -> dict:
     return apply_tick(ctx, measured, decide_tick(ctx, measured), who)
 
 
-def _advance(store, reg, m, idx: int, share: float, mark, who: str, reason: str) -> None:
+def _advance(store, reg, m, idx: int, share: float, mark, who: str, reason: str,
+             basis) -> None:  # fmt: skip
     from registry.manifest import Allocation
 
     chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
@@ -252,39 +275,50 @@ def _advance(store, reg, m, idx: int, share: float, mark, who: str, reason: str)
     m.shadow = []
     m.stage = CANARY.format(share=share)
     m.extra.update({K_STAGE: str(idx), K_STAGE_WALL: _iso(_now()), K_STAGE_LOG: _iso(mark)})
-    write_manifest(store, m, who=who, reason=f"v{chall} to {share:g}%: {reason}")
+    write_manifest(store, m, who=who, reason=f"v{chall} to {share:g}%: {reason}", based_on=basis)
     _mirror(reg, chall, {ROLLOUT_STATUS: "canary", ROLLOUT_SHARE: f"{share:g}"})
     _mirror(reg, champ, {ROLLOUT_SHARE: f"{100 - share:g}"})
 
 
-def _promote(store, reg, m, who: str, reason: str) -> dict:
-    """Champion alias to the challenger (the old one keeps ``previous-champion``), then the
-    manifest: a crash in between is finished by the next tick."""
+def _promote(store, reg, m, who: str, reason: str, basis=ANY) -> dict:
+    """The manifest first (compared with what the tick decided from: a rollback written
+    meanwhile wins), then the champion alias to the challenger (the old one keeps
+    ``previous-champion``): a crash in between is finished by the next tick
+    (:func:`_reconcile_stable`)."""
+    chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
+    final = single(chall, stage="stable")
+    final.extra = {"promoted": chall, "previous_champion": champ}
+    if basis is not None:  # None: the manifest says so already (finishing an interruption)
+        write_manifest(store, final, who=who, reason=f"v{chall} is the champion: {reason}",
+                       based_on=basis)  # fmt: skip
+    _finish_promotion(reg, chall, champ, reason)
+    return {"status": "promote", "champion": chall, "previous_champion": champ,
+            "manifest": json.loads(final.to_json())}  # fmt: skip
+
+
+def _finish_promotion(reg, chall: str, champ: str, reason: str) -> None:
+    """The aliases and tags of a promotion whose manifest is written (idempotent)."""
     from registry.names import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
-    chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
     if reg.alias_version(CHAMPION) != chall:
         reg.set_alias(PREVIOUS_CHAMPION, champ)
         reg.set_alias(CHAMPION, chall)
     if reg.alias_version(CHALLENGER) == chall:  # a newer candidate may hold it by now
         reg.delete_alias(CHALLENGER)
-    final = single(chall, stage="stable")
-    final.extra = {"promoted": chall, "previous_champion": champ}
-    write_manifest(store, final, who=who, reason=f"v{chall} is the champion: {reason}")
-    _mirror(reg, chall, {ROLLOUT_STATUS: "champion", ROLLOUT_SHARE: "100",
-                         PROMOTED_AT: _iso(_now()), ROLLOUT_REASON: reason})  # fmt: skip
-    _mirror(reg, champ, {ROLLOUT_STATUS: "previous-champion", ROLLOUT_SHARE: "0"})
-    return {"status": "promote", "champion": chall, "previous_champion": champ,
-            "manifest": json.loads(final.to_json())}  # fmt: skip
+    tags = dict(reg.get_version(chall).tags)
+    if tags.get(ROLLOUT_STATUS) != "champion":
+        _mirror(reg, chall, {ROLLOUT_STATUS: "champion", ROLLOUT_SHARE: "100",
+                             PROMOTED_AT: _iso(_now()), ROLLOUT_REASON: reason})  # fmt: skip
+        _mirror(reg, champ, {ROLLOUT_STATUS: "previous-champion", ROLLOUT_SHARE: "0"})
 
 
-def _back_to_champion(store, reg, m, who: str, reason: str, action: str) -> dict:
+def _back_to_champion(store, reg, m, who: str, reason: str, action: str, basis=ANY) -> dict:
     """Traffic back to the champion first (the manifest), then the alias and the tags."""
 
     chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
     final = single(champ, stage="stable")
     final.extra = {"rolled_back": chall} if action == "rollback" else {"stopped": chall}
-    write_manifest(store, final, who=who, reason=f"v{chall} {action}: {reason}")
+    write_manifest(store, final, who=who, reason=f"v{chall} {action}: {reason}", based_on=basis)
     _reconcile_stable(reg, final, reason)
     return {"status": action, "champion": champ, "manifest": json.loads(final.to_json())}
 
@@ -320,6 +354,11 @@ def _reconcile_stable(reg, m, reason: str | None = None) -> dict:
             _mirror(reg, v, {ROLLOUT_STATUS: status, ROLLOUT_SHARE: "0",
                              ROLLOUT_REASON: (reason or m.reason)[:4900]})  # fmt: skip
         out[status] = v
+    if "promoted" in m.extra and reg.alias_version(CHAMPION) != m.extra["promoted"]:
+        # a promotion killed after its manifest: the aliases follow what serves
+        _finish_promotion(reg, m.extra["promoted"], m.extra.get("previous_champion", ""),
+                          reason or m.reason)  # fmt: skip
+        out["promoted"] = m.extra["promoted"]
     return out
 
 
@@ -338,17 +377,32 @@ def approve(ctx: Context, version: str, who: str, *, reject: bool = False, note:
 
 def rollback_now(ctx: Context, reason: str, who: str | None = None) -> dict:
     """Immediate manual rollback: a rollout in progress goes back to its champion; with no
-    rollout in progress, the champion goes back to ``previous-champion``."""
+    rollout in progress, the champion goes back to ``previous-champion``.
+
+    It wins over any rollout tick in flight: every write is compared with the manifest it
+    decided from, and when a tick wrote in between (a stage advanced, a promotion) the
+    rollback reads the manifest again and rolls back from there."""
+    for attempt in range(5):
+        try:
+            return _rollback_once(ctx, reason, who or "operator")
+        except ManifestConflict:
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _rollback_once(ctx: Context, reason: str, who: str) -> dict:
     from cvloop.core.errors import CvloopError
     from cvloop.core.faults import crash_point
     from registry.names import CHAMPION, PREVIOUS_CHAMPION
 
     store = ctx.store
     reg = ctx.registry
-    who = who or "operator"
     m = read_manifest(store)
     if m is not None and m.stage != STABLE:
-        return _back_to_champion(store, reg, m, who, f"manual rollback: {reason}", "rollback")
+        return _back_to_champion(store, reg, m, who, f"manual rollback: {reason}", "rollback",
+                                 m)  # fmt: skip
     current, previous = reg.alias_version(CHAMPION), reg.alias_version(PREVIOUS_CHAMPION)
     if m is not None and (bad := _interrupted_rollback(m, current, previous)) is not None:
         previous, current = current, bad  # the aliases moved, the clean-up did not: finish it
@@ -365,7 +419,8 @@ def rollback_now(ctx: Context, reason: str, who: str | None = None) -> dict:
     ):
         final = single(previous, stage="stable")
         final.extra = {"rolled_back": current}
-        write_manifest(store, final, who=who, reason=f"manual rollback of v{current}: {reason}")
+        write_manifest(store, final, who=who, reason=f"manual rollback of v{current}: {reason}",
+                       based_on=m)  # fmt: skip
     crash_point("rollback:manifest-written")
     if reg.alias_version(CHAMPION) != previous:
         reg.set_alias(CHAMPION, previous)
@@ -413,10 +468,14 @@ def write_initial_manifest(ctx: Context, version: str, who: str = "cvloop bootst
     current = read_manifest(store)
     if current is not None:
         return current.to_json()
-    manifest = write_manifest(
-        store,
-        single(version, stage="stable"),
-        who=who,
-        reason=f"{who.split()[-1]}: version {version} is the first champion",
-    )
+    try:
+        manifest = write_manifest(
+            store,
+            single(version, stage="stable"),
+            who=who,
+            reason=f"{who.split()[-1]}: version {version} is the first champion",
+            based_on=None,  # only if there is still none (two bootstraps racing: the first wins)
+        )
+    except ManifestConflict:
+        return read_manifest(store).to_json()
     return manifest.to_json()

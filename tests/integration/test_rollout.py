@@ -381,9 +381,22 @@ def test_an_identical_challenger_passes(fleet, trained, stack_client_env, tmp_pa
     assert out["canary"]["evidence"] == "pairing"
     classes = out["canary"]["quality"]["classes"]
     assert {v["kept_share"] for v in classes.values() if v["kept_share"] is not None} == {1.0}
+    # a tick that measured before a rollback landed cannot undo it (compare-and-swap on the
+    # manifest): its write is refused and it says so
+    from cvloop.core.rollout import Decision
+    from cvloop.stages import rollout as ro
+
+    measured = ro.measure_tick(context(), "test")  # reads the 50 % manifest and the log ...
     b.stack.cli("rollback", "--reason", "test: identical challenger, enough", env=b.env)
+    late = ro.apply_tick(context(), measured, Decision("advance", "a late tick"), "test")
+    assert late["status"] == "stale", late
+    assert (
+        "changed after this writer read it" in late["reason"]
+        and "manual rollback" in late["reason"]
+    )
     m, aliases, _ = _state()
     assert m.stage == "stable" and aliases["champion"] == trained.champion
+    assert m.share_of(same) == 0 and aliases["challenger"] is None
 
 
 def test_a_slow_error_prone_challenger_is_rolled_back_at_10_percent(

@@ -90,3 +90,25 @@ def test_a_nan_share_written_by_hand_is_refused_by_every_reader(tmp_path):
                    '{"version": "2", "share": 100}]}')  # fmt: skip
     with pytest.raises(CvloopError, match="not a number"):
         read_manifest(store)
+
+
+def test_a_writer_that_decided_from_an_old_manifest_writes_nothing(tmp_path):
+    from registry.manifest import ManifestConflict
+
+    store = LocalStorage(tmp_path)
+    write_manifest(store, single("1"), who="bootstrap", reason="v1", based_on=None)
+    with pytest.raises(ManifestConflict):  # create-only, and there is one
+        write_manifest(store, single("9"), who="bootstrap", based_on=None)
+    seen = read_manifest(store)  # a tick reads the manifest ...
+    canary = RolloutManifest([Allocation("1", 90), Allocation("2", 10)], stage="canary-10")
+    write_manifest(store, canary, who="ops", reason="rollout v2", based_on=seen)
+    tick_basis = read_manifest(store)
+    # ... a rollback lands while the tick reads the log ...
+    write_manifest(store, single("1"), who="ada", reason="manual rollback", based_on=tick_basis)
+    # ... and the tick's advance, decided from the 10 % manifest, is refused
+    advance = RolloutManifest([Allocation("1", 50), Allocation("2", 50)], stage="canary-50")
+    with pytest.raises(ManifestConflict, match=r"now stable by ada .*manual rollback"):
+        write_manifest(store, advance, who="tick", reason="to 50 %", based_on=tick_basis)
+    now = read_manifest(store)
+    assert now.share_of("1") == 100 and now.updated_by == "ada"
+    assert [h.updated_by for h in history(store)] == ["bootstrap", "ops", "ada"]  # no stale entry
