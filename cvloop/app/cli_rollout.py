@@ -70,7 +70,12 @@ def rollback(
 def start(
     version: Annotated[str | None, typer.Argument(help="default: the `challenger` alias")] = None,
     reason: Annotated[str, typer.Option(help="why")] = "",
-    force: Annotated[bool, typer.Option(help="start a version rolled back before")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="start a version rolled back before, or one gated against an older champion"
+        ),
+    ] = False,
 ) -> None:
     """Start the rollout of a version that passed every gate (first stage share)."""
     from cvloop.stages.rollout import start_rollout

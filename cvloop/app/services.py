@@ -456,6 +456,7 @@ class ServiceManager:
         if "worker" in wanted and "prefect" not in wanted:
             wanted = self._names([*wanted, "prefect"])
         self.home.mkdir(parents=True, exist_ok=True)
+        self.home.chmod(0o700)  # secrets, the services' databases, the fleet's ground truth
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if "labelstudio" in wanted:
             ensure_local_secrets(self.settings)
@@ -527,6 +528,7 @@ class ServiceManager:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: `down` signals exactly this group
+            umask=0o077,  # databases, tokens, artifacts: this user's only (0600 / 0700)
         )
         log.close()
         import psutil

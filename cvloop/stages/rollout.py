@@ -81,7 +81,13 @@ def start_rollout(
     """
     from cvloop.core.errors import CvloopError
     from registry.manifest import Allocation
-    from registry.names import CHALLENGER, CHAMPION
+    from registry.names import (
+        CHALLENGER,
+        CHAMPION,
+        DATASET_VERSION,
+        PARENT_VERSION,
+        REGISTRATION,
+    )
 
     reg = ctx.registry
     store = ctx.store
@@ -115,6 +121,23 @@ def start_rollout(
     champion = reg.alias_version(CHAMPION)
     if champion is None or champion == str(version):
         raise CvloopError(f"version {version} is the champion already (or there is none)")
+    if tags.get(REGISTRATION, "complete") != "complete":
+        raise CvloopError(
+            f"version {version} is registered only half ({REGISTRATION} = "
+            f"{tags.get(REGISTRATION)}): a registration killed before its files and tags were "
+            "all written is never rolled out",
+            fix="run the candidate flow again (it finishes the registration), or delete the version",
+        )
+    parent = tags.get(PARENT_VERSION)
+    if parent and parent != champion and not force:
+        raise CvloopError(
+            f"version {version} was fine-tuned from and gated against v{parent}, but the "
+            f"champion is v{champion} now: its gates compared it with a model that no longer "
+            "serves",
+            fix=f"gate it again against v{champion} (`cvloop candidate --dataset "
+            f"{tags.get(DATASET_VERSION, 'dataset-vN')}`), or `cvloop rollout start {version} "
+            "--force` to canary it anyway",
+        )
     p = ctx.params.rollout
     share = p.plan()[0][0]
     now, mark = _now(), log_watermark(store)

@@ -373,6 +373,15 @@ def test_a_label_map_mix_up_is_rolled_back_at_10_percent_by_the_quality_check(
 
 def test_an_identical_challenger_passes(fleet, trained, stack_client_env, tmp_path):
     b = fleet
+    # a candidate gated against a champion that no longer serves is not canaried
+    champ = context().registry.fetch_alias("champion")
+    assert champ.version != "1"
+    stale = register_files(tmp_path, "rollout-stale-parent", champ.pt, champ.onnx, champ.classes,
+                           champ.imgsz, "1")  # fmt: skip
+    refused = b.stack.cli("rollout", "start", stale, env=b.env, check=False)
+    assert refused.returncode != 0
+    said = refused.stdout + refused.stderr
+    assert "gated against v1" in said and "--force" in said, said
     same = register_copy_of_champion(tmp_path, "rollout-same")
     b.stack.cli("rollout", "start", same, env=b.env)
     _serve(b, 4)

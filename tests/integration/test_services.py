@@ -38,6 +38,18 @@ def test_services_answer_on_their_urls(stack):
     assert ready.status_code == 200 or "no champion" in ready.json()["reason"], ready.text
 
 
+def test_the_home_and_what_the_services_write_are_this_users_only(stack):
+    assert stack.home.stat().st_mode & 0o777 == 0o700
+    secrets = stack.home / "secrets.env"
+    assert not secrets.exists() or secrets.stat().st_mode & 0o077 == 0
+    dbs = [p for p in stack.home.rglob("*.db") if p.is_file()] + [
+        p for p in stack.home.rglob("*.sqlite3") if p.is_file()
+    ]
+    assert dbs, "no service database found under the home"
+    loose = [str(p) for p in dbs if p.stat().st_mode & 0o077]
+    assert not loose, f"readable by others: {loose}"
+
+
 def test_services_listen_on_loopback_only(stack):
     for name, row in stack.status().items():
         root = psutil.Process(row["pid"])
