@@ -346,18 +346,55 @@ def check_pixels(data: bytes, limit: int | None = None) -> None:
     fix = (
         f"resize at the camera, or raise the limit ({MAX_PIXELS_ENV}, default {DEFAULT_MAX_PIXELS})"
     )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-    except Image.DecompressionBombError as exc:
-        raise CvloopError(f"image too large to decode: {exc}", fix=fix) from None
-    except Exception:
-        return
+    size = _declared_size(data)  # JPEG / PNG: a few bytes of the header, microseconds
+    if size is None:  # another format: Pillow reads its header (lazily, no pixels)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as im:
+                    size = im.size
+        except Image.DecompressionBombError as exc:
+            raise CvloopError(f"image too large to decode: {exc}", fix=fix) from None
+        except Exception:
+            return
+    w, h = size
     if w * h > limit:
         raise CvloopError(f"image declares {w} x {h} pixels ({w * h / 1e6:.0f} MP), above the "
                           f"{limit / 1e6:g} MP cvloop decodes", fix=fix)  # fmt: skip
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a PNG's IHDR or a JPEG's start-of-frame declares; None for another
+    format or a header this does not follow (Pillow then reads it)."""
+    import struct
+
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        w, h = struct.unpack(">II", data[16:24])
+        return int(w), int(h)
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length
+            i += 2
+            continue
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        length = (data[i + 2] << 8) | data[i + 3]
+        if marker in _SOF and i + 9 <= n:
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return int(w), int(h)
+        i += 2 + length
+    return None
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
