@@ -1,12 +1,12 @@
 """Prefilter + selection stage (runbook step 2): the champion looks at every collected
-frame; edge cases and detections survive at <= 1 fps per camera; active learning picks
-the frames to label within the budget."""
+frame; edge cases, drift-slice frames and a sampled share of the rest survive at <= 1 fps
+per camera; active learning picks the frames to label within the budget."""
 
 from __future__ import annotations
 
 from prefect import task
 
-from cvloop.stages.prefilter import Selection, prefilter_and_select
+from cvloop.stages.prefilter import Selection, prefilter_and_select, selection_markdown
 from tasks import stage_task
 
 
@@ -14,21 +14,7 @@ from tasks import stage_task
 def publish_selection_report(selection: Selection) -> str:
     from prefect.artifacts import create_markdown_artifact
 
-    s = selection.summary
-    lines = [
-        "# Retrain: prefilter and selection",
-        "",
-        "| collected | already labeled | after prefilter (events, <= fps per camera) "
-        "| selected | drift frames |",
-        "|---|---|---|---|---|",
-        f"| {s['collected']} | {s['already_labeled']} | {s['after_prefilter']} | "
-        f"{s['selected']} | {s['drift_frames_selected']} |",
-        "",
-        "| why selected | frames |",
-        "|---|---|",
-    ]
-    lines += [f"| {k} | {v} |" for k, v in s["why"].items()]
-    md = "\n".join(lines) + "\n"
+    md = selection_markdown(selection.summary)
     create_markdown_artifact(markdown=md, key="retrain-selection", description="selection")
     return md
 

@@ -90,8 +90,13 @@ def _review(settings: Settings, flow_run_id: str, out) -> None:
 
     from cvloop.config.params import load_params
     from cvloop.sim.fleet.reviewer import REVIEWER, simulate_review
+    from cvloop.stages.prefilter import selection_line
 
-    info = json.loads(_ctx().store.get_text(f"runs/retrain/{flow_run_id}/review-queue.json"))
+    store = _ctx().store
+    info = json.loads(store.get_text(f"runs/retrain/{flow_run_id}/review-queue.json"))
+    summary = f"runs/retrain/{flow_run_id}/selection-summary.json"
+    if store.exists(summary):
+        out(f"  selection: {selection_line(json.loads(store.get_text(summary)))}")
     out(f"  review queue: {info['project_url']} ({info['tasks']} frames)")
     size = load_params().fleet.image_size
     rep = simulate_review(

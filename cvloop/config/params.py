@@ -122,7 +122,8 @@ class PrefilterParams(_Section):
     low_confidence: Prob = 0.7
     high_confidence: Prob = 0.99
     many_detections: PosInt = 50
-    keep_empty: bool = True
+    ordinary_share: Prob = 0.01  # frames with only confident detections kept (seed 001: ~1 %)
+    empty_share: Prob = 0.05  # frames with no detection kept (maybe missed objects)
 
     @model_validator(mode="after")
     def _order(self) -> PrefilterParams:
@@ -397,12 +398,21 @@ class Params(_Section):
         return self
 
 
+#: keys of older params files and what replaced them (named in the error, not "unknown")
+REPLACED_KEYS = {
+    "prefilter.keep_empty": "replaced by prefilter.empty_share (the share of frames without a "
+    "detection kept; 1.0 keeps them all, as keep_empty: true did)",
+}
+
+
 def _describe(err: dict[str, Any], raw: dict[str, Any]) -> str:
     loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
         return f"{loc}: required key is missing"
     if err["type"] == "extra_forbidden":
+        if loc in REPLACED_KEYS:
+            return f"{loc}: no longer a key: {REPLACED_KEYS[loc]}"
         return f"{loc}: unknown key (check the spelling; allowed keys are listed in params.yaml)"
     value: Any = raw
     for part in err["loc"]:

@@ -3,9 +3,13 @@
 **Prefilter** (event-driven sampling, seeds/001): run the champion (ONNX Runtime, batched,
 streaming: a batch of frames in memory at a time) over the collected frames and keep
 
-* frames with detections, and the edge cases: max confidence below ``low_confidence``
-  (uncertain), above ``high_confidence`` (suspiciously sure), more than
-  ``many_detections`` detections, or none at all (``keep_empty``: maybe missed);
+* every **edge case**: max confidence below ``low_confidence`` (uncertain), above
+  ``high_confidence`` (suspiciously sure), more than ``many_detections`` detections;
+* every frame of a **drift slice** (a drift-flagged camera, or a detection of a drift-flagged
+  class; a camera where a class new to the schema is expected counts as one);
+* a share of the rest: ``ordinary_share`` of the frames with only confident detections
+  (seed 001's ~1 %) and ``empty_share`` of those with none (a missed object looks empty),
+  drawn by a hash of the frame key, so a re-run keeps the same frames;
 * at most ``fps_per_camera`` frames per second per camera (the runbook's "1 fps").
 
 **Select** (active learning): score = uncertainty × slice importance, where uncertainty is
@@ -64,10 +68,58 @@ def edge_reasons(confs: np.ndarray, low: float, high: float, many: int) -> list[
     return reasons
 
 
-def keep_events(scored: Iterable[Scored], *, keep_empty: bool) -> Iterator[Scored]:
-    """Event-driven sampling: frames with detections, and the edge cases."""
+def sampled(key: str, share: float, salt: str) -> bool:
+    """Whether ``key`` falls in a deterministic ``share`` of all keys (hash of the key)."""
+    import hashlib
+
+    if share >= 1.0:
+        return True
+    h = int.from_bytes(hashlib.sha256(f"{salt}|{key}".encode()).digest()[:8], "big")
+    return h < share * 2.0**64
+
+
+#: what the prefilter made of a frame (the selection report's columns)
+EVENT_KINDS = ("edge", "drift", "ordinary_kept", "empty_kept", "dropped")
+
+
+def event_kind(s: Scored, drift_cameras: set[str], drift_classes: set[str],
+               ordinary_share: float, empty_share: float) -> str:  # fmt: skip
+    """``edge`` / ``drift`` (always kept), ``ordinary_kept`` / ``empty_kept`` (in the
+    sampled share) or ``dropped``."""
+    if any(r.startswith("edge:") and r != "edge:empty" for r in s.reasons):
+        return "edge"
+    if s.camera in drift_cameras or any(c in drift_classes for c in s.labels):
+        return "drift"
+    if s.n_det == 0:
+        return "empty_kept" if sampled(s.key, empty_share, "empty") else "dropped"
+    return "ordinary_kept" if sampled(s.key, ordinary_share, "ordinary") else "dropped"
+
+
+def keep_events(
+    scored: Iterable[Scored],
+    *,
+    ordinary_share: float,
+    empty_share: float,
+    drift_cameras: set[str] = frozenset(),  # type: ignore[assignment]
+    drift_classes: set[str] = frozenset(),  # type: ignore[assignment]
+    counts: dict[str, dict[str, int]] | None = None,
+) -> Iterator[Scored]:
+    """Event-driven sampling (module docstring); ``counts`` (camera -> kind -> frames, with
+    ``in``) is filled as the frames go by."""
     for s in scored:
-        if s.n_det or (keep_empty and "edge:empty" in s.reasons):
+        kind = event_kind(s, drift_cameras, drift_classes, ordinary_share, empty_share)
+        if counts is not None:
+            c = counts.setdefault(s.camera, dict.fromkeys(("in", *EVENT_KINDS), 0))
+            c["in"] += 1
+            c[kind] += 1
+            if kind not in ("edge", "drift"):  # the pool the shares sample from
+                key = "in_empty" if s.n_det == 0 else "in_ordinary"
+                c[key] = c.get(key, 0) + 1
+        if kind == "ordinary_kept":
+            s.reasons = [*s.reasons, "sampled:ordinary"]
+        elif kind == "empty_kept":
+            s.reasons = [*s.reasons, "sampled:empty"]
+        if kind != "dropped":
             yield s
 
 

@@ -95,12 +95,22 @@ def run_prefilter(
     drift_cameras: set[str],
     drift_classes: set[str],
     on_error: Callable[[str, str], None] | None = None,
+    counts: dict[str, dict[str, int]] | None = None,
 ) -> tuple[list[Scored], list[Selected]]:
     """The whole step with ``params.yaml``'s ``prefilter`` (``pf``) and ``select`` (``sel``)
-    sections: score, keep events, cap the fps, select. Returns (events, selected)."""
+    sections: score, keep events, cap the fps, select. Returns (events, selected);
+    ``counts`` gets, per camera, frames in, edge cases, drift-slice frames, ordinary and empty
+    frames kept, dropped, survivors at the fps cap and selected."""
     scored = score_frames(frames, detector, pf, on_error)
-    events = cap_fps(keep_events(scored, keep_empty=pf.keep_empty), pf.fps_per_camera)
+    kept = keep_events(scored, ordinary_share=pf.ordinary_share, empty_share=pf.empty_share,
+                       drift_cameras=drift_cameras, drift_classes=drift_classes,
+                       counts=counts)  # fmt: skip
+    events = cap_fps(kept, pf.fps_per_camera)
     chosen = select(events, sel, drift_cameras=drift_cameras, drift_classes=drift_classes)
+    if counts is not None:
+        for key, rows in (("survivors", events), ("selected", chosen)):
+            for r in rows:
+                counts.setdefault(r.camera, {})[key] = counts.get(r.camera, {}).get(key, 0) + 1
     return events, chosen
 
 
@@ -163,6 +173,7 @@ def prefilter_and_select(
                 errors.append((row["key"], str(exc)))
 
     routed = set(route_cameras or ()) - set(drift_cameras)
+    per_camera: dict[str, dict[str, int]] = {}
     events, chosen = run_prefilter(
         frames(),
         detector,
@@ -171,6 +182,7 @@ def prefilter_and_select(
         set(drift_cameras) | routed,
         set(drift_classes),
         on_error=lambda k, e: errors.append((k, e)),
+        counts=per_camera,
     )
     note = f"new class {', '.join(route_classes or [])}: likely here"
     for s in chosen:  # a routed camera is not a drift slice: say why it was weighed
@@ -185,11 +197,21 @@ def prefilter_and_select(
     base = collected_key.rsplit("/", 1)[0]
     store.put_bytes(f"{base}/selected.parquet", to_parquet(chosen))
     why = Counter(w.split(" ")[0] if not slices.is_drift(w) else w for s in chosen for w in s.why)
+    cols = ("in", "edge", "drift", "ordinary_kept", "empty_kept", "dropped", "survivors",
+            "selected")  # fmt: skip
+    table = {cam: {k: c.get(k, 0) for k in cols} for cam, c in sorted(per_camera.items())}
     summary = {
         "collected": len(collected) + already,
         "already_labeled": already,
+        "scored": sum(c["in"] for c in table.values()),
+        "edge_cases": sum(c["edge"] + c["drift"] for c in table.values()),
+        "ordinary_kept": sum(c["ordinary_kept"] for c in table.values()),
+        "empty_kept": sum(c["empty_kept"] for c in table.values()),
+        "dropped": sum(c["dropped"] for c in table.values()),
         "after_prefilter": len(events),
         "selected": len(chosen),
+        "per_camera": table,
+        "shares": {"ordinary": pf.ordinary_share, "empty": pf.empty_share},
         "unreadable": len(errors),
         "drift_frames_selected": sum(any(slices.is_drift(w) for w in s.why) for s in chosen),
         "why": dict(why.most_common()),
@@ -225,3 +247,39 @@ def _seed_frames(store, keys, known, taken, detector, pf, classes, errors, layou
     scored = score_frames(iter(todo), detector, pf)
     why = f"seed: operator's example of {', '.join(classes) or 'a new class'}"
     return [Selected(f.key, f.camera, f.ts_ms, 1.0, [why], f.labels, f.detections) for f in scored]
+
+
+def selection_line(s: dict) -> str:
+    """One line of the selection: frames in -> edge cases -> sampled -> survivors -> selected."""
+    if "edge_cases" not in s:  # a summary written before the event-driven prefilter
+        return f"{s['collected']} collected -> {s['after_prefilter']} after the prefilter -> {s['selected']} selected"
+    return (f"{s['scored']} scored -> {s['edge_cases']} edge cases + {s['ordinary_kept']} "
+            f"ordinary ({s['shares']['ordinary']:.0%}) + {s['empty_kept']} empty "
+            f"({s['shares']['empty']:.0%}) kept, {s['dropped']} dropped -> "
+            f"{s['after_prefilter']} survivors at <= fps -> {s['selected']} selected")  # fmt: skip
+
+
+def selection_markdown(s: dict) -> str:
+    """The retrain's selection report (the Prefect artifact ``retrain-selection``)."""
+    lines = [
+        "# Retrain: prefilter and selection",
+        "",
+        f"{selection_line(s)} ({s['already_labeled']} of {s['collected']} collected were "
+        f"labeled before; {s.get('unreadable', 0)} unreadable; "
+        f"{s['drift_frames_selected']} drift frames selected)",
+        "",
+    ]
+    if s.get("per_camera"):
+        lines += [
+            "| camera | frames in | edge cases | drift slice | ordinary kept | empty kept "
+            "| dropped | survivors (<= fps) | selected |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for cam, c in s["per_camera"].items():
+            lines.append(f"| {cam} | {c['in']} | {c['edge']} | {c['drift']} | "
+                         f"{c['ordinary_kept']} | {c['empty_kept']} | {c['dropped']} | "
+                         f"{c['survivors']} | {c['selected']} |")  # fmt: skip
+        lines.append("")
+    lines += ["| why selected | frames |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in s["why"].items()]
+    return "\n".join(lines) + "\n"

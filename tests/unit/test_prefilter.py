@@ -88,8 +88,42 @@ def test_scoring_streams_in_batches_and_skips_unreadable_frames():
     assert out[2].labels == ["barrel", "cone"] and "edge:low_confidence" in out[2].reasons
     assert out[0].detections[0]["label"] == "crate"
     assert out[0].detections[0]["conf"] == pytest.approx(0.9)
-    kept = list(keep_events(out, keep_empty=False))
+    kept = list(keep_events(out, ordinary_share=0.0, empty_share=0.0))
+    assert [s.key for s in kept] == ["k2", "k4"]  # the low-confidence edge cases only
+    kept = list(keep_events(out, ordinary_share=1.0, empty_share=0.0))
     assert [s.key for s in kept] == ["k0", "k2", "k3", "k4"]
+
+
+def test_event_driven_sampling_keeps_edges_and_drift_and_a_share_of_the_rest():
+    def frame(i, cam="cam-01", confs=(0.9,), labels=("crate",)):
+        c = np.asarray(confs, float)
+        reasons = (["detections"] if len(c) else []) + edge_reasons(c, 0.7, 0.99, 50)
+        return Scored(f"k{i:05d}", cam, i * 1000, len(c), float(c.max()) if len(c) else 0.0,
+                      uncertainty_of(c), list(labels) if len(c) else [], reasons)  # fmt: skip
+
+    frames = [frame(i) for i in range(10_000)]  # ordinary: confident detections only
+    frames += [frame(10_000 + i, confs=()) for i in range(2_000)]  # empty
+    frames += [frame(20_000 + i, confs=(0.4,)) for i in range(50)]  # edge: low confidence
+    frames += [frame(30_000 + i, cam="cam-09") for i in range(40)]  # a drift camera
+    frames += [frame(40_000 + i, labels=("cone",)) for i in range(30)]  # a drift class
+    counts: dict = {}
+    kept = list(keep_events(frames, ordinary_share=0.01, empty_share=0.05,
+                            drift_cameras={"cam-09"}, drift_classes={"cone"},
+                            counts=counts))  # fmt: skip
+    c1, c9 = counts["cam-01"], counts["cam-09"]
+    assert c1["in"] == 12_080 and c9 == {**c9, "in": 40, "drift": 40, "dropped": 0}
+    assert c1["edge"] == 50 and c1["drift"] == 30  # every edge case and drift-class frame
+    assert 70 <= c1["ordinary_kept"] <= 130  # ~1 % of 10,000
+    assert 70 <= c1["empty_kept"] <= 130  # ~5 % of 2,000
+    assert c1["in"] == sum(
+        c1[k] for k in ("edge", "drift", "ordinary_kept", "empty_kept", "dropped")
+    )
+    assert len(kept) == 50 + 30 + 40 + c1["ordinary_kept"] + c1["empty_kept"]
+    assert sum("sampled:ordinary" in s.reasons for s in kept) == c1["ordinary_kept"]
+    # the same frames on a re-run (a hash of the key, not a random draw)
+    again = [s.key for s in keep_events([frame(i) for i in range(10_000)], ordinary_share=0.01,
+                                        empty_share=0.05)]  # fmt: skip
+    assert again == [s.key for s in kept if "sampled:ordinary" in s.reasons]
 
 
 def _scored(n, cams=("cam-01", "cam-02", "cam-03"), seed=0):

@@ -29,9 +29,10 @@ from cvloop.app.bench.common import CLASSES, fleet_frames, untrained_onnx
 IMGSZ = 256
 
 
-def _pipeline(store_dir: str, onnx: str, refs: list) -> int:
+def _pipeline(store_dir: str, onnx: str, refs: list, counts: dict | None = None) -> int:
     """The prefilter step as the retrain task runs it (store -> selection), with the
-    ``prefilter`` and ``select`` sections of params.yaml."""
+    ``prefilter`` and ``select`` sections of params.yaml (``counts``: per camera, what the
+    event-driven sampling kept)."""
     from cvloop.adapters.detector import OnnxDetector
     from cvloop.adapters.frame_keys import read_frame
     from cvloop.adapters.storage import LocalStorage
@@ -42,7 +43,8 @@ def _pipeline(store_dir: str, onnx: str, refs: list) -> int:
     store = LocalStorage(store_dir)
     det = OnnxDetector(onnx, list(CLASSES), IMGSZ)
     frames = ((k, cam, ts, read_frame(store, k)) for k, cam, ts in refs)
-    _events, chosen = run_prefilter(frames, det, p.prefilter, p.select, {"cam-02"}, set())
+    _events, chosen = run_prefilter(frames, det, p.prefilter, p.select, {"cam-02"}, set(),
+                                    counts=counts)  # fmt: skip
     return len(chosen)
 
 
@@ -87,6 +89,35 @@ def _rss_of(store_dir: Path, onnx: Path, refs_path: Path, n: int) -> float:
     return float(json.loads(out.strip().splitlines()[-1])["peak_rss_mb"])
 
 
+def _kept_shares(store_dir: str, onnx: str, refs: list) -> Iterator[Case]:
+    """What the event-driven sampling kept of the frames that are neither edge cases nor of
+    a drift slice (empty ones, ordinary ones), against what params.yaml's shares promise for
+    the same frames (``empty_share`` of the empty ones + ``ordinary_share`` of the others)."""
+    from cvloop.config.params import load_params
+
+    pf = load_params().prefilter
+    counts: dict = {}
+    _pipeline(store_dir, onnx, refs, counts)
+    t = {k: sum(c.get(k, 0) for c in counts.values()) for k in
+         ("in", "edge", "drift", "ordinary_kept", "empty_kept", "dropped", "survivors",
+          "in_empty", "in_ordinary")}  # fmt: skip
+    print(f"prefilter: {t['in']} frames in -> {t['edge']} edge cases + {t['drift']} drift-slice "
+          f"frames + {t['ordinary_kept']} of {t['in_ordinary']} ordinary + {t['empty_kept']} of "
+          f"{t['in_empty']} empty kept, {t['dropped']} dropped -> {t['survivors']} survivors "
+          "at the fps cap", file=sys.stderr)  # fmt: skip
+    pool = t["in_empty"] + t["in_ordinary"]
+    if pool:
+        promised = (pf.empty_share * t["in_empty"] + pf.ordinary_share * t["in_ordinary"]) / pool
+        yield Case(
+            "prefilter.kept_share_of_non_edge_frames",
+            round((t["empty_kept"] + t["ordinary_kept"]) / pool, 4),
+            "share",
+            f"the configured shares for the same {pool} frames (empty {pf.empty_share:g}, "
+            f"ordinary {pf.ordinary_share:g})",
+            round(promised, 4),
+        )
+
+
 def run(quick: bool = False) -> Iterator[Case]:
     n_small = 500 if quick else 2000
     n_large = n_small * 10
@@ -105,6 +136,7 @@ def run(quick: bool = False) -> Iterator[Case]:
             f"raw batched ONNX Runtime (read+decode+letterbox+run), {len(refs)} frames",
             round(len(refs) / t_raw, 1),
         )
+        yield from _kept_shares(str(store_dir), str(onnx), refs)
         refs_path = tmp / "refs.json"
         refs_path.write_text(json.dumps(refs))
         small = _rss_of(store_dir, onnx, refs_path, n_small)
