@@ -46,6 +46,11 @@ def test_runbook_defaults(base):
             "annotate.conf = 1.5: Input should be less than or equal to 1",
         ),
         ({"train": {"lr": 0.1}}, "train.lr: unknown key"),
+        ({"train": {"optimizer": "auto"}}, "train.optimizer = 'auto': Input should be 'SGD'"),
+        (
+            {"prefilter": {"keep_empty": True}},
+            "prefilter.keep_empty: no longer a key: replaced by prefilter.empty_share",
+        ),
         (
             {"collect": {"days": "thirty"}},
             "collect.days = 'thirty': Input should be a valid integer",
