@@ -267,19 +267,28 @@ def test_a_better_challenger_goes_10_50_approval_100_and_becomes_champion(
     lat = {x.name: x for x in measured.canary.checks}["p95_latency"]
     assert "re-timed in this tick on the same" in lat.detail, lat.detail
     assert measured.canary.status == "ok", measured.canary.reasons
-    # a crash between the alias move and the manifest write of the promotion ...
-    real = ro.write_manifest
+    # the promotion writes the manifest first: a failed write moves nothing ...
+    real_write, real_finish = ro.write_manifest, ro._finish_promotion
     monkeypatch.setattr(
         ro, "write_manifest", lambda *a, **k: (_ for _ in ()).throw(OSError("disk"))
     )
     with pytest.raises(OSError):
         ro.rollout_tick(context(), "test")
     m, aliases, _ = _state()
-    assert aliases["champion"] == good and m.stage == "canary-100", _last_tags(good)
-    monkeypatch.setattr(ro, "write_manifest", real)
-    # ... is finished by the next tick: one consistent state
+    assert aliases["champion"] == old and m.stage == "canary-100", _last_tags(good)
+    monkeypatch.setattr(ro, "write_manifest", real_write)
+    # ... and a crash between the manifest and the aliases ...
+    monkeypatch.setattr(
+        ro, "_finish_promotion", lambda *a, **k: (_ for _ in ()).throw(OSError("MLflow down"))
+    )
+    with pytest.raises(OSError):
+        ro.rollout_tick(context(), "test")
+    m, aliases, _ = _state()
+    assert m.stage == "stable" and m.share_of(good) == 100 and aliases["champion"] == old
+    monkeypatch.setattr(ro, "_finish_promotion", real_finish)
+    # ... is finished by the next tick: one consistent state, the alias moved once
     done = ro.rollout_tick(context(), "test")
-    assert done["status"] == "promote", done
+    assert done["status"] == "idle" and done["promoted"] == good, done
     m, aliases, reg = _state()
     assert m.stage == "stable" and m.allocations[0].version == good and m.share_of(good) == 100
     assert aliases == {"champion": good, "challenger": None, "previous-champion": old}
