@@ -190,6 +190,34 @@ def context():
     return Context.from_env()
 
 
+def tiny_yolo_dataset(root: Path, n: int = 12, size: int = 64) -> Path:
+    """A YOLO dataset of ``n`` train and ``n`` val frames: a red or a blue square on a dark
+    background, one box each (classes ``red``, ``blue``); returns its ``data.yaml``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(n):
+            img = (rng.random((size, size, 3)) * 60).astype(np.uint8)
+            w, h = rng.integers(12, 30, size=2)
+            x0, y0 = rng.integers(0, size - w), rng.integers(0, size - h)
+            cls = i % 2
+            img[y0 : y0 + h, x0 : x0 + w] = (230, 40, 40) if cls == 0 else (40, 40, 230)
+            Image.fromarray(img).save(root / "images" / split / f"{i}.jpg")
+            cx, cy = (x0 + w / 2) / size, (y0 + h / 2) / size
+            (root / "labels" / split / f"{i}.txt").write_text(
+                f"{cls} {cx:.6f} {cy:.6f} {w / size:.6f} {h / size:.6f}\n"
+            )
+    data = root / "data.yaml"
+    data.write_text(
+        f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: red\n  1: blue\n"
+    )
+    return data
+
+
 @functools.cache
 def prefect_rest(api_url: str):
     """The stack's Prefect REST API with Prefect's retry contract (a busy SQLite answers 503:

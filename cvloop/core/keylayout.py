@@ -51,12 +51,15 @@ def time_out_of_range(key: str, template: KeyTemplate) -> int | None:
     """The epoch-ms (or s) time ``key`` names when it fits ``template`` but that time is out
     of range (1970 .. 2200); None otherwise."""
     m = template._re.match(key)
-    if m is None:
-        return None
-    g = m.groupdict()
-    ts = int(g["ts_ms"]) if g.get("ts_ms") else (int(g["ts_s"]) * 1000 if g.get("ts_s")
-                                                 else None)  # fmt: skip
+    ts = _ts_ms(m.groupdict()) if m else None
     return ts if ts is not None and not (0 <= ts < MAX_TS_MS) else None
+
+
+def _ts_ms(g: dict) -> int | None:
+    """The epoch-ms time a parsed key names ({ts_ms}, or {ts_s} x 1000), if any."""
+    if g.get("ts_ms"):
+        return int(g["ts_ms"])
+    return int(g["ts_s"]) * 1000 if g.get("ts_s") else None
 
 
 class KeyTemplate:
@@ -90,8 +93,7 @@ class KeyTemplate:
         if m is None:
             return None
         g = m.groupdict()
-        ts = int(g["ts_ms"]) if g.get("ts_ms") else (int(g["ts_s"]) * 1000 if g.get("ts_s")
-                                                     else None)  # fmt: skip
+        ts = _ts_ms(g)
         if ts is not None and not (0 <= ts < MAX_TS_MS):  # a year beyond any clock
             return None
         try:

@@ -6,35 +6,10 @@ from __future__ import annotations
 import os
 import socket
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from cvloop.config.offline import OFFLINE_SWITCHES, configure_ultralytics
 from tests import conftest
-
-
-def _tiny_dataset(root, n=12, size=64):
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for i in range(n):
-            img = (rng.random((size, size, 3)) * 60).astype(np.uint8)
-            w, h = rng.integers(12, 30, size=2)
-            x0, y0 = rng.integers(0, size - w), rng.integers(0, size - h)
-            cls = i % 2
-            img[y0 : y0 + h, x0 : x0 + w] = (230, 40, 40) if cls == 0 else (40, 40, 230)
-            Image.fromarray(img).save(root / "images" / split / f"{i}.jpg")
-            cx, cy = (x0 + w / 2) / size, (y0 + h / 2) / size
-            (root / "labels" / split / f"{i}.txt").write_text(
-                f"{cls} {cx:.6f} {cy:.6f} {w / size:.6f} {h / size:.6f}\n"
-            )
-    data = root / "data.yaml"
-    data.write_text(
-        f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: red\n  1: blue\n"
-    )
-    return data
 
 
 def test_guard_blocks_and_records_outbound_connections():
@@ -65,7 +40,7 @@ def test_ultralytics_train_val_predict_export_make_no_outbound_connection(tmp_pa
     from ultralytics.utils import SETTINGS
 
     assert SETTINGS["sync"] is False and SETTINGS["mlflow"] is False
-    data = _tiny_dataset(tmp_path / "ds")
+    data = conftest.tiny_yolo_dataset(tmp_path / "ds")
     model = YOLO("yolo11n.yaml")  # architecture only: no weights are downloaded
     model.train(
         data=str(data),

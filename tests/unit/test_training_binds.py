@@ -11,32 +11,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from cvloop.adapters.models import model_yaml_path
 from cvloop.adapters.training import OptimizerUsed, TrainResult, train, ultralytics_train_args
 from cvloop.config.params import TrainParams
-
-
-def _tiny_dataset(root, n=4, size=64):
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for i in range(n):
-            img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-            x0, y0 = int(rng.integers(4, 30)), int(rng.integers(4, 30))
-            img[y0 : y0 + 24, x0 : x0 + 24] = (230, 200, 40)
-            Image.fromarray(img).save(root / "images" / split / f"f{i}.png")
-            cx, cy = (x0 + 12) / size, (y0 + 12) / size
-            (root / "labels" / split / f"f{i}.txt").write_text(
-                f"0 {cx:.4f} {cy:.4f} {24 / size:.4f} {24 / size:.4f}\n"
-            )
-    data = root / "data.yaml"
-    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: crate\n")
-    return data
+from tests.conftest import tiny_yolo_dataset
 
 
 def test_auto_is_not_an_allowed_optimizer():
@@ -49,7 +29,7 @@ def test_auto_is_not_an_allowed_optimizer():
 def test_the_optimizer_trains_at_the_configured_rate(tmp_path):
     # not the defaults: each of the three would come out differently under optimizer=auto
     optimizer, lr0, momentum, torch_name = "SGD", 0.0007, 0.85, "SGD"
-    data = _tiny_dataset(tmp_path / "data")
+    data = tiny_yolo_dataset(tmp_path / "data", n=4)
     p = TrainParams(optimizer=optimizer, lr0=0.5, momentum=momentum, epochs=1, imgsz=64,
                     batch=4, device="cpu", patience=5)  # fmt: skip
     res = train(data, model_yaml_path("yolo11p.yaml"), tmp_path / "runs", "t", p, lr0=lr0)
