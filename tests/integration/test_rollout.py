@@ -406,7 +406,7 @@ def test_an_identical_challenger_passes(fleet, trained, stack_client_env, tmp_pa
 
     measured = ro.measure_tick(context(), "test")  # reads the 50 % manifest and the log ...
     b.stack.cli("rollback", "--reason", "test: identical challenger, enough", env=b.env)
-    late = ro.apply_tick(context(), measured, Decision("advance", "a late tick"), "test")
+    late = ro.apply_tick(context(), measured, Decision("promote", "a late tick"), "test")
     assert late["status"] == "stale", late
     assert (
         "changed after this writer read it" in late["reason"]
