@@ -29,6 +29,9 @@ def serve(
     settings = _settings()
     params = load_params()
     apply_offline(settings.home)
+    # the journal, the metrics and the log parts are this user's only (as under `services up`,
+    # which starts it with the same umask); the workers inherit it
+    os.umask(0o077)
     port = port or settings.serve_port
     n = workers or params.serve.workers
     # Prometheus multiprocess mode: each worker writes its samples here, /metrics sums them
