@@ -273,10 +273,10 @@ def quarantined(
     return sorted(out, key=lambda r: (r.get("date") or "", r.get("key") or ""))
 
 
-def log_dates(store: Storage, prefix: str = LOG_PREFIX) -> list[dt.date]:
-    """The date partitions of the log, oldest first. Parts in a folder that is not
-    ``date=YYYY-MM-DD`` are quarantined on the way."""
-    dates: set[dt.date] = set()
+def log_parts(store: Storage, prefix: str = LOG_PREFIX) -> dict[dt.date, list[str]]:
+    """The parts of the log by date partition (one listing), oldest first. Parts in a
+    folder that is not ``date=YYYY-MM-DD`` are quarantined on the way."""
+    parts: dict[dt.date, list[str]] = {}
     for key in store.keys(prefix + "/"):
         folder, _, name = key[len(prefix) + 1 :].partition("/")
         if not name or not key.endswith(".parquet"):
@@ -286,14 +286,19 @@ def log_dates(store: Storage, prefix: str = LOG_PREFIX) -> list[dt.date]:
             quarantine_part(store, key, f"not in a date=YYYY-MM-DD partition ({folder!r})",
                             prefix)  # fmt: skip
             continue
-        dates.add(day)
-    return sorted(dates)
+        parts.setdefault(day, []).append(key)
+    return dict(sorted(parts.items()))
 
 
-def _read_part(store: Storage, key: str, day: dt.date, need: list[str], prefix: str):
-    """One part as a table of ``need``, or None when it was quarantined (the reason says
-    why: unreadable, not the schema, rows of another day)."""
-    schema = pa.schema([SCHEMA.field(n) for n in need], metadata=SCHEMA.metadata)
+def log_dates(store: Storage, prefix: str = LOG_PREFIX) -> list[dt.date]:
+    """The date partitions of the log, oldest first (:func:`log_parts`)."""
+    return list(log_parts(store, prefix))
+
+
+def _read_part(store: Storage, key: str, day: dt.date, need: list[str], schema: pa.Schema,
+               prefix: str):  # fmt: skip
+    """One part as a table of ``need`` cast to ``schema``, or None when it was quarantined
+    (the reason says why: unreadable, not the schema, rows of another day)."""
     try:
         data = store.get_bytes(key)
     except Exception:
@@ -360,19 +365,20 @@ def read_log(
     t0, t1 = _utc(start), _utc(end)
     cols = list(columns) if columns else SCHEMA.names
     need = list(dict.fromkeys([*cols, "ts", "camera", "model_version", "frame_key"]))
+    schema = pa.schema([SCHEMA.field(n) for n in need], metadata=SCHEMA.metadata)
     if t1 - t0 > dt.timedelta(days=_LIST_ONCE_DAYS):
         first, last = t0.date(), (t1 - dt.timedelta(milliseconds=1)).date()
-        days: Iterable[dt.date] = [d for d in log_dates(store, prefix) if first <= d <= last]
+        keys = [(d, k) for d, ks in log_parts(store, prefix).items() if first <= d <= last
+                for k in ks]  # fmt: skip
     else:
-        days = _dates(t0, t1)
+        keys = [(day, k) for day in _dates(t0, t1)
+                for k in store.keys(f"{prefix}/date={day.isoformat()}/")
+                if k.endswith(".parquet") and k.count("/") == 2]  # fmt: skip
     parts = []
-    for day in days:
-        for key in store.keys(f"{prefix}/date={day.isoformat()}/"):
-            if key.endswith(".parquet") and key.count("/") == 2:
-                table = _read_part(store, key, day, need, prefix)
-                if table is not None:
-                    parts.append(table)
-    schema = pa.schema([SCHEMA.field(n) for n in need], metadata=SCHEMA.metadata)
+    for day, key in keys:
+        table = _read_part(store, key, day, need, schema, prefix)
+        if table is not None:
+            parts.append(table)
     if not parts:
         return schema.empty_table().select(cols)
     table = pa.concat_tables(parts)

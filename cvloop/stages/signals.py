@@ -186,21 +186,16 @@ def group_first_days(store: Storage, until: dt.date) -> dict[str, dt.date]:
     day had when it was read, so a check reads only days that are new or got new parts
     since (late uploads and back-filled days included)."""
     import json
-    from collections import Counter
 
-    from cvloop.adapters.inference_log import LOG_PREFIX, log_dates
+    from cvloop.adapters.inference_log import log_parts
 
     seen: dict[str, str] = {}
     scanned: dict[str, int] = {}
     if store.exists(GROUPS_FIRST_SEEN):
         state = json.loads(store.get_text(GROUPS_FIRST_SEEN))
         seen, scanned = dict(state.get("first_seen", {})), dict(state.get("parts", {}))
-    valid = {d.isoformat() for d in log_dates(store)}  # odd folders quarantined there
-    parts = Counter(
-        k.split("/")[1].removeprefix("date=")
-        for k in store.keys(f"{LOG_PREFIX}/")
-        if k.endswith(".parquet") and k.split("/")[1].removeprefix("date=") in valid
-    )
+    # one listing; a part in an odd folder is quarantined there
+    parts = {d.isoformat(): len(keys) for d, keys in log_parts(store).items()}
     for d, n in sorted(parts.items()):
         if d >= until.isoformat() or scanned.get(d) == n:
             continue
