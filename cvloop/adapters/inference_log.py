@@ -273,6 +273,16 @@ def quarantined(
     return sorted(out, key=lambda r: (r.get("date") or "", r.get("key") or ""))
 
 
+def lost_parts(
+    store: Storage, since: dt.date, until: dt.date, found_from: str = "", found_to: str = "~"
+) -> list[dict]:
+    """The quarantine records of the log and the shadow log for the partitions ``since`` ..
+    ``until``, and of parts that named no date, when they were found (``at``, ISO) between
+    ``found_from`` and ``found_to``: what a window's reader was judged without."""
+    return [r for pre in (LOG_PREFIX, SHADOW_PREFIX) for r in quarantined(store, pre, since, until)
+            if r.get("date") or found_from <= (r.get("at") or "") <= found_to]  # fmt: skip
+
+
 def log_parts(store: Storage, prefix: str = LOG_PREFIX) -> dict[dt.date, list[str]]:
     """The parts of the log by date partition (one listing), oldest first. Parts in a
     folder that is not ``date=YYYY-MM-DD`` are quarantined on the way."""

@@ -80,6 +80,9 @@ def sampled(key: str, share: float, salt: str) -> bool:
 
 #: what the prefilter made of a frame (the selection report's columns)
 EVENT_KINDS = ("edge", "drift", "ordinary_kept", "empty_kept", "dropped")
+#: a camera's counts: frames in, each kind, the pool the shares drew from, and what the fps
+#: cap and the selection kept (:func:`cvloop.stages.prefilter.run_prefilter`)
+COUNTS = ("in", *EVENT_KINDS, "in_empty", "in_ordinary", "survivors", "selected")
 
 
 def event_kind(s: Scored, drift_cameras: set[str], drift_classes: set[str],
@@ -109,12 +112,11 @@ def keep_events(
     for s in scored:
         kind = event_kind(s, drift_cameras, drift_classes, ordinary_share, empty_share)
         if counts is not None:
-            c = counts.setdefault(s.camera, dict.fromkeys(("in", *EVENT_KINDS), 0))
+            c = counts.setdefault(s.camera, dict.fromkeys(COUNTS, 0))
             c["in"] += 1
             c[kind] += 1
             if kind not in ("edge", "drift"):  # the pool the shares sample from
-                key = "in_empty" if s.n_det == 0 else "in_ordinary"
-                c[key] = c.get(key, 0) + 1
+                c["in_empty" if s.n_det == 0 else "in_ordinary"] += 1
         if kind == "ordinary_kept":
             s.reasons = [*s.reasons, "sampled:ordinary"]
         elif kind == "empty_kept":

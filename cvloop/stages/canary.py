@@ -124,20 +124,17 @@ def measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:
     same period, or since the rollout began when it serves too little now (at 100 %).
     Log parts of the window that had to be quarantined hold the stage (never promote on
     part of the evidence) and never stop a rollback (:func:`with_lost_parts`)."""
-    from cvloop.adapters.inference_log import LOG_PREFIX, SHADOW_PREFIX, quarantined
+    from cvloop.adapters.inference_log import lost_parts
     from cvloop.core.rollout import with_lost_parts
 
     result = _measure_canary(ctx, store, reg, m, mark, c)
     since = dt.datetime.fromisoformat(m.extra[K_STAGE_LOG]).date()
-    stage_wall = m.extra.get(K_STAGE_WALL, "")
-    lost = [
+    # a part that named no date counts for the stage it was found in
+    lost = lost_parts(store, since, mark.date(), found_from=m.extra.get(K_STAGE_WALL, "")[:19])
+    return with_lost_parts(result, [
         f"{r.get('key', '?')} ({r.get('reason', '?')}; now {r.get('quarantined_as', '?')})"
-        for pre in (LOG_PREFIX, SHADOW_PREFIX)
-        for r in quarantined(store, pre, since, mark.date())
-        # a part that named no date counts for the stage it was found in
-        if r.get("date") or (r.get("at") or "") >= stage_wall[:19]
-    ]
-    return with_lost_parts(result, lost)
+        for r in lost
+    ])  # fmt: skip
 
 
 def _measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:

@@ -147,10 +147,8 @@ def _found(store: Storage, tmpl: KeyTemplate, rule: str, cam: str, days: list[dt
     misfits: list[tuple[str, str | None]] = []  # (key, reason: None = does not fit the layout)
     for prefix in prefixes:
         for info in store.list(prefix):
-            try:  # an object no store call can name ('frames//x', '../', a backslash)
-                validate_key(info.key)
-            except StorageError as exc:
-                misfits.append((info.key, f"unusable object key: {exc.message}"))
+            if (bad := _unusable_key(info.key)) is not None:
+                misfits.append((info.key, bad))
                 continue
             low = info.key.lower()
             media = low.endswith(IMAGE_EXTS + VIDEO_EXTS)
@@ -173,6 +171,15 @@ def _found(store: Storage, tmpl: KeyTemplate, rule: str, cam: str, days: list[dt
             if day in wanted:
                 out[day].append(_Found(info.key, cam, ts, modified))
     return out, misfits
+
+
+def _unusable_key(key: str) -> str | None:
+    """Why no store call can name ``key`` ('frames//x', '../', a backslash), or None."""
+    try:
+        validate_key(key)
+    except StorageError as exc:
+        return f"unusable object key: {exc.message}"
+    return None
 
 
 def _misfit_reason(key: str, tmpl: KeyTemplate) -> str:
@@ -203,10 +210,8 @@ def collect(
     if not cameras:
         for t in (images, videos):
             for k in store.keys(t.prefix()):
-                try:
-                    validate_key(k)
-                except StorageError as exc:  # reported once, the rest goes on
-                    unusable[k] = f"unusable object key: {exc.message}"
+                if (bad := _unusable_key(k)) is not None:  # reported once, the rest goes on
+                    unusable[k] = bad
                     continue
                 if (p := t.parse(k)) is not None:
                     found_cams.add(p.camera)

@@ -17,6 +17,7 @@ from cvloop.adapters.detector import OnnxDetector, decode_jpeg
 from cvloop.config.params import PrefilterParams, SelectParams
 from cvloop.core import slices
 from cvloop.core.selection import (
+    EVENT_KINDS,
     Scored,
     Selected,
     cap_fps,
@@ -107,10 +108,10 @@ def run_prefilter(
                        counts=counts)  # fmt: skip
     events = cap_fps(kept, pf.fps_per_camera)
     chosen = select(events, sel, drift_cameras=drift_cameras, drift_classes=drift_classes)
-    if counts is not None:
+    if counts is not None:  # every survivor came through keep_events: its camera is counted
         for key, rows in (("survivors", events), ("selected", chosen)):
             for r in rows:
-                counts.setdefault(r.camera, {})[key] = counts.get(r.camera, {}).get(key, 0) + 1
+                counts[r.camera][key] += 1
     return events, chosen
 
 
@@ -197,9 +198,8 @@ def prefilter_and_select(
     base = collected_key.rsplit("/", 1)[0]
     store.put_bytes(f"{base}/selected.parquet", to_parquet(chosen))
     why = Counter(w.split(" ")[0] if not slices.is_drift(w) else w for s in chosen for w in s.why)
-    cols = ("in", "edge", "drift", "ordinary_kept", "empty_kept", "dropped", "survivors",
-            "selected")  # fmt: skip
-    table = {cam: {k: c.get(k, 0) for k in cols} for cam, c in sorted(per_camera.items())}
+    cols = ("in", *EVENT_KINDS, "survivors", "selected")
+    table = {cam: {k: c[k] for k in cols} for cam, c in sorted(per_camera.items())}
     summary = {
         "collected": len(collected) + already,
         "already_labeled": already,

@@ -311,9 +311,8 @@ def _promote(store, reg, m, who: str, reason: str, basis=ANY) -> dict:
     chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
     final = single(chall, stage="stable")
     final.extra = {"promoted": chall, "previous_champion": champ}
-    if basis is not None:  # None: the manifest says so already (finishing an interruption)
-        write_manifest(store, final, who=who, reason=f"v{chall} is the champion: {reason}",
-                       based_on=basis)  # fmt: skip
+    write_manifest(store, final, who=who, reason=f"v{chall} is the champion: {reason}",
+                   based_on=basis)  # fmt: skip
     _finish_promotion(reg, chall, champ, reason)
     return {"status": "promote", "champion": chall, "previous_champion": champ,
             "manifest": json.loads(final.to_json())}  # fmt: skip

@@ -104,11 +104,10 @@ def slo_of_week(ctx: Context, start: dt.datetime, end: dt.datetime) -> list[dict
 
 def _quarantined_of_week(ctx: Context, start: dt.datetime, end: dt.datetime) -> list[dict]:
     """Inference-log parts quarantined this week (of its dates, or found this week)."""
-    from cvloop.adapters.inference_log import LOG_PREFIX, SHADOW_PREFIX, quarantined
+    from cvloop.adapters.inference_log import lost_parts
 
     s, e = start.date(), (end - dt.timedelta(milliseconds=1)).date()
-    return [r for pre in (LOG_PREFIX, SHADOW_PREFIX) for r in quarantined(ctx.store, pre, s, e)
-            if r.get("date") or s.isoformat() <= (r.get("at") or "")[:10] <= e.isoformat()]  # fmt: skip
+    return lost_parts(ctx.store, s, e, found_from=s.isoformat(), found_to=e.isoformat() + "~")
 
 
 def _camera_changes(ctx: Context, start, end) -> list[dict]:

@@ -156,3 +156,20 @@ def test_a_window_that_lost_parts_holds_and_a_breach_still_rolls_back():
     d = decide(0, [10.0, 50.0, 100.0], [8.0, 8.0, 8.0], 1.0, breach, **args)
     assert d.action == "rollback" and "error_rate" in d.reason
     assert with_lost_parts(_canary("ok"), []).status == "ok"
+
+
+def test_a_window_is_judged_without_its_own_lost_parts_only(poisoned):
+    from cvloop.adapters.inference_log import lost_parts
+
+    store, bad = poisoned
+    read_log(store, DAY, DAY + dt.timedelta(days=2))  # the six unreadable ones ...
+    log_dates(store)  # ... and the two in odd folders
+    today = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    dated = {k for k in bad if "date=2026-03-02/" in k}
+    # the partitions of the window, and the undated parts found since the window began
+    assert {r["key"] for r in lost_parts(store, DAY, DAY, found_from=today[:10])} == set(bad)
+    # a later window: none of its partitions lost a part; the undated ones were found before
+    later = DAY + dt.timedelta(days=5)
+    assert lost_parts(store, later, later, found_from="2999-01-01") == []
+    # a window that starts after the finding judges only its own dated parts
+    assert {r["key"] for r in lost_parts(store, DAY, DAY, found_from="2999-01-01")} == dated

@@ -94,13 +94,12 @@ def _kept_shares(store_dir: str, onnx: str, refs: list) -> Iterator[Case]:
     a drift slice (empty ones, ordinary ones), against what params.yaml's shares promise for
     the same frames (``empty_share`` of the empty ones + ``ordinary_share`` of the others)."""
     from cvloop.config.params import load_params
+    from cvloop.core.selection import COUNTS
 
     pf = load_params().prefilter
     counts: dict = {}
     _pipeline(store_dir, onnx, refs, counts)
-    t = {k: sum(c.get(k, 0) for c in counts.values()) for k in
-         ("in", "edge", "drift", "ordinary_kept", "empty_kept", "dropped", "survivors",
-          "in_empty", "in_ordinary")}  # fmt: skip
+    t = {k: sum(c[k] for c in counts.values()) for k in COUNTS}
     print(f"prefilter: {t['in']} frames in -> {t['edge']} edge cases + {t['drift']} drift-slice "
           f"frames + {t['ordinary_kept']} of {t['in_ordinary']} ordinary + {t['empty_kept']} of "
           f"{t['in_empty']} empty kept, {t['dropped']} dropped -> {t['survivors']} survivors "
