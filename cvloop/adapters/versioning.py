@@ -1,4 +1,4 @@
-"""Dataset versions with DVC + git: ``dvc add`` -> commit the pointer -> tag -> push.
+"""Dataset versions with DVC + git: ``dvc add`` -> commit the pointer -> push -> tag.
 
 The data repository is a git repository with DVC (by default this checkout, whose top
 level holds ``datasets.dvc``; ``CVLOOP_DATA_REPO`` points elsewhere, as the tests do).
@@ -6,7 +6,11 @@ Its DVC remote comes from ``CVLOOP_DVC_REMOTE`` and is written to ``.dvc/config.
 (never committed: it is this machine's setting).
 
 Commits touch only the pointer files cvloop writes (``git commit -- <paths>``), so a
-user's other staged work is never swept into a dataset commit.
+user's other staged work is never swept into a dataset commit. A tag is made only after
+its data is on the remote, so a tag always names a version that can be pulled, and a kill
+or a failed push at any step leaves a state the same call finishes (crash points
+``<prefix>:added`` / ``committed`` / ``pushed`` / ``tagged``, e.g. ``dataset:pushed``:
+``cvloop/core/faults.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from cvloop.core.errors import CvloopError
+from cvloop.core.faults import crash_point
 
 REMOTE_NAME = "cvloop"
 
@@ -238,7 +243,7 @@ class DataRepo:
         self, name: str, pointers: list[str], message: str, files: tuple[str, ...] = ()
     ) -> VersionRecord:
         """Commit the pointer files (and ``files``: small git-tracked files that belong to
-        the version, e.g. ``schema.yaml``), tag ``name`` and push the data; idempotent.
+        the version, e.g. ``schema.yaml``), push the data, then tag ``name``; idempotent.
 
         If ``name`` is already tagged on a commit holding these exact pointers, nothing new
         is committed (a re-run after a crash ends in the same state).
@@ -259,6 +264,8 @@ class DataRepo:
             return VersionRecord(
                 name, existing, info["md5"], pointers[0], info["files"], info["size"]
             )
+        prefix = name.rsplit("-v", 1)[0]
+        crash_point(f"{prefix}:added")
         gitignores = [str(Path(p).parent / ".gitignore") for p in pointers]
         gitignores = [g for g in gitignores if (self.root / g).exists()]
         tracked = [*pointers, *files, *gitignores]
@@ -267,10 +274,15 @@ class DataRepo:
         if staged:
             self.git("commit", "-m", message, "--", *tracked)
         rev = self.head()
-        prefix = name.rsplit("-v", 1)[0]
+        crash_point(f"{prefix}:committed")
         earlier = [t for t in self.tags(f"{prefix}-v*") if t != name]
-        self.git("tag", "-a", name, "-m", message, rev)
+        # the data reaches the remote before the tag names it: a tag is the promise that
+        # the version can be pulled, and a push that fails (or a kill during it) leaves no
+        # tag, so the re-run makes the same commit's tag instead of meeting "tag exists"
         self.push(pointers, since=earlier[-1] if earlier else None)
+        crash_point(f"{prefix}:pushed")
+        self.git("tag", "-a", name, "-m", message, rev)
+        crash_point(f"{prefix}:tagged")
         info = self.pointer_info(pointers[0])
         return VersionRecord(name, rev, info["md5"], pointers[0], info["files"], info["size"])
 

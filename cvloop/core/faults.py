@@ -6,7 +6,10 @@ reaches :func:`crash_point` with that name. A test runs the real command with it
 runs it again without and checks that the end state is the one an uninterrupted run leaves.
 Unset (always, in production), each crash point is one environment lookup.
 
-Steps (``cvloop/stages``): ``rollback:manifest-written``, ``rollback:champion-moved``.
+Steps: ``rollback:manifest-written``, ``rollback:champion-moved`` (``cvloop/stages/rollout.py``);
+``<kind>:added``, ``<kind>:committed``, ``<kind>:pushed``, ``<kind>:tagged`` for a data
+version of ``<kind>`` ``dataset`` / ``holdout`` (``cvloop/adapters/versioning.py``), and
+``dataset:planned`` (the retrain's split plan journaled: ``cvloop/stages/dataset.py``).
 """
 
 from __future__ import annotations

@@ -152,6 +152,9 @@ class SplitPlan:
     already_present: list[str]
 
 
+SPLIT_PLAN_FIELDS = ("train", "val", "holdout", "held_back", "already_present")
+
+
 def hash_share(sha256: str) -> float:
     """A frame's place in [0, 1) from its hash: splits that never move between runs."""
     return int(sha256[:8], 16) / 2**32

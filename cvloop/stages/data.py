@@ -1,5 +1,5 @@
 """Data stage: the data repository's layout, the frames already labeled, and one version of
-a folder (``dvc add`` -> commit -> tag -> push)."""
+a folder (``dvc add`` -> commit -> push -> tag)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def labeled_hashes(ctx: Context) -> set[str]:
 def version_data(
     ctx: Context, folder: str, pointer: str, name: str, message: str, schema_log: bool = False
 ) -> VersionRecord:
-    """``dvc add`` the folder, commit its pointer, tag ``name``, push to the DVC remote.
+    """``dvc add`` the folder, commit its pointer, push to the DVC remote, tag ``name``.
 
     With ``schema_log`` (the first version), the schema log (``schema.yaml``) is written if
     the repository has none yet and committed with it, tagged ``schema-v<n>``."""

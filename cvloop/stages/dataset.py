@@ -165,7 +165,7 @@ def version_reviewed_data(
     vp: VersionParams,
 ) -> NewVersions:
     """Merge the valid reviewed frames into dataset v_n+1 (old frames stay) and, up to the
-    quota, drift frames into holdout v_k+1; check for leakage; dvc add, commit, tag, push.
+    quota, drift frames into holdout v_k+1; check for leakage; dvc add, commit, push, tag.
 
     Idempotent: frames already in a version are skipped, and a tag that already holds the
     same data is not made again, so a re-run after a crash ends in the same state.
@@ -178,7 +178,8 @@ def version_reviewed_data(
         HOLDOUT_POINTER,
         next_version,
     )
-    from cvloop.core.frames import Candidate, plan_split
+    from cvloop.core.faults import crash_point
+    from cvloop.core.frames import SPLIT_PLAN_FIELDS, Candidate, SplitPlan, plan_split
     from cvloop.stages.schema import require_migrated
     from cvloop.stages.versioning import ReviewedFrames, commit_folder, open_repo, refuse_leakage
 
@@ -189,20 +190,37 @@ def version_reviewed_data(
     require_migrated(ho_root, schema)
     training, holdout = read_manifest(ds_root), read_manifest(ho_root)
     frames = ReviewedFrames.read(store, validated.reviewed_key, validated.valid)
-    dataset_version = _free_dataset_name(repo, dataset_version, training, frames.rows, ds_root)
-    candidates = [Candidate(s, frames.dhash(s), any(slices.is_drift(t) for t in r["slice_tags"]))
-                  for s, r in frames.rows.items()]  # fmt: skip
-    quota = max(0, min(hp.add_per_retrain, hp.max_frames - len(holdout)))
-    plan = plan_split(candidates, training=training, holdout=holdout, holdout_quota=quota,
-                      val_share=vp.val_share, near_dup_bits=hp.near_duplicate_hamming,
-                      max_drift_share=hp.max_drift_share)  # fmt: skip
-    holdout_version = f"holdout-v{next_version(repo, 'holdout')}" if plan.holdout else None
-    pending = (ho_root / "VERSION").read_text().strip() if (ho_root / "VERSION").exists() else ""
-    if not holdout_version and pending and pending not in repo.tags("holdout-v*"):
-        holdout_version = pending  # a crash left frames added to the holdout but untagged
+    # the plan is journaled before anything is written: a re-run after a kill at any later
+    # point replays it (the same frames to the same versions), instead of planning again
+    # on a dataset that already holds part of this run's frames
+    journal_key = f"{validated.reviewed_key.rsplit('/', 1)[0]}/version-plan.json"
+    if store.exists(journal_key):
+        journal = json.loads(store.get_text(journal_key))
+        dataset_version, holdout_version = journal["dataset_version"], journal["holdout_version"]
+        plan = SplitPlan(**{k: journal["plan"][k] for k in SPLIT_PLAN_FIELDS})
+        plan = replace(plan, held_back=[tuple(x) for x in plan.held_back])
+    else:
+        dataset_version = _free_dataset_name(repo, dataset_version, training, frames.rows,
+                                             ds_root)  # fmt: skip
+        candidates = [Candidate(s, frames.dhash(s),
+                                any(slices.is_drift(t) for t in r["slice_tags"]))
+                      for s, r in frames.rows.items()]  # fmt: skip
+        quota = max(0, min(hp.add_per_retrain, hp.max_frames - len(holdout)))
+        plan = plan_split(candidates, training=training, holdout=holdout, holdout_quota=quota,
+                          val_share=vp.val_share, near_dup_bits=hp.near_duplicate_hamming,
+                          max_drift_share=hp.max_drift_share)  # fmt: skip
+        holdout_version = f"holdout-v{next_version(repo, 'holdout')}" if plan.holdout else None
+        store.put_text(journal_key, json.dumps({"dataset_version": dataset_version,
+                                                "holdout_version": holdout_version,
+                                                "plan": asdict(plan)}, indent=2))  # fmt: skip
+    crash_point("dataset:planned")
+    in_train = {e.sha256 for e in training}
+    in_holdout = {e.sha256 for e in holdout}
     # leakage check on what the versions *will* hold, before anything is written
-    refuse_leakage(holdout + frames.entries(plan.holdout),
-                   training + frames.entries(plan.train + plan.val), hp.near_duplicate_hamming,
+    refuse_leakage(holdout + frames.entries([h for h in plan.holdout if h not in in_holdout]),
+                   training + frames.entries([t for t in plan.train + plan.val
+                                              if t not in in_train]),
+                   hp.near_duplicate_hamming,
                    fix="nothing was versioned; inspect the frames, then refresh the holdout "
                    "(runbooks/review.md, step 9)")  # fmt: skip
     new = [frames.new_frame(s, "train") for s in plan.train]

@@ -5,7 +5,7 @@ Both read the reviewed frames once (:class:`ReviewedFrames`: rows, image bytes, 
 perceptual hashes), refuse to write labels of a schema the data repository no longer follows
 (:func:`open_repo`), refuse any leakage before anything is written (:func:`refuse_leakage`),
 build each frame's record the same way (:meth:`ReviewedFrames.new_frame`), and commit a
-folder as a version (:func:`commit_folder`: ``dvc add`` -> commit -> tag -> push).
+folder as a version (:func:`commit_folder`: ``dvc add`` -> commit -> push -> tag).
 """
 
 from __future__ import annotations
@@ -141,6 +141,6 @@ def commit_folder(
     message: str,
     files: Sequence[str] = (),
 ) -> VersionRecord:
-    """``dvc add`` the folder, commit its pointer (and ``files``), tag ``version``, push."""
+    """``dvc add`` the folder, commit its pointer (and ``files``), push, tag ``version``."""
     repo.add(folder)
     return repo.commit_version(version, [pointer], message, tuple(files))
