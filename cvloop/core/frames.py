@@ -151,8 +151,11 @@ class SplitPlan:
     held_back: list[tuple[str, str]]  # (frame, holdout frame it nearly duplicates)
     already_present: list[str]
 
-
-SPLIT_PLAN_FIELDS = ("train", "val", "holdout", "held_back", "already_present")
+    @classmethod
+    def from_dict(cls, d: dict) -> SplitPlan:
+        """The plan as :func:`dataclasses.asdict` wrote it (JSON: pairs come back as lists)."""
+        return cls(d["train"], d["val"], d["holdout"], [tuple(x) for x in d["held_back"]],
+                   d["already_present"])  # fmt: skip
 
 
 def hash_share(sha256: str) -> float:

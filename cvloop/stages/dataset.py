@@ -167,8 +167,9 @@ def version_reviewed_data(
     """Merge the valid reviewed frames into dataset v_n+1 (old frames stay) and, up to the
     quota, drift frames into holdout v_k+1; check for leakage; dvc add, commit, push, tag.
 
-    Idempotent: frames already in a version are skipped, and a tag that already holds the
-    same data is not made again, so a re-run after a crash ends in the same state.
+    Idempotent: the split plan is journaled (``<run>/version-plan.json``) and replayed,
+    frames already in a version are skipped, and a tag that already holds the same data is
+    not made again, so a re-run after a crash ends in the state of an uninterrupted run.
     """
     from cvloop.adapters.datasets import add_frames, read_manifest
     from cvloop.adapters.versioning import (
@@ -179,7 +180,7 @@ def version_reviewed_data(
         next_version,
     )
     from cvloop.core.faults import crash_point
-    from cvloop.core.frames import SPLIT_PLAN_FIELDS, Candidate, SplitPlan, plan_split
+    from cvloop.core.frames import Candidate, SplitPlan, plan_split
     from cvloop.stages.schema import require_migrated
     from cvloop.stages.versioning import ReviewedFrames, commit_folder, open_repo, refuse_leakage
 
@@ -190,15 +191,16 @@ def version_reviewed_data(
     require_migrated(ho_root, schema)
     training, holdout = read_manifest(ds_root), read_manifest(ho_root)
     frames = ReviewedFrames.read(store, validated.reviewed_key, validated.valid)
-    # the plan is journaled before anything is written: a re-run after a kill at any later
-    # point replays it (the same frames to the same versions), instead of planning again
-    # on a dataset that already holds part of this run's frames
-    journal_key = f"{validated.reviewed_key.rsplit('/', 1)[0]}/version-plan.json"
-    if store.exists(journal_key):
-        journal = json.loads(store.get_text(journal_key))
+    # the plan is journaled before anything is written (and after the leakage check, which
+    # writes nothing): a re-run after a kill at any later point replays it (the same frames
+    # to the same versions) instead of planning again on a dataset that already holds part
+    # of this run's frames
+    base = validated.reviewed_key.rsplit("/", 1)[0]
+    journal_key = f"{base}/version-plan.json"
+    journal = json.loads(store.get_text(journal_key)) if store.exists(journal_key) else None
+    if journal:
         dataset_version, holdout_version = journal["dataset_version"], journal["holdout_version"]
-        plan = SplitPlan(**{k: journal["plan"][k] for k in SPLIT_PLAN_FIELDS})
-        plan = replace(plan, held_back=[tuple(x) for x in plan.held_back])
+        plan = SplitPlan.from_dict(journal["plan"])
     else:
         dataset_version = _free_dataset_name(repo, dataset_version, training, frames.rows,
                                              ds_root)  # fmt: skip
@@ -210,19 +212,21 @@ def version_reviewed_data(
                           val_share=vp.val_share, near_dup_bits=hp.near_duplicate_hamming,
                           max_drift_share=hp.max_drift_share)  # fmt: skip
         holdout_version = f"holdout-v{next_version(repo, 'holdout')}" if plan.holdout else None
-        store.put_text(journal_key, json.dumps({"dataset_version": dataset_version,
-                                                "holdout_version": holdout_version,
-                                                "plan": asdict(plan)}, indent=2))  # fmt: skip
-    crash_point("dataset:planned")
     in_train = {e.sha256 for e in training}
     in_holdout = {e.sha256 for e in holdout}
-    # leakage check on what the versions *will* hold, before anything is written
+    # leakage check on what the versions *will* hold (a replayed plan's frames already
+    # written are not counted twice), before anything is written
     refuse_leakage(holdout + frames.entries([h for h in plan.holdout if h not in in_holdout]),
                    training + frames.entries([t for t in plan.train + plan.val
                                               if t not in in_train]),
                    hp.near_duplicate_hamming,
                    fix="nothing was versioned; inspect the frames, then refresh the holdout "
                    "(runbooks/review.md, step 9)")  # fmt: skip
+    if not journal:
+        store.put_text(journal_key, json.dumps({"dataset_version": dataset_version,
+                                                "holdout_version": holdout_version,
+                                                "plan": asdict(plan)}, indent=2))  # fmt: skip
+    crash_point("dataset:planned")
     new = [frames.new_frame(s, "train") for s in plan.train]
     new += [frames.new_frame(s, "val") for s in plan.val]
     added = {"train": len(plan.train), "val": len(plan.val), "holdout": 0}
@@ -238,7 +242,6 @@ def version_reviewed_data(
         holdout_rec = asdict(commit_folder(repo, HOLDOUT_DIR, HOLDOUT_POINTER, holdout_version,
                                            f"{holdout_version}: +{added['holdout']} reviewed "
                                            "drift frames"))  # fmt: skip
-    base = validated.reviewed_key.rsplit("/", 1)[0]
     out = NewVersions(asdict(dataset), holdout_rec, added, len(plan.held_back),
                       len(plan.already_present), f"{base}/versions.json",
                       str(ds_root / "data.yaml"), str(ho_root))  # fmt: skip
