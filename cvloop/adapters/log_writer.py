@@ -19,7 +19,8 @@ A segment is closed when it holds ``flush_rows`` rows or is ``flush_seconds`` ol
 **No row lost, none written twice.** The part of a segment is named by its writer and
 sequence number, so converting the same segment again (a crash between the upload and the
 delete) replaces the part instead of duplicating its rows. Each writer holds an exclusive
-lock on its spool folder for its whole life; a writer that finds a folder whose lock is
+lock on its spool folder for its whole life, taken before the folder gets its writer's name
+(so no other process ever sees it unlocked); a writer that finds a folder whose lock is
 free (its owner died) adopts it and uploads what it left (:func:`recover`). A journal line
 torn by a kill in the middle of a write belonged to a request that was never answered, so
 it is dropped and counted, never guessed.
@@ -145,7 +146,9 @@ def upload_segment(store: Storage, writer_id: str, segment: Path, prefix: str = 
 
 
 def _try_lock(path: Path) -> int | None:
-    """An exclusive, non-blocking lock on ``path`` (created); the fd, or None if held."""
+    """An exclusive, non-blocking lock on ``path`` (created); the fd, or None if held.
+
+    Raises FileNotFoundError when the folder of ``path`` is gone."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -153,6 +156,79 @@ def _try_lock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _lock_existing_spool(spool: Path) -> int | None:
+    """The lock of an existing spool folder if its writer is gone; None while a live writer
+    holds it, or when the folder went away meanwhile (another process adopted and removed
+    it: the lock then held would be on a file no longer in the folder)."""
+    try:
+        fd = _try_lock(spool / LOCK_NAME)
+    except FileNotFoundError:
+        return None
+    if fd is None:
+        return None
+    try:
+        same = os.fstat(fd).st_ino == os.stat(spool / LOCK_NAME).st_ino
+    except FileNotFoundError:
+        same = False
+    if not same:
+        os.close(fd)
+        return None
+    return fd
+
+
+NEW_PREFIX = ".new-"  # a spool folder being made: locked before it gets its writer's name
+
+
+def _claim_spool(root: Path, writer_id: str) -> tuple[Path, int]:
+    """The spool folder of ``writer_id``, locked for this process's life.
+
+    A new folder is made under a temporary name that :func:`recover` never touches, locked,
+    and only then renamed to the writer's name, so no other process can find it unlocked (a
+    recovery that did would remove a live writer's folder: found by two workers of
+    ``cvloop serve`` starting together). A folder of the same name left by an earlier life
+    of this writer is adopted under its lock, its segments kept."""
+    spool = root / writer_id
+    root.mkdir(parents=True, exist_ok=True)
+    for _ in range(20):
+        if spool.is_dir():
+            fd = _lock_existing_spool(spool)
+            if fd is not None:
+                return spool, fd
+            if spool.is_dir():
+                raise RuntimeError(f"spool {spool} is held by another live writer")
+            continue  # adopted and removed meanwhile: make it anew
+        tmp = root / f"{NEW_PREFIX}{writer_id}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        fd = _try_lock(tmp / LOCK_NAME)
+        assert fd is not None  # nobody else locks a folder it did not make
+        try:
+            os.rename(tmp, spool)
+        except OSError:  # the name was taken meanwhile (a non-empty folder)
+            os.close(fd)
+            shutil.rmtree(tmp, ignore_errors=True)
+            continue
+        return spool, fd
+    raise RuntimeError(f"could not claim the spool folder {spool}: it keeps changing")
+
+
+def _sweep_unborn(root: Path, older_than_s: float = 600.0) -> None:
+    """Remove folders of writers that died while making their spool (they hold no segment:
+    a segment is only written after the rename)."""
+    now = time.time()
+    for tmp in root.glob(f"{NEW_PREFIX}*"):
+        try:
+            if now - tmp.stat().st_mtime < older_than_s:
+                continue
+        except FileNotFoundError:
+            continue
+        fd = _lock_existing_spool(tmp)
+        if fd is not None:
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+            finally:
+                os.close(fd)
 
 
 def recover(
@@ -167,10 +243,15 @@ def recover(
     root = Path(spool_root)
     if not root.is_dir():
         return rep
-    for spool in sorted(p for p in root.iterdir() if p.is_dir() and p.name != skip):
-        fd = _try_lock(spool / LOCK_NAME)
+    spools = sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and p.name != skip and not p.name.startswith(NEW_PREFIX)
+    )
+    for spool in spools:
+        fd = _lock_existing_spool(spool)
         if fd is None:
-            continue  # a live writer owns it
+            continue  # a live writer owns it, or another process adopted it meanwhile
         try:
             for seg in _segments(spool):
                 rows, keys, torn = upload_segment(store, spool.name, seg, prefix)
@@ -181,6 +262,7 @@ def recover(
             shutil.rmtree(spool, ignore_errors=True)
         finally:
             os.close(fd)
+    _sweep_unborn(root)
     return rep
 
 
@@ -218,11 +300,7 @@ class LogWriter:
         self.prefix = prefix
         self.on_event = on_event or (lambda _line: None)
         self.writer_id = writer_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.spool = self.root / self.writer_id
-        self.spool.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _try_lock(self.spool / LOCK_NAME)
-        if self._lock_fd is None:
-            raise RuntimeError(f"spool {self.spool} is held by another live writer")
+        self.spool, self._lock_fd = _claim_spool(self.root, self.writer_id)
         self.stats = WriterStats()
         self._mu = threading.Lock()
         # one upload at a time: the background thread and a flush() (a request to

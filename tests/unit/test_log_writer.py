@@ -206,3 +206,62 @@ def test_a_store_that_is_down_keeps_the_segment(tmp_path):
     store.fail = False
     w.close()
     assert sorted(_keys(store)) == ["k/00000.jpg", "k/00001.jpg"]
+
+
+def test_writers_starting_together_never_adopt_a_live_spool(tmp_path):
+    """Each new writer recovers abandoned spools while others are being born beside it (the
+    workers of `cvloop serve` start together): none may find another's folder unlocked and
+    remove it (CI saw a worker fail to start with its spool folder gone). Half the writers
+    die without closing; every row is in the log once."""
+    import threading
+
+    store = LocalStorage(tmp_path / "store")
+    root = tmp_path / "spool"
+    n, rounds = 12, 6
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def life(t: int) -> None:
+        try:
+            for r in range(rounds):
+                barrier.wait(timeout=30)
+                w = LogWriter(store, root, flush_rows=10_000, flush_seconds=3600, fsync=False,
+                              recover_every_s=3600)  # fmt: skip
+                w.write([_rec(1000 * t + r)])
+                if t % 2 == 0:
+                    w.close()
+                else:  # dies: its thread stops, its lock goes, its journal stays
+                    w._stop.set()
+                    w._wake.set()
+                    w._thread.join()
+                    os.close(w._lock_fd)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=life, args=(t,)) for t in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, f"a writer failed to start: {errors[0]!r}"
+    recover(store, root)
+    got = sorted(_keys(store))
+    want = sorted(f"k/{1000 * t + r:05d}.jpg" for t in range(n) for r in range(rounds))
+    assert got == want
+    assert [p.name for p in root.iterdir()] == []  # nothing abandoned, nothing half-made
+
+
+def test_a_spool_being_made_is_left_alone_until_it_is_old(tmp_path):
+    """A folder still under its temporary name belongs to a writer being born: recovery
+    never touches it; one left by a writer that died at birth (no segment) goes after
+    10 minutes."""
+    store = LocalStorage(tmp_path / "store")
+    root = tmp_path / "spool"
+    young, old = root / ".new-w1-aaaa", root / ".new-w2-bbbb"
+    for d in (young, old):
+        d.mkdir(parents=True)
+        (d / "lock").touch()
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    rep = recover(store, root)
+    assert rep.spools == [] and young.is_dir() and not old.exists()
