@@ -99,7 +99,10 @@ class Context:
     def labelstudio(self) -> LabelStudioQueue:
         from cvloop.adapters.labelstudio import LabelStudioQueue
 
-        return LabelStudioQueue(self.settings.label_studio_url, self.settings.label_studio_token())
+        s = self.settings
+        return LabelStudioQueue(
+            s.label_studio_url, s.label_studio_token(), files_root=s.label_studio_files_root
+        )
 
     @cached_property
     def data_repo(self) -> DataRepo:

@@ -30,6 +30,7 @@ from tasks.collect import collect_frames_task, publish_collect_report
 from tasks.dataset import publish_dataset_report, record_data_steps_task, version_reviewed_data_task
 from tasks.model import resolve_champion_task, start_retrain_run_task
 from tasks.prefilter import prefilter_and_select_task, publish_selection_report
+from tasks.retrain import claim_open_retrain_task, release_open_retrain_task
 from tasks.schema import current_schema_task, new_class_routes_task
 
 
@@ -48,7 +49,14 @@ def retrain(
     run_id = flow_run.get_id() or "local"
     print(f"retrain: triggers {triggers or 'manual'}; drift cameras {cameras or 'none'}; "
           f"classes {classes or 'none'}")  # fmt: skip
-    # 0. the champion this run works against, resolved once (persisted: a resumed run and
+    # 0. at most one open retrain: a trigger that finds one open (in review, say) is
+    # recorded on it instead of starting a second one on the same dataset version
+    claim = claim_open_retrain_task(run_id, {"triggers": triggers or ["manual"],
+                                             "cameras": cameras or [], "classes": classes or []})  # fmt: skip
+    if claim.joined:
+        print(f"retrain: {claim.summary()['message']}")
+        return claim.summary()
+    # the champion this run works against, resolved once (persisted: a resumed run and
     # every later step use the same one, even if the alias moves during the review)
     champion = resolve_champion_task()
     mlflow_run = start_retrain_run_task(p.registry.experiment, run_id,
@@ -88,10 +96,12 @@ def retrain(
     # benchmark, gate, register (alias `challenger` only if every gate passed)
     data = training_data_task(versions)
     candidate = train_and_gate(p, mlflow_run, data, slice_tags_task(cameras, watched), champion)
+    joined = release_open_retrain_task(run_id)
     return {
         **batch.summary, **selection.summary, **candidate, "review": reviewed.go.reason,
         "validation": reviewed.validated.summary, "dataset_version": versions.dataset["name"],
         "holdout_version": (versions.holdout or {}).get("name"), "added": versions.added,
+        "joined_triggers": joined,
     }  # fmt: skip
 
 

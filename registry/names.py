@@ -106,6 +106,7 @@ PROMOTED_AT = "cvloop.promoted_at"
 FLOW = "cvloop.flow"
 FLOW_RUN_ID = "cvloop.flow_run_id"
 DEVICE = "cvloop.device"
+ENDED_BECAUSE = "cvloop.ended_because"  # why cvloop ended a run its own process could not
 TRIGGERS = "cvloop.triggers"
 TRIGGERS_FIRED = "cvloop.triggers.fired"
 REVIEW_REASON = "cvloop.review.reason"

@@ -141,6 +141,23 @@ class Tracker:
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self._call(f"finish run {run_id}", self.client.set_terminated, run_id, status=status)
 
+    def end_abandoned(
+        self, experiment: str, name: str, tags: Mapping[str, str], because: str
+    ) -> list[str]:
+        """End as KILLED the runs of ``experiment`` called ``name`` with these ``tags`` that
+        are still RUNNING, saying ``because`` (tag ``cvloop.ended_because``); returns their
+        ids. A process killed mid-training (OOM, a lost node, SIGKILL) never ends its run:
+        the step that starts the same run again calls this first, so no run stays RUNNING
+        forever and the MLflow UI shows what happened to it."""
+        from registry.names import ENDED_BECAUSE
+
+        stale = [r for r in self.find_runs(experiment, tags=tags, name=name)
+                 if r.status == "RUNNING"]  # fmt: skip
+        for r in stale:
+            self.set_tags(r.run_id, {ENDED_BECAUSE: because})
+            self.finish(r.run_id, "KILLED")
+        return [r.run_id for r in stale]
+
     # ---- values -------------------------------------------------------------------------
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param

@@ -3,8 +3,11 @@
 A review queue is a Label Studio project per dataset version (``cvloop dataset-v3``) whose
 labeling config is built from the class list. Images are served from the frame store:
 
-* a local store through Label Studio's *local files* storage (the server's document root is
-  the store's root; ``cvloop services up`` sets it), task image ``/data/local-files/?d=<key>``;
+* a local store through Label Studio's *local files* storage, task image
+  ``/data/local-files/?d=<store folder name>/<key>``. The server's document root holds links
+  to the local frame roots and nothing else (:func:`link_frame_roots`, made by ``cvloop
+  services up``): any Label Studio user may connect a storage anywhere below the root, so
+  the root must not be a folder that also holds databases or secrets;
 * an S3 store through an S3 import storage with presigned URLs, task image ``s3://bucket/key``.
 
 A task's identity is the frame's content hash (``data.sha256``): importing the same frame
@@ -18,8 +21,10 @@ Label Studio stores top-left + size in percent of the image.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from cvloop.core.errors import CvloopError
@@ -147,10 +152,16 @@ class ImportResult:
 class LabelStudioQueue:
     """The review queue on a Label Studio server (SDK 2.x)."""
 
-    def __init__(self, url: str, token: str, client=None) -> None:
+    def __init__(self, url: str, token: str, client=None, files_root: Path | None = None) -> None:
+        """Args:
+        files_root: the server's local-files document root, where a local store is reached
+            as ``<files_root>/<store folder name>`` (:func:`link_frame_roots`); None, or a
+            folder that does not exist here: the store's own path (a server whose root is
+            the store's parent folder)."""
         from label_studio_sdk import LabelStudio
 
         self.url = url.rstrip("/")
+        self.files_root = files_root
         self.client = client or LabelStudio(base_url=self.url, api_key=token, timeout=120)
 
     # ---- errors -------------------------------------------------------------------------
@@ -256,19 +267,28 @@ class LabelStudioQueue:
         from cvloop.adapters.storage import LocalStorage
 
         if isinstance(store, RegionalStorage):
+            linked = self.files_root is not None and self.files_root.is_dir()
             for part in (store.home, *store.regions.values()):
-                _check_served(store.home, part)
+                if not linked:  # a server whose root is the main store's parent
+                    _check_served(store.home, part)
                 self.connect_storage(project_id, part)
             return
         if isinstance(store, LocalStorage):
+            path = str(store.root)
+            if self.files_root is not None and self.files_root.is_dir():
+                at = self.files_root / store.root.name
+                if not (at.exists() and at.resolve() == store.root):
+                    # a store made after the services started: link it too
+                    link_frame_roots(self.files_root, [store.root], prune=False)
+                path = str(at)
             with self._call("listing local storages"):
                 existing = self.client.import_storage.local.list(project=project_id)
-            if any(st.path == str(store.root) for st in existing):
+            if any(st.path == path for st in existing):
                 return
-            with self._call("connecting the frame store (local files)"):
+            with self._call(f"connecting the frame store (local files at {path})"):
                 self.client.import_storage.local.create(
                     project=project_id,
-                    path=str(store.root),
+                    path=path,
                     use_blob_urls=True,
                     title="cvloop frame store",
                 )
@@ -400,10 +420,67 @@ class LabelStudioQueue:
         ]
 
 
+def link_frame_roots(files_root: Path, roots: Sequence[Path], *, prune: bool = True) -> list[Path]:
+    """Make ``files_root`` (Label Studio's local-files document root) a folder of links to
+    the local frame ``roots`` and nothing else; returns the links.
+
+    A link is named after its root's folder, which is how task images name a frame
+    (:func:`image_url`), so projects made before keep their URLs. With ``prune`` (``cvloop
+    services up``: ``roots`` are all the configured ones) a link to a root no longer
+    configured is removed and a link whose root moved is pointed at the new one
+    (atomically); without it (a store connected later) a link is only added, and a name
+    already linked to another root is refused. Anything in the folder that is not a link is
+    refused, never removed."""
+    from cvloop.core.errors import ConfigError
+
+    by_name: dict[str, Path] = {}
+    for root in roots:
+        root = Path(root).expanduser().resolve()
+        if by_name.get(root.name, root) != root:
+            raise ConfigError(
+                f"two local frame roots share the folder name {root.name!r} "
+                f"({by_name[root.name]} and {root}): Label Studio names a frame by it",
+                fix="rename one of the folders (a region's storage_uri in the regions file)",
+            )
+        by_name[root.name] = root
+    files_root.mkdir(parents=True, exist_ok=True)
+    files_root.chmod(0o700)
+    for entry in files_root.iterdir():
+        if not entry.is_symlink():
+            raise ConfigError(
+                f"{entry} is in Label Studio's document root {files_root} but is not a link "
+                "cvloop made to a frame root: Label Studio users could connect it as storage",
+                fix=f"move {entry} out of {files_root}",
+            )
+        if prune and entry.name not in by_name:
+            entry.unlink()
+    links = []
+    for name, root in sorted(by_name.items()):
+        root.mkdir(parents=True, exist_ok=True)
+        link = files_root / name
+        linked = Path(os.readlink(link)) if link.is_symlink() else None
+        if linked is not None and linked != root and not prune:
+            raise ConfigError(
+                f"Label Studio's document root {files_root} already links {name!r} to "
+                f"{linked}, so it cannot show frames of {root}: Label Studio names a frame "
+                "by its store's folder name",
+                fix="give the store a folder of another name, or run `cvloop services up` "
+                "after changing CVLOOP_STORAGE_URI",
+            )
+        if linked != root:
+            tmp = files_root / f".{name}.new"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(root, target_is_directory=True)
+            os.replace(tmp, link)
+        links.append(link)
+    return links
+
+
 def _check_served(home, part) -> None:
-    """Label Studio serves local files only below its document root (the main store's
-    parent folder, set by ``cvloop services up``): a local region root must sit beside the
-    main store."""
+    """A Label Studio whose document root is the main store's parent folder (a team's own,
+    without ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``) serves local files only below it: a
+    local region root must sit beside the main store. (The local stack's root holds a link
+    per frame root instead, so any folder with its own name will do.)"""
     from cvloop.adapters.storage import LocalStorage
     from cvloop.core.errors import ConfigError
 

@@ -179,11 +179,10 @@ class ServiceManager:
             base_env.pop(k, None)
 
         store = s.frame_store_uri
-        # Label Studio serves local files below its document root, and refuses a storage
-        # path equal to it: the root is the store's parent, the storage is the store
-        doc_root = (
-            str(Path(store).expanduser().resolve().parent) if "://" not in store else str(home)
-        )
+        # Label Studio serves local files below its document root, and lets any of its users
+        # connect a storage anywhere below it: the root holds links to the frame roots only
+        # (made by `up`), never the home with the services' databases and secrets
+        doc_root = str(s.label_studio_files_root)
         ls_env = {
             **base_env,
             "LABEL_STUDIO_BASE_DATA_DIR": str(home / "labelstudio"),
@@ -460,6 +459,7 @@ class ServiceManager:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if "labelstudio" in wanted:
             ensure_local_secrets(self.settings)
+            self._link_frame_roots()
         specs = self.specs()
 
         self._preflight([specs[n] for n in wanted])
@@ -488,7 +488,47 @@ class ServiceManager:
                 fix=f"read the logs in {self.log_dir}, fix the cause, then `cvloop services up` "
                 "again (healthy services are kept)",
             )
+        if "labelstudio" in wanted:
+            self._reconnect_review_projects()
         return self.status(wanted)
+
+    def _link_frame_roots(self) -> None:
+        """Label Studio's document root: links to the local frame roots (the main store and
+        the local regions), nothing else (:func:`cvloop.adapters.labelstudio.link_frame_roots`)."""
+        from cvloop.adapters.labelstudio import link_frame_roots
+        from cvloop.adapters.regions import load_regions
+
+        s = self.settings
+        main = s.frame_store_uri
+        uris = [main] + [
+            r.storage_uri for r in load_regions(s.regions_path(), main_uri=main).values()
+        ]
+        roots = [
+            Path(u.removeprefix("file://"))
+            for u in uris
+            if "://" not in u or u.startswith("file://")
+        ]
+        link_frame_roots(s.label_studio_files_root, roots)
+
+    def _reconnect_review_projects(self) -> None:
+        """cvloop's projects connected while Label Studio's document root was elsewhere (the
+        store's parent, before the links) get the store at the new root, so their images
+        keep loading (idempotent: a project already connected there is left alone)."""
+        from cvloop.adapters.labelstudio import LabelStudioQueue
+        from cvloop.adapters.storage import LocalStorage
+
+        s = self.settings
+        uri = s.frame_store_uri
+        if "://" in uri and not uri.startswith("file://"):
+            return
+        try:
+            queue = LabelStudioQueue(s.label_studio_url, s.label_studio_token(),
+                                     files_root=s.label_studio_files_root)  # fmt: skip
+            store = LocalStorage(uri.removeprefix("file://"))
+            for pid, _title in queue.projects():
+                queue.connect_storage(pid, store)
+        except Exception as exc:  # the services are up; the reviews can be reconnected later
+            self.out(f"warning: could not reconnect the review projects' frame store: {exc}")
 
     def _preflight(self, specs: list[ServiceSpec]) -> None:
         problems = []

@@ -27,6 +27,9 @@ Variables (all optional; the defaults run the embedded local stack):
 ``LABEL_STUDIO_API_KEY``       its API token (generated for the local one)
 ``LABEL_STUDIO_USERNAME``      admin e-mail of the local Label Studio
 ``LABEL_STUDIO_PASSWORD``      admin password of the local Label Studio (generated)
+``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``  the folder Label Studio serves local frames from
+                               (default for the local one: ``$CVLOOP_HOME/labelstudio-files``,
+                               links to the local frame roots and nothing else)
 ``AWS_ACCESS_KEY_ID`` etc.     standard boto3 credentials
 =============================  ===============================================================
 
@@ -104,6 +107,9 @@ class Settings(BaseSettings):
     label_studio_api_key: SecretStr | None = Field(default=None, alias="LABEL_STUDIO_API_KEY")
     label_studio_username: str = Field(default="admin@cvloop.local", alias="LABEL_STUDIO_USERNAME")
     label_studio_password: SecretStr | None = Field(default=None, alias="LABEL_STUDIO_PASSWORD")
+    label_studio_files_dir: Path | None = Field(
+        default=None, alias="LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
+    )
 
     aws_access_key_id: str | None = Field(default=None, alias="AWS_ACCESS_KEY_ID")
     aws_secret_access_key: SecretStr | None = Field(default=None, alias="AWS_SECRET_ACCESS_KEY")
@@ -130,6 +136,21 @@ class Settings(BaseSettings):
     @property
     def label_studio_url(self) -> str:
         return self.label_studio_url_env or f"http://127.0.0.1:{self.label_studio_port}"
+
+    @property
+    def label_studio_files_root(self) -> Path:
+        """Label Studio's local-files document root, below which it serves frames to
+        reviewers (and lets any of its users connect a storage).
+
+        The local stack's is ``$CVLOOP_HOME/labelstudio-files``, made by ``cvloop services
+        up``: a folder of links to the local frame roots and nothing else, so Label Studio's
+        own database, MLflow, Prefect, the secrets and the fleet's ground truth in the home
+        stay out of its reach. A team's own Label Studio keeps the root it was started with:
+        name it here, or leave it unset when it is the frame store's parent folder (no such
+        folder: the store is connected by its own path)."""
+        if self.label_studio_files_dir is not None:
+            return self.label_studio_files_dir.expanduser().absolute()
+        return self.home / "labelstudio-files"
 
     @property
     def serve_url(self) -> str:

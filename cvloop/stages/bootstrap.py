@@ -34,16 +34,19 @@ def bootstrap_report(version, dataset, holdout, trained, holdout_pt, holdout_onn
 def start_baseline_run(ctx: Context, dataset, holdout, data, epochs: int) -> str:
     """The baseline's MLflow training run, with what it is trained on and how."""
     from cvloop.config.lineage import git_commit
+    from cvloop.stages.model import start_run_again
     from registry.names import DATASET_DVC_MD5, DATASET_VERSION, FLOW, GIT_COMMIT, HOLDOUT_VERSION
 
     t = ctx.params.train
-    return ctx.tracker.start_run(
+    return start_run_again(
+        ctx,
         ctx.params.registry.experiment,
         "bootstrap-v1",
         {"model": t.model_yaml, "epochs": epochs, "optimizer": t.optimizer, "lr0": t.bootstrap_lr0, "imgsz": t.imgsz,
          "batch": t.batch, "train_frames": data.train_frames, "val_frames": data.val_frames},
         {FLOW: "bootstrap", DATASET_VERSION: dataset.name, DATASET_DVC_MD5: dataset.dvc_md5,
          HOLDOUT_VERSION: holdout.name, GIT_COMMIT: git_commit()},
+        {FLOW: "bootstrap", DATASET_VERSION: dataset.name},
     )  # fmt: skip
 
 

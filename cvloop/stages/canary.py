@@ -34,11 +34,15 @@ if TYPE_CHECKING:
 WATERMARK_MAX_GAP_DAYS = 31
 
 
-def log_watermark(store) -> dt.datetime | None:
+def log_watermark(store, today: dt.date | None = None) -> dt.datetime | None:
     """The newest frame time in the inference log (its newest date partition, rows of
     another day quarantined by the read). A newest partition more than
-    ``WATERMARK_MAX_GAP_DAYS`` after the one before it (a writer's clock years ahead) is
-    passed over and reported: one bad part must not make a stage's hours look served."""
+    ``WATERMARK_MAX_GAP_DAYS`` after both the one before it and today (``today``, default
+    the wall clock's UTC date) has nothing to vouch for it: a writer's clock years ahead. It
+    is passed over and reported, so one bad part cannot make a stage's hours look served.
+    A fleet that logs again after a month of silence is vouched for by today's date (the
+    gap alone, measured from a fixed history, made every partition look bad once the
+    calendar moved on: found when the rollout tests started failing on a later day)."""
     import sys
 
     import pyarrow.compute as pc
@@ -46,10 +50,16 @@ def log_watermark(store) -> dt.datetime | None:
     from cvloop.adapters.inference_log import log_dates, read_log
 
     dates = log_dates(store)
-    while len(dates) >= 2 and (dates[-1] - dates[-2]).days > WATERMARK_MAX_GAP_DAYS:
+    today = today or dt.datetime.now(dt.UTC).date()
+
+    def unvouched(day: dt.date, before: dt.date) -> bool:
+        return min((day - before).days, (day - today).days) > WATERMARK_MAX_GAP_DAYS
+
+    while len(dates) >= 2 and unvouched(dates[-1], dates[-2]):
         print(f"inference log: date={dates[-1]} is {(dates[-1] - dates[-2]).days} days after "
-              f"the partition before it: not used as the log's clock (check the writer's "
-              f"clock; move the folder away once checked)", file=sys.stderr)  # fmt: skip
+              f"the partition before it and {(dates[-1] - today).days} days after today: not "
+              f"used as the log's clock (check the writer's clock; move the folder away once "
+              f"checked)", file=sys.stderr)  # fmt: skip
         dates.pop()
     for day in reversed(dates):  # a partition whose parts were all quarantined: the one before
         t = read_log(store, day, day + dt.timedelta(days=1), columns=["ts"])
@@ -113,6 +123,7 @@ def window_sample(
         ok.column("latency_ms").to_numpy(zero_copy_only=False).astype(float),
         np.asarray(conf, dtype=float),
         detections_per_frame(steady).to_numpy(zero_copy_only=False).astype(float),
+        drift_frames=ok.num_rows - steady.num_rows,
     )
 
 

@@ -51,8 +51,37 @@ def training_dir(ctx: Context) -> str:
 def start_training_run(
     ctx: Context, experiment: str, run_name: str, params: dict, tags: dict
 ) -> str:
-    """Create the MLflow run that every later step of this model logs into."""
-    return ctx.tracker.start_run(experiment, run_name, params, tags)
+    """Create the MLflow run that every later step of this model logs into. A run of the
+    same name under the same parent still RUNNING belongs to an attempt whose process died
+    (the retrain runs one training at a time): it is ended KILLED first, naming this one."""
+    parent = tags.get("mlflow.parentRunId")
+    key = {"mlflow.parentRunId": parent} if parent else None
+    return start_run_again(ctx, experiment, run_name, params, tags, key)
+
+
+def start_run_again(
+    ctx: Context,
+    experiment: str,
+    run_name: str,
+    params: dict | None,
+    tags: dict,
+    key: dict | None,
+) -> str:
+    """A new run, after ending the RUNNING runs of the same name and ``key`` tags (an
+    attempt killed before it could end its run; no ``key``: nothing is ended)."""
+    stale = (
+        ctx.tracker.end_abandoned(
+            experiment, run_name, key,
+            f"its process died before the run ended; {run_name} was started again",
+        )
+        if key
+        else []
+    )  # fmt: skip
+    run_id = ctx.tracker.start_run(experiment, run_name, params, tags)
+    for old in stale:
+        print(f"MLflow run {old} ({run_name}) was left RUNNING by a process that died: "
+              f"ended KILLED; this attempt logs into {run_id}")  # fmt: skip
+    return run_id
 
 
 def start_retrain_run(

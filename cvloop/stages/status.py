@@ -95,8 +95,11 @@ def production_status(ctx: Context, history: int = 10) -> dict:
         data = schema_summary(ctx)
     except Exception as exc:  # the data repository is elsewhere: say so, never fail status
         data = {"error": str(exc).splitlines()[0]}
+    from cvloop.stages.open_retrain import open_retrain
+
     return {
         "data": data,
+        "retrain": open_retrain(ctx),
         "frames": _frame_roots(store),
         "manifest": json.loads(m.to_json()) if m else None,
         "aliases": aliases,
@@ -164,6 +167,7 @@ def status_text(s: dict) -> str:
         )
     elif d:
         lines.append(f"DATA        unknown: {d.get('error')}")
+    lines += _retrain_lines(s.get("retrain"))
     f = s.get("frames") or {}
     if f.get("regions"):
         roots = "; ".join(f"{n}: {u}" for n, u in sorted(f["regions"].items()))
@@ -196,6 +200,19 @@ def status_text(s: dict) -> str:
         split = ", ".join(f"v{v} {x:g}%" for v, x in h["split"].items())
         lines.append(f"  {h['when']}  {h['who']:<16} {h['stage']:<11} {split:<18} {h['reason']}")
     return "\n".join(lines)
+
+
+def _retrain_lines(rec: dict | None) -> list[str]:
+    """The open retrain and the triggers recorded on it (at most one is open)."""
+    if not rec:
+        return []
+    trig = rec.get("trigger") or {}
+    out = [f"RETRAIN     open: flow run {rec['run_id']} since {rec.get('since')} "
+           f"({', '.join(trig.get('triggers') or ['manual'])})"]  # fmt: skip
+    for j in rec.get("joined") or []:
+        out.append(f"  + trigger recorded on it {j.get('at')}: {', '.join(j.get('triggers') or [])}"
+                   f" (flow run {j.get('run_id')}; cameras {j.get('cameras') or '-'})")  # fmt: skip
+    return out
 
 
 def _training_used(metrics: dict[str, float], tags: dict[str, str]) -> dict:

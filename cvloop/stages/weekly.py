@@ -61,7 +61,10 @@ def gather_week(ctx: Context, start: dt.datetime, end: dt.datetime) -> dict:
         for h in history(ctx.store, since=start)
         if dt.datetime.fromisoformat(h.updated_at) < end
     ]
+    from cvloop.stages.open_retrain import open_retrain
+
     return {
+        "retrain": open_retrain(ctx),
         "monitor": monitor,
         "versions": versions,
         "changes": changes,
@@ -147,6 +150,19 @@ def review_markdown(week: str, data: dict, failed: list[dict]) -> tuple[str, lis
     lines += [f"- 🔴 {r}" for r in red] or [
         "- 🟢 nothing: no trigger, breach, failed run or rejection"
     ]
+    rec = data.get("retrain")
+    if rec:
+        trig = ", ".join((rec.get("trigger") or {}).get("triggers") or ["manual"])
+        lines += ["", "## The open retrain", "",
+                  f"Flow run {rec['run_id']} since {rec.get('since')} ({trig}). Triggers "
+                  "recorded on it (not started again: at most one retrain is open):", ""]  # fmt: skip
+        lines += _table(
+            ["when", "triggers", "cameras", "classes", "flow run"],
+            [[j.get("at"), ", ".join(j.get("triggers") or []), ", ".join(j.get("cameras") or [])
+              or "-", ", ".join(j.get("classes") or []) or "-", j.get("run_id")]
+             for j in rec.get("joined") or []],
+            "None.",
+        )  # fmt: skip
     lines += ["", "## Did the deployment change, and why?", ""]
     lines += _table(
         ["when", "who", "stage", "split", "why"],

@@ -64,12 +64,20 @@ def retrain_run(booted):
         stderr=subprocess.PIPE,
         text=True,
     )
+    paused = None
     try:
         paused = _paused_retrain(b.stack.prefect_api, proc)
         yield b, proc, paused, store
     finally:
         if proc.poll() is None:
             proc.kill()
+        if paused is not None:  # a run left open would hold the session's retrain open
+            run = prefect_rest(b.stack.prefect_api).get(f"/flow_runs/{paused['id']}")
+            if run["state_type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                prefect_rest(b.stack.prefect_api).post(
+                    f"/flow_runs/{paused['id']}/set_state",
+                    json={"state": {"type": "CANCELLED", "name": "Cancelled"}, "force": True},
+                )
 
 
 def _token(b) -> str:

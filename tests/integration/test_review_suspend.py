@@ -42,6 +42,22 @@ def test_deployment_run_suspends_for_review_and_resumes_from_cache(booted):
                                  json={"parameters": params})  # fmt: skip
     paused = _wait(api, run["id"], {"PAUSED", "FAILED", "CRASHED", "COMPLETED"})
     assert paused["state_name"] == "Suspended", paused["state"]
+
+    # a second trigger while this retrain waits for its reviewers (the monitor fires every
+    # week): recorded on the open retrain, not started again on the same dataset version
+    second = prefect_rest(api).post(
+        f"/deployments/{dep['id']}/create_flow_run",
+        json={"parameters": {**params, "cameras": ["cam-01"], "triggers": ["rule2"]}},
+    )
+    joined = _wait(api, second["id"], {"COMPLETED", "FAILED", "CRASHED"})
+    assert joined["state_type"] == "COMPLETED", joined["state"]
+    record = json.loads((b.store / "runs" / "retrain" / "open.json").read_text())
+    assert record["run_id"] == run["id"]
+    assert [(j["run_id"], j["triggers"], j["cameras"]) for j in record["joined"]] == [
+        (second["id"], ["rule2"], ["cam-01"])
+    ]
+    assert not (b.store / "runs" / "retrain" / second["id"]).exists()  # collected nothing
+    assert _run(api, run["id"])["state_name"] == "Suspended"
     queue = json.loads((b.store / "runs" / "retrain" / run["id"] / "review-queue.json").read_text())
     title = queue["dataset_version"]
     assert queue["tasks"] > 0 and title == f"dataset-v{_next_dataset(b)}"
@@ -57,6 +73,10 @@ def test_deployment_run_suspends_for_review_and_resumes_from_cache(booted):
     )
     collect = [t["state_name"] for t in tasks if t["task_key"].startswith("collect_frames")]
     assert collect == ["Completed", "Cached"]  # ran once; the resumed run reused it
+    # the retrain ended: nothing is open, the trigger recorded on it is kept with it
+    record = json.loads((b.store / "runs" / "retrain" / "open.json").read_text())
+    assert record["run_id"] is None and record["last"]["run_id"] == run["id"]
+    assert [j["run_id"] for j in record["last"]["joined"]] == [second["id"]]
 
 
 def _next_dataset(b) -> int:

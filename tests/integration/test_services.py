@@ -218,3 +218,62 @@ def test_deployed_flow_runs_on_the_worker_and_reaches_every_service(stack):
     report = artifacts[0]["data"]
     for service in ("frame-store", "s3", "mlflow", "labelstudio"):
         assert f"| {service} | OK |" in report
+
+
+def test_label_studio_serves_the_frame_roots_and_nothing_else_of_the_home(stack_client_env):
+    """Label Studio's document root is a folder of links to the frame roots: a reviewer sees
+    the frames, and no Label Studio user can connect a storage on the home (its own
+    database, MLflow's, Prefect's, the secrets, the fleet's ground truth) nor read a file of
+    it through the local-files URL. Before, the root was the home itself."""
+    import io
+    import uuid
+
+    from label_studio_sdk.core.api_error import ApiError
+    from PIL import Image
+
+    from cvloop.adapters.labelstudio import TaskSpec, image_url
+    from tests.conftest import context
+
+    stack = stack_client_env
+    files = stack.home / "labelstudio-files"
+    assert files.stat().st_mode & 0o777 == 0o700
+    entries = list(files.iterdir())
+    assert entries and all(e.is_symlink() for e in entries), entries
+    ls_pid = stack.status()["labelstudio"]["pid"]
+    assert psutil.Process(ls_pid).environ()["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] == str(files)
+
+    ctx = context()
+    store = ctx.store
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 32), (200, 40, 10)).save(buf, "JPEG")
+    key = f"frames/cam-ls/2026-10-05/{1759622400000 + uuid.uuid4().int % 1000}.jpg"
+    store.put_bytes(key, buf.getvalue())
+    queue = ctx.labelstudio
+    project = queue.ensure_project(f"cvloop files {uuid.uuid4().hex[:8]}", ["crate"])
+    token = ctx.settings.label_studio_token()
+    auth = {"Authorization": f"Token {token}"}
+    try:
+        queue.connect_storage(project, store)
+        queue.connect_storage(project, store)  # idempotent
+        [storage] = queue.client.import_storage.local.list(project=project)
+        assert storage.path == str(files / store.root.name)
+        queue.import_tasks(project, [TaskSpec("sha-ls", image_url(store, key), 48, 32, [], [])],
+                           "m/1", 10)  # fmt: skip
+        shown = queue.client.tasks.get(id=queue.tasks(project)[0][0]).data["image"]
+        got = httpx.get(httpx.URL(stack.label_studio_url).join(shown), headers=auth)
+        assert got.status_code == 200 and got.content == buf.getvalue()
+
+        # the home is out of reach: its folders cannot become storage ...
+        for inside in ("labelstudio", "mlflow", "fleet-truth", "."):
+            with pytest.raises(ApiError) as info:
+                queue.client.import_storage.local.create(
+                    project=project, path=str((stack.home / inside).resolve()), title="x"
+                )
+            assert "LOCAL_FILES_DOCUMENT_ROOT" in str(info.value.body), info.value.body
+        # ... nor be read through the document root
+        for rel in ("../secrets.env", "../labelstudio/label_studio.sqlite3"):
+            r = httpx.get(f"{stack.label_studio_url}/data/local-files/", params={"d": rel},
+                          headers=auth)  # fmt: skip
+            assert r.status_code in (403, 404), (rel, r.status_code)
+    finally:
+        queue.client.projects.delete(id=project)

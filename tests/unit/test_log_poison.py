@@ -115,6 +115,21 @@ def test_a_store_that_fails_is_an_error_not_a_silent_gap(tmp_path):
     assert quarantined(store) == [] and read_log(store, DAY, DAY + dt.timedelta(days=1)).num_rows
 
 
+def test_a_fleet_logging_again_after_a_month_of_silence_keeps_the_clock(tmp_path):
+    """40 days without a frame (a site closed for the season), then frames again: the new
+    partition is the log's clock, vouched for by today's date. The rollout tests broke on
+    the day the gap between their days and the monitor's fixed history passed 31."""
+    store = LocalStorage(tmp_path / "store")
+    write_log(store, _frames(DAY, 5))
+    back = DAY + dt.timedelta(days=40)
+    write_log(store, _frames(back, 4))
+    newest = _frames(back, 4)[-1].ts
+    assert log_watermark(store, today=back) == newest
+    assert log_watermark(store, today=back - dt.timedelta(days=20)) == newest  # simulated ahead
+    # nothing vouches for it: 40 days after the last frames and after today
+    assert log_watermark(store, today=DAY) == _frames(DAY, 5)[-1].ts
+
+
 def test_the_watermark_passes_over_a_far_future_partition_and_rows_of_another_day(tmp_path):
     store = LocalStorage(tmp_path / "store")
     write_log(store, _frames(DAY, 5))
@@ -123,6 +138,7 @@ def test_the_watermark_passes_over_a_far_future_partition_and_rows_of_another_da
     # a writer's clock years ahead, in its own partition: not the log's clock
     write_log(store, _frames(dt.date(2999, 1, 1), 3))
     assert log_watermark(store) == newest
+    assert log_watermark(store, today=DAY) == newest
     # ... and rows of 2031 in today's partition: quarantined by the read, not the clock
     t = pq.read_table(io.BytesIO(store.get_bytes(store.keys(f"inference-log/date={DAY}/")[0])))
     ts = pa.array([dt.datetime(2031, 1, 1, tzinfo=dt.UTC)] * t.num_rows, SCHEMA.field("ts").type)

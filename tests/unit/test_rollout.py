@@ -159,6 +159,35 @@ def test_no_detection_by_either_model_is_no_change_but_one_side_alone_is():
     assert {r.split(":")[0] for r in res.reasons} == {"volume"}
 
 
+def test_when_every_frame_is_on_a_drift_camera_the_paired_evidence_decides_the_volume():
+    """Volume leaves out the drift cameras. On a small fleet where the monitor flagged every
+    camera (the e2e demo's three cameras, one run in several) nothing was left to compare,
+    and a challenger that passed every other check was rolled back for "no frame served
+    without error". Now the volume is not judged there and the paired re-scoring decides;
+    with no paired evidence the stage holds; a challenger with no good frame still fails."""
+    drift_only = Sample(300, 0, np.full(300, 10.0), np.zeros(0), np.zeros(0), drift_frames=300)
+    res = canary(drift_only, drift_only, C)
+    volume = next(c for c in res.checks if c.name == "volume")
+    assert (
+        volume.passed
+        and "not judged" in volume.detail
+        and "challenger and the champion" in (volume.detail)
+    )
+    assert res.status == "ok"
+    # camera routing: the challenger's cameras all drifted, the champion's did not
+    res = canary(drift_only, _sample(), C)
+    assert res.status == "ok" and "the challenger served" in next(
+        c.detail for c in res.checks if c.name == "volume"
+    )
+    # never promoted on nothing: without paired evidence the stage holds
+    assert _canary(drift_only, drift_only, C, None).status == "insufficient"
+    # a challenger whose every frame failed is still a volume breach (and an error one)
+    failed = Sample(300, 300, np.zeros(0), np.zeros(0), np.zeros(0))
+    res = canary(failed, _sample(), C)
+    assert res.status == "breach"
+    assert {r.split(":")[0] for r in res.reasons} >= {"volume", "error_rate"}
+
+
 def test_a_small_shift_of_a_retrained_model_is_not_a_breach():
     # a retrained model is a little more confident: KS p is tiny on many detections, but D small
     res = canary(_sample(conf_mean=0.74, seed=1), _sample(seed=2), C)
