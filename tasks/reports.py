@@ -32,6 +32,7 @@ def publish_monitor_report(
     run = log_monitor_run(ctx, w, rows, holdout, results, str(out))
     dashboard = run["artifact_url"].format(name="drift-report.html")
     plot = run["artifact_url"].format(name="confidence-histograms.png")
+    volume = run["artifact_url"].format(name="detection-volume.png")
     fired = [r.rule for r in results if r.fired]
     status = (
         f"🔴 **retrain triggered** by {', '.join(fired)} (event `{event_id}`)"
@@ -74,6 +75,8 @@ def publish_monitor_report(
             drifted_table(rows),
             "",
             f"![confidence histograms]({plot})",
+            "",
+            f"![detection volume per frame and frames logged, per day]({volume})",
         ]
     )
     create_markdown_artifact(

@@ -11,13 +11,28 @@ its data is on the remote, so a tag always names a version that can be pulled, a
 or a failed push at any step leaves a state the same call finishes (crash points
 ``<prefix>:added`` / ``committed`` / ``pushed`` / ``tagged``, e.g. ``dataset:pushed``:
 ``cvloop/core/faults.py``).
+
+**One writer at a time.** The retrain's versioning, a schema change, the quarterly holdout
+refresh and the adoption all write the same working tree, index and tags; each holds
+:meth:`DataRepo.writing` (an exclusive ``flock`` on ``.git/cvloop-writer.lock``) from its
+first read of the versions to its last tag, so two of them never pick the same version
+name or race on git's index. The kernel frees the lock when its process dies, so a killed
+writer never blocks the next one; a writer that waits too long is told who holds it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import fcntl
 import io
+import json
+import os
+import socket
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +42,13 @@ from cvloop.core.errors import CvloopError
 from cvloop.core.faults import crash_point
 
 REMOTE_NAME = "cvloop"
+WRITER_LOCK = "cvloop-writer.lock"  # in .git: never tracked, one per clone
+
+# the writers of this process: a nested `writing` (a stage that calls another) re-enters,
+# another thread waits like another process would
+_IN_PROCESS: dict[str, threading.RLock] = {}
+_HELD: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth)
+_IN_PROCESS_MU = threading.Lock()
 
 
 class VersioningError(CvloopError):
@@ -48,10 +70,18 @@ class VersionRecord:
 class DataRepo:
     """A git + DVC repository that versions cvloop's data."""
 
-    def __init__(self, root: Path, remote_url: str, s3_endpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        remote_url: str,
+        s3_endpoint: str | None = None,
+        *,
+        lease_wait_s: float = 600.0,
+    ) -> None:
         self.root = Path(root).resolve()
         self.remote_url = remote_url
         self.s3_endpoint = s3_endpoint
+        self.lease_wait_s = lease_wait_s  # how long a writer waits for another (writing())
         self._identity: bool | None = None
 
     # ---- git ----------------------------------------------------------------------------
@@ -98,6 +128,78 @@ class DataRepo:
             return existing
         self.git("tag", "-a", name, "-m", message, rev)
         return rev
+
+    # ---- one writer at a time ------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(
+        self, what: str, wait_s: float | None = None, poll_s: float = 0.25
+    ) -> Iterator[None]:
+        """Hold the data repository for ``what`` (a flow and its run, shown to the writers
+        that wait): the working tree, the index, the version names and the tags are this
+        writer's until the block ends. Waits up to ``wait_s`` (default ``lease_wait_s``) for
+        the holder, then raises :class:`VersioningError` naming it (transient: a task
+        retries)."""
+        wait_s = self.lease_wait_s if wait_s is None else wait_s
+        git_dir = self.root / ".git"
+        if not git_dir.is_dir():
+            raise VersioningError(
+                f"data repository {self.root} is not a git repository",
+                fix=f"git init {self.root}, or set CVLOOP_DATA_REPO",
+            )
+        path = str(git_dir / WRITER_LOCK)
+        with _IN_PROCESS_MU:
+            local = _IN_PROCESS.setdefault(path, threading.RLock())
+        deadline = time.monotonic() + wait_s
+        if not local.acquire(timeout=max(0.0, wait_s)):
+            raise self._busy(path, what, wait_s)
+        try:
+            fd, depth = _HELD.get(path, (None, 0))
+            if fd is None:
+                fd = self._lock(path, what, deadline, wait_s, poll_s)
+            _HELD[path] = (fd, depth + 1)
+            try:
+                yield
+            finally:
+                fd, depth = _HELD[path]
+                if depth == 1:
+                    del _HELD[path]
+                    os.close(fd)  # frees the flock
+                else:
+                    _HELD[path] = (fd, depth - 1)
+        finally:
+            local.release()
+
+    def _lock(self, path: str, what: str, deadline: float, wait_s: float, poll_s: float) -> int:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise self._busy(path, what, wait_s) from None
+                time.sleep(poll_s)
+        holder = {"what": what, "pid": os.getpid(), "host": socket.gethostname(),
+                  "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        return fd
+
+    def _busy(self, path: str, what: str, wait_s: float) -> VersioningError:
+        try:
+            h = json.loads(Path(path).read_text() or "{}")
+            holder = (f"{h.get('what', '?')} (pid {h.get('pid', '?')} on {h.get('host', '?')}, "
+                      f"since {h.get('since', '?')})")  # fmt: skip
+        except (OSError, ValueError):
+            holder = "another writer"
+        return VersioningError(
+            f"{what} could not write the data repository {self.root}: {holder} has been "
+            f"writing it for longer than this writer waits ({wait_s:g} s)",
+            fix="let that writer finish (its flow run in the Prefect UI), then run this "
+            "again; a writer that died frees the repository at once",
+            transient=True,
+        )
 
     # ---- dvc ----------------------------------------------------------------------------
     def ensure(self) -> None:

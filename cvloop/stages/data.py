@@ -12,6 +12,7 @@ from cvloop.adapters.versioning import (
     HOLDOUT_POINTER,
     VersionRecord,
 )
+from cvloop.stages.repo_lease import writes_data_repo
 
 if TYPE_CHECKING:
     from cvloop.context import Context
@@ -28,6 +29,7 @@ def labeled_hashes(ctx: Context) -> set[str]:
     return {e.sha256 for d in (DATASET_DIR, HOLDOUT_DIR) for e in read_manifest(root / d)}
 
 
+@writes_data_repo("a data version (bootstrap / adoption)")
 def version_data(
     ctx: Context, folder: str, pointer: str, name: str, message: str, schema_log: bool = False
 ) -> VersionRecord:

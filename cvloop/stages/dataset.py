@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from cvloop.core import slices
 from cvloop.core.frames import LabelBox
 from cvloop.stages.annotate import ReviewQueue
+from cvloop.stages.repo_lease import writes_data_repo
 from cvloop.stages.versioning import read_reviewed
 
 if TYPE_CHECKING:
@@ -155,6 +156,7 @@ def validate_reviews(
     return ValidatedReviews(export.key, result.valid, qkey, summary)
 
 
+@writes_data_repo("the retrain's versioning")
 def version_reviewed_data(
     ctx: Context,
     validated: ValidatedReviews,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cvloop.core.errors import CvloopError
+from cvloop.stages.repo_lease import writes_data_repo
 from registry.names import (
     CHAMPION_VERSION,
     HOLDOUT_CAMERAS,
@@ -214,6 +215,7 @@ def score_champion_on_holdout(
     return HoldoutScore(version, champion.version, r.map50_95, r.map50, per_class)
 
 
+@writes_data_repo("the holdout refresh")
 def version_refreshed_holdout(
     ctx: Context,
     validated,

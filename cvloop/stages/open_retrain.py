@@ -123,6 +123,10 @@ def release_open_retrain(ctx: Context, run_id: str) -> list[dict]:
 
 def open_retrain(ctx: Context) -> dict | None:
     """The record of the open retrain (with the triggers recorded on it), or None; for
-    ``cvloop status`` and the weekly review."""
-    _raw, rec = _read(ctx.store)
+    ``cvloop status`` and the weekly review, which show a malformed record (``error``)
+    rather than fail on it."""
+    try:
+        _raw, rec = _read(ctx.store)
+    except CvloopError as exc:
+        return {"run_id": "?", "error": str(exc)}
     return rec if rec and rec.get("run_id") else None

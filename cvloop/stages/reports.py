@@ -97,7 +97,93 @@ def build_drift_dashboard(ctx: Context, w: Windows, rows: list[dict], out_dir: P
     top = [r for r in _slices_from_rows(rows) if r.signal == "confidence" and r.stats.enough_data]
     top = sorted(top, key=lambda r: -r.stats.ks_stat)[:4]
     files.append(_plot_confidence(store, w, top, out_dir, ref_s, cur_s))
+    files.append(plot_volume(store, w, out_dir))
     return files
+
+
+VolumeByDay = dict[str, dict[dt.date, tuple[int, int]]]  # camera -> day -> (frames, detections)
+
+
+def volume_by_day(store, days: list[dt.date]) -> VolumeByDay:
+    """Frames logged and their detections, per camera and day: from the day's rollup where
+    there is one (the monitor's rollup path made it: its cost is the bins), else from the
+    day's log (the detection counts only)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from cvloop.adapters.inference_log import read_log
+    from cvloop.adapters.rollups import ALL, load_rollups
+
+    out: VolumeByDay = {}
+
+    def add(camera: str, day: dt.date, frames: int, dets: int) -> None:
+        f, d = out.setdefault(camera, {}).get(day, (0, 0))
+        out[camera][day] = (f + frames, d + dets)
+
+    for day in days:
+        r = load_rollups(store, day, day + dt.timedelta(days=1))
+        r = r.filter(pc.and_(pc.equal(r["signal"], "volume"), pc.equal(r["label"], ALL)))
+        if r.num_rows:
+            for cam, counts in zip(r["camera"].to_pylist(), r["counts"].to_pylist(), strict=True):
+                c = np.asarray(counts, dtype=np.int64)  # one bin per count: 0, 1, 2, ...
+                add(cam, day, int(c.sum()), int((c * np.arange(len(c))).sum()))
+            continue
+        t0 = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+        t = read_log(store, t0, t0 + dt.timedelta(days=1), columns=["camera", "detections"])
+        if not t.num_rows:
+            continue
+        n = pc.list_value_length(t["detections"]).fill_null(0)
+        g = pa.table({"camera": t["camera"], "n": n}).group_by("camera")
+        g = g.aggregate([("n", "count"), ("n", "sum")])
+        for cam, frames, dets in zip(g["camera"].to_pylist(), g["n_count"].to_pylist(),
+                                     g["n_sum"].to_pylist(), strict=True):  # fmt: skip
+            add(cam, day, int(frames), int(dets))
+    return out
+
+
+def _mean(days: dict[dt.date, tuple[int, int]], among: list[dt.date]) -> float:
+    frames = sum(days[d][0] for d in among if d in days)
+    return sum(days[d][1] for d in among if d in days) / frames if frames else float("nan")
+
+
+def plot_volume(store, w: Windows, out_dir: Path, top: int = 6) -> str:
+    """The third signal on the dashboard: detections per frame per day, reference window
+    beside current window, for the whole fleet and the ``top`` cameras whose volume moved
+    most, with the frames logged per day under it (a camera that stopped sending shows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref, cur = w.as_windows()
+    per = volume_by_day(store, sorted({*ref.days, *cur.days}))
+    fleet: dict[dt.date, tuple[int, int]] = {}
+    for days in per.values():
+        for d, (f, n) in days.items():
+            a, b = fleet.get(d, (0, 0))
+            fleet[d] = (a + f, b + n)
+    moved = sorted(per, key=lambda c: -abs(np.nan_to_num(_mean(per[c], cur.days)
+                                                         - _mean(per[c], ref.days))))  # fmt: skip
+    fig, axes = plt.subplots(2, 2, figsize=(11, 5.2), sharey="row", squeeze=False,
+                             gridspec_kw={"height_ratios": [2, 1]})  # fmt: skip
+    for col, (win, label) in enumerate(((ref, "reference"), (cur, "current"))):
+        ax, below = axes[0][col], axes[1][col]
+        for cam, days, style in [("all cameras", fleet, {"color": "black", "lw": 2.2}),
+                                 *[(c, per[c], {"lw": 1.1}) for c in moved[:top]]]:  # fmt: skip
+            xs = [d for d in win.days if d in days and days[d][0]]
+            ax.plot(xs, [days[d][1] / days[d][0] for d in xs], marker=".", label=cam, **style)
+        ax.set_title(f"detections per frame, {label} {win.label()}", fontsize=9)
+        below.bar(win.days, [fleet.get(d, (0, 0))[0] for d in win.days], color="grey")
+        for a in (ax, below):
+            a.tick_params(axis="x", labelrotation=30, labelsize=7)
+    axes[0][0].set_ylabel("mean detections / frame")
+    axes[1][0].set_ylabel("frames logged")
+    axes[0][1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    name = "detection-volume.png"
+    fig.savefig(out_dir / name, dpi=90)
+    plt.close(fig)
+    return name
 
 
 def _panel(

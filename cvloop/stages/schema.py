@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from cvloop.core.errors import CvloopError
 from cvloop.core.schema import SCHEMA_FILE, ClassSchema, SchemaChange, SchemaLog
+from cvloop.stages.repo_lease import writes_data_repo
 
 if TYPE_CHECKING:
     from cvloop.context import Context
@@ -161,6 +162,7 @@ def plan_change(ctx: Context, change: SchemaChange) -> tuple[SchemaLog, bool]:
     return new_log, applied
 
 
+@writes_data_repo("a schema change")
 def migrate_and_version(ctx: Context, log: SchemaLog, applied: bool) -> dict:
     """Migrate the labels of the dataset and the holdout to the current schema, then commit
     ``schema.yaml`` with dataset v_n+1 and holdout v_k+1 and tag ``schema-v<n>``.

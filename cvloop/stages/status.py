@@ -206,6 +206,8 @@ def _retrain_lines(rec: dict | None) -> list[str]:
     """The open retrain and the triggers recorded on it (at most one is open)."""
     if not rec:
         return []
+    if rec.get("error"):
+        return [f"RETRAIN     unknown: {rec['error'].splitlines()[0]}"]
     trig = rec.get("trigger") or {}
     out = [f"RETRAIN     open: flow run {rec['run_id']} since {rec.get('since')} "
            f"({', '.join(trig.get('triggers') or ['manual'])})"]  # fmt: skip

@@ -151,7 +151,9 @@ def review_markdown(week: str, data: dict, failed: list[dict]) -> tuple[str, lis
         "- 🟢 nothing: no trigger, breach, failed run or rejection"
     ]
     rec = data.get("retrain")
-    if rec:
+    if rec and rec.get("error"):
+        red.append(f"the open-retrain record cannot be read: {rec['error']}")
+    elif rec:
         trig = ", ".join((rec.get("trigger") or {}).get("triggers") or ["manual"])
         lines += ["", "## The open retrain", "",
                   f"Flow run {rec['run_id']} since {rec.get('since')} ({trig}). Triggers "

@@ -73,6 +73,7 @@ def test_report_artifact_has_the_trigger_table_and_dashboard_link(checked):
     ):
         assert f"| {rule} |" in md
     assert "🔴 FIRED" in md and "drift-report.html" in md and "confidence-histograms.png" in md
+    assert "detection-volume.png" in md  # the third signal, plotted
     link = prefect_rest(b.stack.prefect_api).post(
         "/artifacts/filter",
         json={"artifacts": {"key": {"any_": ["drift-dashboard"]}}},
@@ -83,9 +84,8 @@ def test_report_artifact_has_the_trigger_table_and_dashboard_link(checked):
     assert html.status_code == 200
     assert "box_area" in html.text and "confidence" in html.text
     stored = b.store / "reports" / "monitor" / "202646"
-    assert (stored / "drift-report.html").exists() and (
-        stored / "confidence-histograms.png"
-    ).exists()
+    for name in ("drift-report.html", "confidence-histograms.png", "detection-volume.png"):
+        assert (stored / name).exists(), name
 
 
 def test_mlflow_has_the_holdout_trend_and_drift_figures(checked):
@@ -101,6 +101,7 @@ def test_mlflow_has_the_holdout_trend_and_drift_figures(checked):
     arts = [a.path for a in client.list_artifacts(run.info.run_id, "drift-report")]
     assert "drift-report/drift-report.html" in arts
     assert "drift-report/confidence-histograms.png" in arts
+    assert "drift-report/detection-volume.png" in arts
 
 
 def test_the_event_starts_the_retrain_deployment_with_the_drift_slices(checked):

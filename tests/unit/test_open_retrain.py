@@ -96,6 +96,15 @@ def test_a_malformed_record_is_named_with_the_fix(tmp_path):
         claim_open_retrain(ctx, "A", DRIFT, lambda _run: None)
     assert "delete the file" in info.value.fix
     assert ctx.store.get_bytes(OPEN_KEY) == b"{not json"  # nothing overwritten
+    # status and the weekly review say so instead of failing
+    from cvloop.stages.status import _retrain_lines
+    from cvloop.stages.weekly import review_markdown
+
+    rec = open_retrain(ctx)
+    assert _retrain_lines(rec)[0].startswith("RETRAIN     unknown: the open-retrain record")
+    _md, red = review_markdown("2026-W49", {"retrain": rec, "monitor": [], "changes": [],
+                                            "versions": []}, [])  # fmt: skip
+    assert any("open-retrain record cannot be read" in r for r in red)
 
 
 def test_status_and_weekly_review_show_the_open_retrain_and_its_recorded_triggers(tmp_path):
