@@ -135,6 +135,26 @@ class PairedLatency:
                 f"(p95 {pa:.2f} vs {pb:.2f} ms)")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class PairedVolume:
+    """Both models' detections per frame on the same frames: the paired re-scoring's sample
+    (each frame scored by the model that served it and by the other, at
+    ``rollout.canary.quality.match_conf``), drift cameras left out. At 100 % (and in shadow)
+    the champion serves nothing now and its served volume is from other days and other
+    scenes, so this is the measure (a challenger that fell below x0.8 of a busier day of
+    the champion was rolled back while it kept 99.9 % of its boxes)."""
+
+    challenger: np.ndarray
+    champion: np.ndarray
+
+    @property
+    def frames(self) -> int:
+        return len(self.challenger)
+
+    def means(self) -> tuple[float, float]:
+        return float(self.challenger.mean()), float(self.champion.mean())
+
+
 def served_latency_breached(challenger: Sample, champion: Sample, c) -> bool:
     """Whether the served p95s trip the latency screen (or cannot be compared): the stage
     then re-times both models on the same frames before the guard decides."""
@@ -170,7 +190,11 @@ def _latency_check(challenger: Sample, champion: Sample, c, paired: PairedLatenc
 
 
 def _guards(
-    challenger: Sample, champion: Sample, c, paired: PairedLatency | None = None
+    challenger: Sample,
+    champion: Sample,
+    c,
+    paired: PairedLatency | None = None,
+    volume: PairedVolume | None = None,
 ) -> list[CanaryCheck]:
     checks = []
     er = challenger.error_rate
@@ -182,6 +206,9 @@ def _guards(
         )
     )
     checks.append(_latency_check(challenger, champion, c, paired))
+    if volume is not None and volume.frames:
+        checks.append(_paired_volume_check(volume, c))
+        return checks
     va, vb = challenger.volume, champion.volume
     only_drift = [
         who
@@ -222,6 +249,22 @@ def _guards(
             )
         )
     return checks
+
+
+def _paired_volume_check(volume: PairedVolume, c) -> CanaryCheck:
+    va, vb = volume.means()
+    same = (f"both models on the same {volume.frames} frames (the paired re-scoring: they "
+            "did not serve the same period)")  # fmt: skip
+    if vb == 0:
+        return CanaryCheck("volume", va == 0, f"{va:.2f} vs champion 0 detections per frame, "
+                           f"{same}")  # fmt: skip
+    r = va / vb
+    return CanaryCheck(
+        "volume",
+        c.volume_ratio_min <= r <= c.volume_ratio_max,
+        f"{va:.2f} vs champion {vb:.2f} detections per frame (x{r:.2f}; allowed "
+        f"x{c.volume_ratio_min:g}-x{c.volume_ratio_max:g}), {same}",
+    )
 
 
 def _confidence_signal(challenger: Sample, champion: Sample, c) -> CanaryCheck:
@@ -281,13 +324,15 @@ def canary(
     quality: Quality | None = None,
     latency: PairedLatency | None = None,
     slo=None,
+    volume: PairedVolume | None = None,
 ) -> Canary:
     """Challenger vs champion over the same period; ``c`` is params.yaml's
     ``rollout.canary``, ``quality`` the paired evidence (:mod:`cvloop.core.pairing`) of the same
     window (None fails closed: the stage holds); ``latency``: both models re-timed on the
     same frames (:class:`PairedLatency`: the measure at 100 %, the confirmation of a served
     breach below); ``slo``: params.yaml's ``slo`` (the absolute objectives, a guard beside
-    the comparison: :mod:`cvloop.core.slo`)."""
+    the comparison: :mod:`cvloop.core.slo`); ``volume``: both models' detections on the same
+    frames (:class:`PairedVolume`: the measure when the champion serves nothing now)."""
     if challenger.frames < c.min_frames or champion.frames < c.min_frames:
         return Canary(
             "insufficient",
@@ -303,7 +348,7 @@ def canary(
                 )
             ],
         )
-    guards = _guards(challenger, champion, c, latency)
+    guards = _guards(challenger, champion, c, latency, volume)
     if slo is not None:
         guards.append(_slo_guard(challenger, champion, slo))
     checks = [*guards, *_quality_checks(quality), _confidence_signal(challenger, champion, c)]

@@ -19,6 +19,7 @@ from cvloop.core.rollout import (
     K_STAGE_WALL,
     Canary,
     PairedLatency,
+    PairedVolume,
     Sample,
     canary,
     served_latency_breached,
@@ -187,9 +188,20 @@ def _measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary
         rows = [r for r in served if group in (None, r["camera_group"] or "default")]
         return paired_latency(store, detectors, rows, LATENCY_FRAMES, replaces_served=full)
 
+    import numpy as np
+
+    def volume(fs) -> PairedVolume | None:
+        # at 100 % (and in shadow) the served volumes are of other days: the paired frames
+        # give both models' detections on the same frames instead
+        keep = [f for f in fs if f.camera not in drift] if full else []
+        if not keep:
+            return None
+        return PairedVolume(np.array([len(f.challenger) for f in keep], dtype=float),
+                            np.array([len(f.champion) for f in keep], dtype=float))  # fmt: skip
+
     quality = quality_of(frames, labeled, c.quality, prec, where)
     slo = None if shadow else ctx.params.slo  # no client waited on a shadow copy
-    result = canary(a, b, c, quality, retime(a, b), slo)
+    result = canary(a, b, c, quality, retime(a, b), slo, volume(frames))
     groups = log_groups(store, stage_since, mark)
     if len(groups) > 1:  # each camera group judged on its own too
         per = {}
@@ -202,7 +214,8 @@ def _measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary
             labeled_g = {k: v for k, v in labeled.items() if v[0].group == g}
             qg = quality_of(frames_g, labeled_g, c.quality, prec, where)
             judged = ag.frames >= c.min_frames and bg.frames >= c.min_frames
-            per[g] = canary(ag, bg, c, qg, retime(ag, bg, g) if judged else None, slo)
+            per[g] = canary(ag, bg, c, qg, retime(ag, bg, g) if judged else None, slo,
+                            volume(frames_g))  # fmt: skip
         result = with_groups(result, per)
     notes = [f"quality: {counts['sampled']} paired frames (a sample of the "
              f"{counts['challenger_served']} challenger / {counts['champion_served']} champion "

@@ -30,12 +30,16 @@ def _now() -> str:
 
 
 def _read(store: Storage) -> tuple[bytes | None, dict | None]:
-    try:
-        raw = store.get_bytes(OPEN_KEY)
-    except StorageError:
-        if store.exists(OPEN_KEY):
-            raise
-        return None, None
+    for attempt in range(3):
+        try:
+            raw = store.get_bytes(OPEN_KEY)
+            break
+        except StorageError:
+            if not store.exists(OPEN_KEY):
+                return None, None
+            if attempt == 2:  # there, yet unreadable: not a race
+                raise
+            # made by another claimant between the read and the look: read it again
     try:
         rec = json.loads(raw)
         if not isinstance(rec, dict):

@@ -9,7 +9,7 @@ import pytest
 
 from cvloop.config.params import CanaryParams
 from cvloop.core.pairing import Quality, QualityCheck
-from cvloop.core.rollout import PairedLatency, Sample, decide
+from cvloop.core.rollout import PairedLatency, PairedVolume, Sample, decide
 from cvloop.core.rollout import canary as _canary
 
 C = CanaryParams(min_frames=100)
@@ -186,6 +186,23 @@ def test_when_every_frame_is_on_a_drift_camera_the_paired_evidence_decides_the_v
     res = canary(failed, _sample(), C)
     assert res.status == "breach"
     assert {r.split(":")[0] for r in res.reasons} >= {"volume", "error_rate"}
+
+
+def test_when_the_models_served_different_days_the_volume_is_judged_on_the_same_frames():
+    """At 100 % the champion's served volume is from its canary days, other scenes: a
+    challenger at x0.77 of a busier day was rolled back while it kept 99.9 % of the
+    champion's boxes (the rollout test, on a later calendar day). Given both models'
+    detections on the same frames, those decide, either way."""
+    quiet, busy = _sample(volume=3.1, seed=1), _sample(volume=4.1, seed=2)
+    assert canary(quiet, busy, C).status == "breach"  # served days compared
+    same = PairedVolume(np.full(64, 3.9), np.full(64, 4.0))
+    res = _canary(quiet, busy, C, KEPT, None, None, same)
+    volume = next(c for c in res.checks if c.name == "volume")
+    assert res.status == "ok" and volume.passed
+    assert "x0.97" in volume.detail and "same 64 frames" in volume.detail
+    blind = PairedVolume(np.full(64, 0.5), np.full(64, 4.0))  # it stopped detecting
+    res = _canary(busy, busy, C, KEPT, None, None, blind)
+    assert res.status == "breach" and res.reasons[0].startswith("volume: 0.50 vs champion 4.00")
 
 
 def test_a_small_shift_of_a_retrained_model_is_not_a_breach():
