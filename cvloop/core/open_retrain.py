@@ -15,7 +15,7 @@ does the reading, the swapping and the asking of Prefect.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 OPEN_KEY = "runs/retrain/open.json"
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
@@ -39,29 +39,31 @@ class Claim:
     owner: str
     owner_state: str | None = None
     took_over: dict | None = None  # a record whose run had ended without freeing it
-    joined_before: list[dict] = field(default_factory=list)
 
     @property
     def joined(self) -> bool:
         return self.owner != self.run_id
 
     def summary(self) -> dict:
-        if self.joined:
-            return {
-                "open_retrain": self.owner,
-                "joined": True,
-                "message": f"retrain {self.owner} is open ({self.owner_state}): this trigger "
-                "is recorded on it, not started again; to start afresh, cancel that run in "
-                "the Prefect UI and trigger again",
-            }
-        return {"open_retrain": self.owner, "joined": False, "took_over": self.took_over}
+        """The result of a run whose trigger was recorded on the open retrain."""
+        return {
+            "open_retrain": self.owner,
+            "joined": self.joined,
+            "message": f"retrain {self.owner} is open ({self.owner_state}): this trigger is "
+            "recorded on it, not started again; to start afresh, cancel that run in the "
+            "Prefect UI and trigger again",
+        }
 
 
-def opened(run_id: str, now: str, trigger: dict, previous: dict | None) -> dict:
-    """The record of ``run_id`` opening (``previous``: the freed record it replaces)."""
+def opened(
+    run_id: str, now: str, trigger: dict, previous: dict | None, previous_state: str | None
+) -> dict:
+    """The record of ``run_id`` opening; ``previous``: a record whose run ended without
+    freeing it (in ``previous_state``, None: unknown to Prefect), named as taken over."""
     rec = {"run_id": run_id, "since": now, "trigger": trigger, "joined": []}
     if previous and previous.get("run_id"):
-        rec["took_over"] = {"run_id": previous["run_id"], "since": previous.get("since")}
+        rec["took_over"] = {"run_id": previous["run_id"], "since": previous.get("since"),
+                            "state": previous_state or "unknown to Prefect"}  # fmt: skip
     return rec
 
 

@@ -150,6 +150,8 @@ def measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:
 
 
 def _measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary:
+    import numpy as np
+
     from cvloop.adapters.inference_log import SHADOW_PREFIX
 
     chall, champ = m.extra[K_CHALLENGER], m.extra[K_CHAMPION]
@@ -187,8 +189,6 @@ def _measure_canary(ctx: Context, store, reg, m, mark: dt.datetime, c) -> Canary
         served[:] = served or _served_frames(store, chall, stage_since, mark, sp).to_pylist()
         rows = [r for r in served if group in (None, r["camera_group"] or "default")]
         return paired_latency(store, detectors, rows, LATENCY_FRAMES, replaces_served=full)
-
-    import numpy as np
 
     def volume(fs) -> PairedVolume | None:
         # at 100 % (and in shadow) the served volumes are of other days: the paired frames

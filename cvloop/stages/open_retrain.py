@@ -92,16 +92,14 @@ def claim_open_retrain(
         raw, rec = _read(store)
         holder = (rec or {}).get("run_id")
         if holder == run_id:
-            return Claim(run_id, run_id, joined_before=rec.get("joined", []))
+            return Claim(run_id, run_id)
         state = ask(holder) if holder else None
         if holder and still_open(state):
             new = with_joined(rec, run_id, _now(), trigger)
             if new is rec or _swap(store, raw, new):
                 return Claim(run_id, holder, owner_state=state)
             continue
-        new = opened(run_id, _now(), trigger, rec if holder else None)
-        if holder:
-            new["took_over"]["state"] = state or "unknown to Prefect"
+        new = opened(run_id, _now(), trigger, rec, state)
         if _swap(store, raw, new):
             return Claim(run_id, run_id, took_over=new.get("took_over"))
     raise CvloopError(
