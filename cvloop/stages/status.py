@@ -213,7 +213,7 @@ def _retrain_lines(rec: dict | None) -> list[str]:
            f"({', '.join(trig.get('triggers') or ['manual'])})"]  # fmt: skip
     for j in rec.get("joined") or []:
         out.append(f"  + trigger recorded on it {j.get('at')}: {', '.join(j.get('triggers') or [])}"
-                   f" (flow run {j.get('run_id')}; cameras {j.get('cameras') or '-'})")  # fmt: skip
+                   f" (flow run {j.get('run_id')}; cameras {', '.join(j.get('cameras') or []) or '-'})")  # fmt: skip
     return out
 
 

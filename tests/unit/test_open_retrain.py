@@ -117,7 +117,7 @@ def test_status_and_weekly_review_show_the_open_retrain_and_its_recorded_trigger
     rec = open_retrain(ctx)
     lines = _retrain_lines(rec)
     assert lines[0].startswith("RETRAIN     open: flow run A since ")
-    assert "confidence_ks_and_ap (flow run B; cameras ['cam-07'])" in lines[1]
+    assert "confidence_ks_and_ap (flow run B; cameras cam-07)" in lines[1]
     data = {"retrain": rec, "monitor": [], "changes": [], "versions": []}
     md, _red = review_markdown("2026-W49", data, [])
     assert "## The open retrain" in md
