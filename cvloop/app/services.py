@@ -160,6 +160,13 @@ def _port_owner(port: int) -> str:
     return ""
 
 
+def _local_root(uri: str) -> Path | None:
+    """The folder of a local storage URI (a path or ``file://``); None for a remote one."""
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    return None if "://" in uri else Path(uri)
+
+
 class ServiceManager:
     """Starts, checks and stops the local services of one cvloop home."""
 
@@ -503,11 +510,7 @@ class ServiceManager:
         uris = [main] + [
             r.storage_uri for r in load_regions(s.regions_path(), main_uri=main).values()
         ]
-        roots = [
-            Path(u.removeprefix("file://"))
-            for u in uris
-            if "://" not in u or u.startswith("file://")
-        ]
+        roots = [root for u in uris if (root := _local_root(u)) is not None]
         link_frame_roots(s.label_studio_files_root, roots)
 
     def _reconnect_review_projects(self) -> None:
@@ -518,13 +521,13 @@ class ServiceManager:
         from cvloop.adapters.storage import LocalStorage
 
         s = self.settings
-        uri = s.frame_store_uri
-        if "://" in uri and not uri.startswith("file://"):
+        root = _local_root(s.frame_store_uri)
+        if root is None:
             return
         try:
             queue = LabelStudioQueue(s.label_studio_url, s.label_studio_token(),
                                      files_root=s.label_studio_files_root)  # fmt: skip
-            store = LocalStorage(uri.removeprefix("file://"))
+            store = LocalStorage(root)
             for pid, _title in queue.projects():
                 queue.connect_storage(pid, store)
         except Exception as exc:  # the services are up; the reviews can be reconnected later

@@ -111,7 +111,7 @@ def volume_by_day(store, days: list[dt.date]) -> VolumeByDay:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from cvloop.adapters.inference_log import read_log
+    from cvloop.adapters.inference_log import detections_per_frame, read_log
     from cvloop.adapters.rollups import ALL, load_rollups
 
     out: VolumeByDay = {}
@@ -132,8 +132,7 @@ def volume_by_day(store, days: list[dt.date]) -> VolumeByDay:
         t = read_log(store, t0, t0 + dt.timedelta(days=1), columns=["camera", "detections"])
         if not t.num_rows:
             continue
-        n = pc.list_value_length(t["detections"]).fill_null(0)
-        g = pa.table({"camera": t["camera"], "n": n}).group_by("camera")
+        g = pa.table({"camera": t["camera"], "n": detections_per_frame(t)}).group_by("camera")
         g = g.aggregate([("n", "count"), ("n", "sum")])
         for cam, frames, dets in zip(g["camera"].to_pylist(), g["n_count"].to_pylist(),
                                      g["n_sum"].to_pylist(), strict=True):  # fmt: skip

@@ -265,6 +265,8 @@ def test_label_studio_serves_the_frame_roots_and_nothing_else_of_the_home(stack_
 
         # the home is out of reach: its folders cannot become storage ...
         for inside in ("labelstudio", "mlflow", "fleet-truth", "."):
+            # made if no test wrote it yet: Label Studio would refuse a missing folder first
+            (stack.home / inside).mkdir(exist_ok=True)
             with pytest.raises(ApiError) as info:
                 queue.client.import_storage.local.create(
                     project=project, path=str((stack.home / inside).resolve()), title="x"
