@@ -52,6 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cvloop.adapters.parquet import read_parquet
 from cvloop.adapters.storage import Storage
 from cvloop.core.errors import CvloopError
 
@@ -318,7 +319,7 @@ def _read_part(store: Storage, key: str, day: dt.date, need: list[str], schema: 
     try:
         if not data:
             raise ValueError("zero bytes")
-        table = pq.read_table(io.BytesIO(data), columns=need).cast(schema)
+        table = read_parquet(data, columns=need).cast(schema)
     except Exception as exc:  # pyarrow raises many kinds; the part is bad
         why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         quarantine_part(store, key, f"unreadable as {SCHEMA_VERSION}: {why}", prefix)

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cvloop.adapters.parquet import read_parquet
 from cvloop.adapters.storage import Storage
 from cvloop.core.errors import CvloopError
 from cvloop.core.frames import LabelBox
@@ -161,7 +162,7 @@ def read_labels(
             if not key.endswith(".parquet"):
                 continue
             try:
-                t = pq.read_table(io.BytesIO(store.get_bytes(key))).cast(SCHEMA)
+                t = read_parquet(store.get_bytes(key)).cast(SCHEMA)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
                 raise LabelStoreError(
                     f"labels part {key} cannot be read as {SCHEMA_VERSION}: {exc}",

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cvloop.adapters.inference_log import LOG_PREFIX, read_log
+from cvloop.adapters.parquet import read_parquet
 from cvloop.adapters.storage import Storage
 from cvloop.core.drift import Bins, signal_bins
 
@@ -190,7 +191,7 @@ def load_rollups(store: Storage, start: dt.date, end: dt.date) -> pa.Table:
     while day < end:
         key = rollup_key(day)
         if store.exists(key):
-            t = pq.read_table(io.BytesIO(store.get_bytes(key)))
+            t = read_parquet(store.get_bytes(key))
             parts.append(t.append_column("date", pa.array([day] * t.num_rows, pa.date32())))
         day += dt.timedelta(days=1)
     if not parts:

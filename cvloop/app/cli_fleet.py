@@ -252,7 +252,7 @@ def log(
         f"\nframes: {table.num_rows}, detections: {int(pc.sum(detections_per_frame(table)).as_py() or 0)}"
     )
     if table.num_rows:
-        by = table.group_by(["model_version", "camera"]).aggregate(
+        by = table.group_by(["model_version", "camera"], use_threads=False).aggregate(
             [("frame_key", "count"), ("latency_ms", "mean")]
         )
         for row in sorted(by.to_pylist(), key=lambda r: (r["model_version"], r["camera"])):

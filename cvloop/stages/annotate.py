@@ -114,10 +114,10 @@ def push_to_label_studio(
     """Create (or find) the project of ``dataset_version``, connect the frame store, import
     the selected frames with the champion's pre-annotations; frames already there are
     skipped (identity = content hash), so a re-run adds no duplicate."""
-    import pyarrow.parquet as pq
+    from cvloop.adapters.parquet import read_parquet
 
     store = ctx.store
-    rows = pq.read_table(io.BytesIO(store.get_bytes(selected_key))).to_pylist()
+    rows = read_parquet(store.get_bytes(selected_key)).to_pylist()
     if not rows:
         from cvloop.core.errors import CvloopError
 

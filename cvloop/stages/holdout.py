@@ -7,7 +7,6 @@ on across the switch."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,11 +101,11 @@ def sample_for_refresh(
     leave out frames any training version or the current holdout holds, and near-duplicates
     of training frames; pre-annotate with the champion; write ``selected.parquet``."""
     import numpy as np
-    import pyarrow.parquet as pq
 
     from cvloop.adapters.datasets import read_manifest
     from cvloop.adapters.detector import OnnxDetector, decode_jpeg
     from cvloop.adapters.frame_keys import read_frame
+    from cvloop.adapters.parquet import read_parquet
     from cvloop.adapters.versioning import HOLDOUT_DIR, HOLDOUT_POINTER, next_version
     from cvloop.core.frames import _distances, dhash
     from cvloop.core.holdout import refresh_target, stratified_sample
@@ -123,7 +122,7 @@ def sample_for_refresh(
         e.sha256 for e in read_manifest(repo.root / HOLDOUT_DIR)
     }
     train_hashes = np.array(sorted({int(e.dhash, 16) for e in training}), dtype=np.uint64)
-    collected = pq.read_table(io.BytesIO(store.get_bytes(collected_key))).to_pylist()
+    collected = read_parquet(store.get_bytes(collected_key)).to_pylist()
     pool = [r for r in collected if r["sha256"] not in taken]
     target = refresh_target(frames or hp.refresh_frames, min_frames, hp.max_frames)
     near: set[str] = set()

@@ -151,15 +151,14 @@ def prefilter_and_select(
     routed to review: the operator's ``seed_keys`` are selected on top of the budget, and the
     frames of ``route_cameras`` (where it appears) weigh like drift frames, so their
     low-confidence detections rank first."""
-    import pyarrow.parquet as pq
-
     from cvloop.adapters.detector import OnnxDetector
     from cvloop.adapters.frame_keys import read_frame
+    from cvloop.adapters.parquet import read_parquet
 
     store = ctx.store
     from cvloop.stages.data import labeled_hashes
 
-    collected = pq.read_table(io.BytesIO(store.get_bytes(collected_key))).to_pylist()
+    collected = read_parquet(store.get_bytes(collected_key)).to_pylist()
     known = labeled_hashes(ctx)
     already = sum(r["sha256"] in known for r in collected)
     collected = [r for r in collected if r["sha256"] not in known]

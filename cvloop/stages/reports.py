@@ -132,7 +132,9 @@ def volume_by_day(store, days: list[dt.date]) -> VolumeByDay:
         t = read_log(store, t0, t0 + dt.timedelta(days=1), columns=["camera", "detections"])
         if not t.num_rows:
             continue
-        g = pa.table({"camera": t["camera"], "n": detections_per_frame(t)}).group_by("camera")
+        g = pa.table({"camera": t["camera"], "n": detections_per_frame(t)}).group_by(
+            "camera", use_threads=False
+        )
         g = g.aggregate([("n", "count"), ("n", "sum")])
         for cam, frames, dets in zip(g["camera"].to_pylist(), g["n_count"].to_pylist(),
                                      g["n_sum"].to_pylist(), strict=True):  # fmt: skip

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from cvloop.adapters.parquet import read_parquet
 from cvloop.adapters.storage import LocalStorage
 from tests.conftest import CVLOOP, REPO, context, prefect_rest
 
@@ -98,7 +99,7 @@ def _queue(b):
 def test_selected_frames_wait_in_label_studio_with_pre_annotations(retrain_run):
     b, _proc, paused, store = retrain_run
     run_base = f"runs/retrain/{paused['id']}"
-    selected = pq.read_table(io.BytesIO(store.get_bytes(f"{run_base}/selected.parquet")))
+    selected = read_parquet(store.get_bytes(f"{run_base}/selected.parquet"))
     info = json.loads(store.get_text(f"{run_base}/review-queue.json"))
     assert info["title"] == "cvloop dataset-v2"
     assert info["imported"] == selected.num_rows > 0
@@ -156,8 +157,8 @@ def test_pre_annotations_are_the_boxes_at_conf_0_5_with_scores(retrain_run):
     import pyarrow as pa
 
     b, _proc, paused, store = retrain_run
-    rows = pq.read_table(
-        io.BytesIO(store.get_bytes(f"runs/retrain/{paused['id']}/selected.parquet"))
+    rows = read_parquet(
+        store.get_bytes(f"runs/retrain/{paused['id']}/selected.parquet")
     ).to_pylist()[:2]
     dets = [
         {"label": "cone", "conf": 0.91, "cx": 0.5, "cy": 0.4, "w": 0.2, "h": 0.3},

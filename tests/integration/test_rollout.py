@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cvloop.adapters.parquet import read_parquet
 from tests.conftest import context, prefect_rest
 from tests.registered import (
     register_copy_of_champion,
@@ -178,7 +179,7 @@ def _poison_the_log(log: Path, day: str) -> dict:
     import pyarrow.parquet as pq
 
     good = sorted((log / f"date={day}").glob("*.parquet"))[0]
-    table = pq.read_table(good)
+    table = read_parquet(good.read_bytes())
     (log / f"date={day}" / "part-zero.parquet").write_bytes(b"")
     ts = pa.array(
         [dt.datetime(2031, 1, 1, tzinfo=dt.UTC)] * table.num_rows, table.schema.field("ts").type

@@ -20,6 +20,7 @@ from cvloop.adapters.inference_log import (
     read_log,
     write_log,
 )
+from cvloop.adapters.parquet import read_parquet
 from cvloop.adapters.storage import LocalStorage
 from cvloop.core.rollout import Canary, CanaryCheck, decide, with_lost_parts
 from cvloop.stages.canary import log_watermark
@@ -47,7 +48,7 @@ def poisoned(tmp_path):
     write_log(store, _frames(DAY + dt.timedelta(days=1), 7))
     good = store.get_bytes(store.keys(f"inference-log/date={DAY}/")[0])
     d = f"inference-log/date={DAY}"
-    table = pq.read_table(io.BytesIO(good))
+    table = read_parquet(good)
     other_day = table.set_column(
         0, "ts", pa.array([dt.datetime(2031, 5, 5, tzinfo=dt.UTC)] * 10, SCHEMA.field("ts").type)
     )
@@ -140,7 +141,7 @@ def test_the_watermark_passes_over_a_far_future_partition_and_rows_of_another_da
     assert log_watermark(store) == newest
     assert log_watermark(store, today=DAY) == newest
     # ... and rows of 2031 in today's partition: quarantined by the read, not the clock
-    t = pq.read_table(io.BytesIO(store.get_bytes(store.keys(f"inference-log/date={DAY}/")[0])))
+    t = read_parquet(store.get_bytes(store.keys(f"inference-log/date={DAY}/")[0]))
     ts = pa.array([dt.datetime(2031, 1, 1, tzinfo=dt.UTC)] * t.num_rows, SCHEMA.field("ts").type)
     store.put_bytes(
         f"inference-log/date={DAY}/part-late.parquet", _parquet(t.set_column(0, "ts", ts))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cvloop.adapters.inference_log import Detection, FrameRecord, write_log
+from cvloop.adapters.parquet import read_parquet
 from cvloop.adapters.storage import LocalStorage
 from cvloop.config.params import TriggerParams
 from cvloop.core.signals import most_drifted, windows
@@ -152,9 +153,6 @@ def test_windows_default_and_fixed_reference():
 
 
 def test_rollup_bins_follow_the_monitor_params(tmp_path):
-    import io
-
-    import pyarrow.parquet as pq
 
     from cvloop.adapters.rollups import rollup_key
     from cvloop.core.drift import signal_bins
@@ -165,12 +163,12 @@ def test_rollup_bins_follow_the_monitor_params(tmp_path):
     rows = compute_drift(store, ref, cur, CLASSES, 10, 0, coarse)
     assert {r.path for r in rows} == {"rollup"}
     day = cur.days[0]
-    table = pq.read_table(io.BytesIO(store.get_bytes(rollup_key(day))))
+    table = read_parquet(store.get_bytes(rollup_key(day)))
     lengths = {
         s: len(c)
         for s, c in zip(table["signal"].to_pylist(), table["counts"].to_pylist(), strict=True)
     }
     assert lengths == {"confidence": 20, "size": 30, "volume": 11}
     compute_drift(store, ref, cur, CLASSES, 10, 0)  # the default bins: the day is rebuilt
-    table = pq.read_table(io.BytesIO(store.get_bytes(rollup_key(day))))
+    table = read_parquet(store.get_bytes(rollup_key(day)))
     assert len(table["counts"][0].as_py()) in (200, 101)

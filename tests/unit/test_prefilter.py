@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cvloop.adapters.detector import Detections
+from cvloop.adapters.parquet import read_parquet
 from cvloop.config.params import PrefilterParams, SelectParams
 from cvloop.core.selection import Scored, cap_fps, edge_reasons, keep_events, select, uncertainty_of
 from cvloop.sim.fleet.scene import encode_jpeg
@@ -238,9 +239,6 @@ def test_small_pools_select_everything():
 
 
 def test_selection_table_roundtrips_through_parquet():
-    import io
-
-    import pyarrow.parquet as pq
 
     from cvloop.stages.prefilter import to_parquet
 
@@ -262,7 +260,7 @@ def test_selection_table_roundtrips_through_parquet():
         drift_cameras={"cam-01"},
         drift_classes=set(),
     )
-    rows = pq.read_table(io.BytesIO(to_parquet(sel))).to_pylist()
+    rows = read_parquet(to_parquet(sel)).to_pylist()
     assert [r["key"] for r in rows] == [s.key for s in sel]
     assert all(r["detections"][0]["conf"] == 0.9 for r in rows)
     assert all(r["why"] for r in rows)
