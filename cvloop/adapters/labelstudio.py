@@ -21,6 +21,7 @@ Label Studio stores top-left + size in percent of the image.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,23 @@ class LabelStudioError(CvloopError):
 
 def project_title(dataset_version: str) -> str:
     return f"{PROJECT_PREFIX} {dataset_version}"
+
+
+def feeds_training(title: str | None) -> bool:
+    """A project whose labels become training data: a retrain's review queue
+    (``cvloop dataset-vN``). A holdout refresh's (``cvloop holdout-vN``) never does."""
+    return (title or "").startswith(project_title("dataset-v"))
+
+
+def labels_for_training(projects, since: dt.datetime) -> int:
+    """Tasks with annotations in the review queues made since ``since``: the labels the
+    champion was not trained on (the ``new_labels`` trigger)."""
+    return sum(
+        int(getattr(p, "num_tasks_with_annotations", 0) or 0)
+        for p in projects
+        if feeds_training(p.title)
+        and (getattr(p, "created_at", None) is None or p.created_at >= since)
+    )
 
 
 def label_config(classes: Sequence[str]) -> str:

@@ -46,7 +46,9 @@ def generate(
     ] = None,
     bursts_per_day: Annotated[int, typer.Option(help="capture events per camera and day")] = 12,
     frames_per_burst: Annotated[int, typer.Option(help="frames per capture event")] = 4,
-    burst_fps: Annotated[float, typer.Option(help="frame rate within an event")] = 2.0,
+    burst_fps: Annotated[
+        float | None, typer.Option(help="frame rate within an event; default: fleet.fps")
+    ] = None,
     videos: Annotated[
         float, typer.Option(help="also write a clip of N seconds per camera and day")
     ] = 0.0,
@@ -71,7 +73,7 @@ def generate(
         image_size=p.fleet.image_size,
         bursts_per_day=bursts_per_day,
         frames_per_burst=frames_per_burst,
-        burst_fps=burst_fps,
+        burst_fps=p.fleet.fps if burst_fps is None else burst_fps,
         scenarios=tuple(Scenario.parse(x) for x in scenario or []),
         classes=tuple(p.classes),
     )

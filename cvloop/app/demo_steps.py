@@ -167,6 +167,7 @@ def _fleet(size, start: dt.date, days: int):
         image_size=p.fleet.image_size,
         bursts_per_day=size.bursts_per_day,
         frames_per_burst=size.frames_per_burst,
+        burst_fps=p.fleet.fps,
         scenarios=(drift,),
         classes=tuple(p.classes),
     )

@@ -49,7 +49,7 @@ class FleetParams(_Section):
     seed: int = 7
     cameras: PosInt = 6
     image_size: Annotated[int, Field(ge=64, le=1920)] = 320
-    fps: Annotated[float, Field(gt=0, le=60)] = 1.0
+    fps: Annotated[float, Field(gt=0, le=60)] = 2.0  # frame rate within a capture event
 
 
 class BootstrapParams(_Section):
@@ -175,7 +175,6 @@ class ValidateParams(_Section):
 
 
 class VersionParams(_Section):
-    dataset_dir: str = "datasets"
     val_share: Annotated[float, Field(gt=0, lt=1)] = 0.15
 
 
@@ -212,7 +211,6 @@ class GateParams(_Section):
 
 
 class ExportParams(_Section):
-    onnx: bool = True
     openvino_fp32: bool = True
     tensorrt_fp16: bool = True
     tensorrt_int8: bool = False
@@ -220,12 +218,6 @@ class ExportParams(_Section):
     bench_warmup: Annotated[int, Field(ge=0)] = 10
     bench_iterations: PosInt = 100
     bench_batch: PosInt = 8
-
-    @model_validator(mode="after")
-    def _onnx_required(self) -> ExportParams:
-        if not self.onnx:
-            raise ValueError("onnx must be true: the ONNX export is always made and gated")
-        return self
 
 
 class RolloutStage(_Section):
@@ -263,7 +255,6 @@ class CanaryParams(_Section):
     confidence_ks_stat_max: Prob = 0.3
     volume_ratio_min: Annotated[float, Field(gt=0, le=1)] = 0.8
     volume_ratio_max: Annotated[float, Field(ge=1)] = 1.25
-    poll_seconds: Annotated[float, Field(gt=0)] = 60
     quality: CanaryQualityParams = CanaryQualityParams()
 
 
@@ -402,6 +393,13 @@ class Params(_Section):
 REPLACED_KEYS = {
     "prefilter.keep_empty": "replaced by prefilter.empty_share (the share of frames without a "
     "detection kept; 1.0 keeps them all, as keep_empty: true did)",
+    "version.dataset_dir": "removed: the data repository's layout is fixed (datasets/ with "
+    "datasets.dvc, holdout/data/ with holdout/data.dvc), and no code read the key; delete it",
+    "export.onnx": "removed: the ONNX export is always made, scored and gated (every runtime is "
+    "built from it), so the key could only be true; delete it",
+    "rollout.canary.poll_seconds": "removed: the rollout advances on the schedule of the "
+    "rollout/tick deployment in prefect.yaml (every 300 s), which no key of params.yaml "
+    "changed; edit that schedule and run `cvloop deploy` instead",
 }
 
 

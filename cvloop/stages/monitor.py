@@ -230,23 +230,21 @@ def _history(
 
 
 def count_new_labels(ctx: Context, since_days: float | None) -> int | None:
-    """Annotations in cvloop's Label Studio projects since the champion was trained."""
+    """Labeled frames for training since the champion was trained: the review queues'
+    (a holdout refresh's labels never reach training, so they do not count)."""
     if since_days is None:
         return None
     try:
         from label_studio_sdk import LabelStudio
+
+        from cvloop.adapters.labelstudio import labels_for_training
 
         s = ctx.settings
         client = LabelStudio(
             base_url=s.label_studio_url, api_key=s.label_studio_token(), timeout=10
         )
         since = dt.datetime.now(dt.UTC) - dt.timedelta(days=since_days)
-        total = 0
-        for proj in client.projects.list():
-            created = getattr(proj, "created_at", None)
-            if (proj.title or "").startswith("cvloop") and (created is None or created >= since):
-                total += int(getattr(proj, "num_tasks_with_annotations", 0) or 0)
-        return total
+        return labels_for_training(client.projects.list(), since)
     except Exception:
         return None
 

@@ -172,3 +172,24 @@ def test_rollup_bins_follow_the_monitor_params(tmp_path):
     compute_drift(store, ref, cur, CLASSES, 10, 0)  # the default bins: the day is rebuilt
     table = read_parquet(store.get_bytes(rollup_key(day)))
     assert len(table["counts"][0].as_py()) in (200, 101)
+
+
+def test_new_labels_count_the_review_queues_not_the_holdout_refresh():
+    from types import SimpleNamespace
+
+    from cvloop.adapters.labelstudio import labels_for_training
+
+    since = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    after, before = since + dt.timedelta(days=3), since - dt.timedelta(days=3)
+
+    def project(title, n, created):
+        return SimpleNamespace(title=title, num_tasks_with_annotations=n, created_at=created)
+
+    projects = [
+        project("cvloop dataset-v3", 400, after),  # a review queue: training data
+        project("cvloop dataset-v4", 250, after),
+        project("cvloop holdout-v5", 300, after),  # the quarterly refresh: never trained on
+        project("cvloop dataset-v2", 600, before),  # the champion was trained on these
+        project("someone else's project", 900, after),
+    ]
+    assert labels_for_training(projects, since) == 650

@@ -79,7 +79,8 @@ def test_runbook_defaults(base):
         ({"rollout": {"approval_before_share": 75}}, "must be one of the stage shares"),
         ({"schema": {"classes": ["crate", "crate"]}}, "class names must be unique"),
         ({"schema": {"classes": ["Bad Name"]}}, "schema.classes.0 = 'Bad Name'"),
-        ({"export": {"onnx": False}}, "onnx must be true"),
+        ({"export": {"onnx": True}}, "export.onnx: no longer a key: removed"),
+        ({"rollout": {"canary": {"poll_seconds": 60}}}, "rollout/tick deployment in prefect.yaml"),
     ],
 )
 def test_bad_values_name_key_value_and_rule(base, overrides, expected):
