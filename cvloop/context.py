@@ -84,9 +84,11 @@ class Context:
     @cached_property
     def registry(self) -> ModelRegistry:
         from registry.models import ModelRegistry
+        from registry.records import RegistrationRecords
 
+        records = RegistrationRecords(self.storage(self.settings.registry_records_uri))
         return ModelRegistry(self.settings.mlflow_tracking_uri, self.params.registry.model_name,
-                             self.settings.home / "models")  # fmt: skip
+                             self.settings.home / "models", records)  # fmt: skip
 
     @cached_property
     def tracker(self) -> Tracker:

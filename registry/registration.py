@@ -1,8 +1,9 @@
 """Registering a model version as one transaction (runbook step 7, "register in MLflow with
 full lineage").
 
-The version is created with every tag and marked ``pending``, the aliases move, then it is
-marked ``complete``. Any error on the way deletes what this call created (a version, an
+The version is created with every tag and marked ``pending``, its registration record is
+written into cvloop's store (:mod:`registry.records`: what its files must hash to), the
+aliases move, then it is marked ``complete``. Any error on the way deletes what this call created (a version, an
 alias), so no half-registered challenger is left; a crash (no chance to clean up) leaves a
 pending version of this run, which the re-run completes.
 """
@@ -68,12 +69,17 @@ def register(
             version = reg.register(run_id, {**tags, REGISTRATION: "pending"}, description)
         else:
             reg.set_tags(version, tags)
+        reg.record(version, run_id, tags)  # before any alias can point at it
         for alias in aliases:
             reg.set_alias(alias, version)
         reg.set_tags(version, {REGISTRATION: "complete"})
     except BaseException:
         if created and version is not None:
             reg.delete_version(version)
+            try:
+                reg.forget(version)
+            except Exception:
+                pass  # a record of a version that no longer exists: never loaded (no version)
             for alias, previous in before.items():  # the alias goes back where it was
                 if previous is not None and previous != version:
                     try:

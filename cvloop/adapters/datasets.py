@@ -103,7 +103,11 @@ def add_frames(
         lbl_path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(lbl_path, yolo_label_lines(f.boxes, classes).encode())
         _atomic_write(img_path, f.image)
-        pixels = f.pixels if f.pixels is not None else decode_jpeg(f.image)
+        if f.dhash is not None:
+            frame_dhash = f.dhash
+        else:
+            pixels = f.pixels if f.pixels is not None else decode_jpeg(f.image)
+            frame_dhash = f"{dhash(pixels):016x}"
         new_entries.append(
             FrameEntry(
                 id=fid,
@@ -112,7 +116,7 @@ def add_frames(
                 source_key=f.source_key,
                 camera=f.camera,
                 ts_ms=f.ts_ms,
-                dhash=f"{dhash(pixels):016x}",
+                dhash=frame_dhash,
                 boxes=len(f.boxes),
                 label_source=f.label_source,
                 label_policy_version=label_policy_version,

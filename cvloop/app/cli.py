@@ -28,6 +28,8 @@ services_app = typer.Typer(help="Start, stop and check the local stack.", no_arg
 params_app = typer.Typer(help="Inspect params.yaml.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(params_app, name="params")
+registry_app = typer.Typer(help="The model registry's records.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
 
 
 def _register_subcommands() -> None:
@@ -310,6 +312,22 @@ def run(
     print(f"flow run {run_id}: {state}")
     if state != "Completed":
         raise typer.Exit(1)
+
+
+@registry_app.command("trust")
+def registry_trust(
+    version: Annotated[str, typer.Argument(help="the registered version to vouch for")],
+    reason: Annotated[str, typer.Option(help="why its files can be trusted (recorded)")],
+) -> None:
+    """Write the registration record of a version cvloop did not register (made by hand in
+    MLflow, or before records existed), from its files as they are now; they must still
+    match its sha256 tags. Needs write access to the store: who may vouch is who may write
+    it (runbooks/rollout.md)."""
+    from cvloop.app.common import client_context, me
+
+    local = client_context().registry.trust(version, me(), reason)
+    print(f"v{local.version}: recorded best.pt {local.sha256['pt'][:12]}, "
+          f"best.onnx {local.sha256['onnx'][:12]} (vouched by {me()}: {reason})")  # fmt: skip
 
 
 @params_app.command("show")

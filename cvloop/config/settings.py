@@ -10,6 +10,9 @@ Variables (all optional; the defaults run the embedded local stack):
 ``CVLOOP_HOME``                runtime folder: pids, logs, service data (default ``./.cvloop``)
 ``CVLOOP_STORAGE_URI``         frame store root: a local path or ``s3://bucket/prefix``
 ``CVLOOP_S3_ENDPOINT_URL``     S3-compatible endpoint (MinIO, the loopback test server)
+``CVLOOP_REGISTRY_RECORDS_URI`` where model registration records live (default: the frame
+                               store's main root); every process that loads models from the
+                               same MLflow must read the same place (registry/records.py)
 ``CVLOOP_REGIONS_FILE``        per-region frame roots (default ``regions.yaml`` here, if any)
 ``CVLOOP_DVC_REMOTE``          DVC remote URL (default ``$CVLOOP_HOME/dvc-remote``)
 ``CVLOOP_DATA_REPO``           git + DVC repo that versions datasets (default: this checkout)
@@ -91,6 +94,7 @@ class Settings(BaseSettings):
     dvc_remote: str | None = Field(default=None, alias="CVLOOP_DVC_REMOTE")
     data_repo_dir: Path | None = Field(default=None, alias="CVLOOP_DATA_REPO")
     truth_uri: str | None = Field(default=None, alias="CVLOOP_TRUTH_URI")
+    records_uri: str | None = Field(default=None, alias="CVLOOP_REGISTRY_RECORDS_URI")
     regions_file: Path | None = Field(default=None, alias="CVLOOP_REGIONS_FILE")
 
     prefect_port: int = Field(default=4200, alias="CVLOOP_PREFECT_PORT", ge=1, le=65535)
@@ -170,6 +174,11 @@ class Settings(BaseSettings):
     def frame_store_uri(self) -> str:
         """Root of the frame store; the local default is ``$CVLOOP_HOME/store``."""
         return self.storage_uri or str(self.home / "store")
+
+    @property
+    def registry_records_uri(self) -> str:
+        """Where registration records live: the frame store's main root unless set."""
+        return self.records_uri or self.frame_store_uri
 
     @property
     def data_repo(self) -> Path:

@@ -84,6 +84,7 @@ class NewFrame:
     slice_tags: list[str] = field(default_factory=list)
     edits: dict[str, int] = field(default_factory=dict)
     pixels: np.ndarray | None = None
+    dhash: str | None = None  # hex; known already: the frame is not decoded again
 
 
 @dataclass(frozen=True)

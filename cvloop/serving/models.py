@@ -1,6 +1,7 @@
 """A registered model version, loaded for serving only after its bytes match the registry.
 
-The registry's download already checks the files against their ``cvloop.sha256.*`` tags;
+The registry's download already checks the files against their registration record
+(:mod:`registry.records`);
 the server checks again the very bytes it hands to the runtime, so a file altered between
 the check and the load is refused too. A refused version is named with the reason, and the
 server keeps serving what it served before (:mod:`cvloop.serving.routing`).
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 
 from cvloop.adapters.detector import OnnxDetector, OpenVinoDetector, make_detector
 from cvloop.core.errors import CvloopError
-from registry.names import sha256_tag
 
 RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
 
@@ -79,7 +79,7 @@ def load_model(registry, version: str, *, runtime: str, threads: int) -> Serving
         local = registry.fetch(str(version))
     except CvloopError as exc:
         raise ModelRefused(f"model version {version} refused: {exc.message}", fix=exc.fix) from None
-    expected = local.tags.get(sha256_tag("onnx"))
+    expected = local.sha256.get("onnx")
     data = local.onnx.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if not expected or actual != expected:

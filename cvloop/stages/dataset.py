@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
@@ -229,16 +230,18 @@ def version_reviewed_data(
                                                 "holdout_version": holdout_version,
                                                 "plan": asdict(plan)}, indent=2))  # fmt: skip
     crash_point("dataset:planned")
-    new = [frames.new_frame(s, "train") for s in plan.train]
-    new += [frames.new_frame(s, "val") for s in plan.val]
+    new = itertools.chain(
+        (frames.new_frame(s, "train") for s in plan.train),
+        (frames.new_frame(s, "val") for s in plan.val),
+    )  # one at a time
     added = {"train": len(plan.train), "val": len(plan.val), "holdout": 0}
     add_frames(ds_root, new, classes, dataset_version, label_policy_version)
     dataset = commit_folder(repo, DATASET_DIR, DATASET_POINTER, dataset_version,
-                            f"{dataset_version}: +{len(new)} reviewed frames "
+                            f"{dataset_version}: +{len(plan.train) + len(plan.val)} reviewed frames "
                             f"({len(plan.already_present)} already in)")  # fmt: skip
     holdout_rec = None
     if holdout_version:
-        add_frames(ho_root, [frames.new_frame(s, "holdout") for s in plan.holdout], classes,
+        add_frames(ho_root, (frames.new_frame(s, "holdout") for s in plan.holdout), classes,
                    holdout_version, label_policy_version)  # fmt: skip
         added["holdout"] = sum(e.added_in == holdout_version for e in read_manifest(ho_root))
         holdout_rec = asdict(commit_folder(repo, HOLDOUT_DIR, HOLDOUT_POINTER, holdout_version,

@@ -153,7 +153,7 @@ def export_triton(ctx: Context, version: str, out: Path, *, instances: int = 1,
     checked against the registry's sha256, the config read from the graph, batching from
     params.yaml's ``serve`` section."""
     from cvloop.adapters.triton import write_repository
-    from registry.names import ADOPT_ORIGIN, DATASET_VERSION, SOURCE, TRAINING_RUN, sha256_tag
+    from registry.names import ADOPT_ORIGIN, DATASET_VERSION, SOURCE, TRAINING_RUN
 
     local = ctx.registry.fetch(str(version))
     tags = local.tags
@@ -163,8 +163,8 @@ def export_triton(ctx: Context, version: str, out: Path, *, instances: int = 1,
     sp = ctx.params.serve
     return write_repository(
         Path(out), ctx.params.registry.model_name, str(version), local.onnx,
-        tags[sha256_tag("onnx")], local.classes, max_batch=max_batch or sp.max_batch,
+        local.sha256["onnx"], local.classes, max_batch=max_batch or sp.max_batch,
         max_wait_ms=sp.max_wait_ms, instances=instances, gpu=gpu,
         provenance=f"Registered version {version} ({origin}); ONNX sha256 "
-        f"{tags[sha256_tag('onnx')][:12]}.", imgsz=local.imgsz,
+        f"{local.sha256['onnx'][:12]}.", imgsz=local.imgsz,
     )  # fmt: skip

@@ -264,7 +264,7 @@ def version_refreshed_holdout(
     for tag, entries in training_versions(ctx).items():
         refuse_leakage(new_entries, entries, hp.near_duplicate_hamming, fix,
                        what=f"frames of the refresh (vs {tag})")  # fmt: skip
-    new = [frames.new_frame(s, "holdout") for s in frames.rows]
+    new = (frames.new_frame(s, "holdout") for s in frames.rows)  # one frame at a time
     # the new folder is built beside the old one and swapped in by renames
     staging = root.with_name(f"{root.name}.{holdout_version}")
     if staging.exists():

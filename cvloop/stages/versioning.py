@@ -1,8 +1,9 @@
 """One procedure for versioning reviewed frames, whatever they become: the retrain's new
 dataset (and holdout) version, or the quarterly refresh's new holdout.
 
-Both read the reviewed frames once (:class:`ReviewedFrames`: rows, image bytes, pixels,
-perceptual hashes), refuse to write labels of a schema the data repository no longer follows
+Both read the reviewed frames once (:class:`ReviewedFrames`: rows and perceptual hashes,
+one frame decoded at a time; the image bytes are fetched again when a frame is written, so
+memory holds one frame, not the run's), refuse to write labels of a schema the data repository no longer follows
 (:func:`open_repo`), refuse any leakage before anything is written (:func:`refuse_leakage`),
 build each frame's record the same way (:meth:`ReviewedFrames.new_frame`), and commit a
 folder as a version (:func:`commit_folder`: ``dvc add`` -> commit -> push -> tag).
@@ -14,8 +15,6 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from cvloop.core.errors import CvloopError
 from cvloop.core.frames import FrameEntry, LabelBox, NewFrame, check_overlap, dhash
@@ -34,11 +33,17 @@ def read_reviewed(store: Storage, key: str) -> list[dict]:
 
 @dataclass
 class ReviewedFrames:
-    """The valid reviewed frames of a run, read from the store once."""
+    """The valid reviewed frames of a run: their rows and perceptual hashes.
 
+    Neither pixels nor image bytes are kept: a run's frames decoded at once are gigabytes at
+    camera resolution (600 frames of 1920x1080 are 3.7 GB of pixels), so each frame is
+    decoded for its hash and dropped, and its bytes are read again when it is written
+    (:meth:`new_frame`, one at a time, into :func:`~cvloop.adapters.datasets.add_frames`).
+    """
+
+    store: Storage
     rows: dict[str, dict]  # sha256 -> reviewed row, in the validated order
-    images: dict[str, bytes] = field(default_factory=dict)
-    pixels: dict[str, np.ndarray] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)  # sha256 -> dHash (hex)
 
     @classmethod
     def read(
@@ -50,11 +55,12 @@ class ReviewedFrames:
         by_sha = {r["sha256"]: r for r in read_reviewed(store, reviewed_key)}
         chosen = [s for s in valid if s in by_sha][:limit]
         rows = {s: by_sha[s] for s in chosen}
-        images = {s: store.get_bytes(r["image_key"]) for s, r in rows.items()}
-        return cls(rows, images, {s: decode_jpeg(b) for s, b in images.items()})
+        hashes = {s: f"{dhash(decode_jpeg(store.get_bytes(r['image_key']))):016x}"
+                  for s, r in rows.items()}  # fmt: skip
+        return cls(store, rows, hashes)
 
     def dhash(self, sha: str) -> str:
-        return f"{dhash(self.pixels[sha]):016x}"
+        return self.hashes[sha]
 
     def entries(self, shas: Iterable[str]) -> list[FrameEntry]:
         """Just enough of a manifest entry per frame for the leakage check."""
@@ -76,10 +82,21 @@ class ReviewedFrames:
         ]
 
     def new_frame(self, sha: str, split: str) -> NewFrame:
-        """The frame as a dataset version records it: reviewed boxes and provenance."""
+        """The frame as a dataset version records it: reviewed boxes and provenance (its
+        bytes read from the store now; they must still be the reviewed frame's)."""
+        from cvloop.core.frames import content_hash
+
         r = self.rows[sha]
+        image = self.store.get_bytes(r["image_key"])
+        if content_hash(image) != sha:
+            raise CvloopError(
+                f"frame {r['image_key']} changed in the store while it was versioned (its "
+                f"sha256 is no longer the reviewed frame's {sha[:12]})",
+                fix="frames in the store are never rewritten: find what wrote it, restore "
+                "the frame, then run the step again (nothing of it was versioned)",
+            )
         return NewFrame(
-            image=self.images[sha],
+            image=image,
             boxes=[LabelBox(**b) for b in r["final"]],
             source_key=r["key"],
             camera=r["camera"],
@@ -89,7 +106,7 @@ class ReviewedFrames:
             why_selected=r["why"],
             slice_tags=r.get("slice_tags") or [],
             edits=r.get("edits") or {},
-            pixels=self.pixels[sha],
+            dhash=self.hashes[sha],
         )
 
 

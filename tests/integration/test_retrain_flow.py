@@ -314,3 +314,13 @@ def test_label_studio_down_or_wrong_token_says_the_fix(stack):
     with pytest.raises(LabelStudioError, match="is not reachable") as err:
         LabelStudioQueue(f"http://127.0.0.1:{free_port()}", "x").check()
     assert "cvloop services up" in str(err.value)
+
+
+def test_no_secret_is_written_anywhere_the_retrain_went(retrain_run):
+    """Label Studio's token and password, and the S3 key, are in no parameter, tag, log,
+    artifact, report or record the retrain, its Prefect runs and MLflow runs left behind
+    (tests/secrets_audit.py says where it looks)."""
+    from tests.secrets_audit import leaks
+
+    b, *_ = retrain_run
+    assert leaks(b.stack.home, b.env) == []
