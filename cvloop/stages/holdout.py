@@ -279,14 +279,14 @@ def version_refreshed_holdout(
     staging.rename(root)
     if old.exists():
         shutil.rmtree(old)
-    cams = sorted({f.camera for f in new})
+    cams = sorted({r["camera"] for r in frames.rows.values()})
     rec = commit_folder(
         repo, HOLDOUT_DIR, HOLDOUT_POINTER, holdout_version,
-        f"{holdout_version}: quarterly refresh, {len(new)} frames from {window} across "
+        f"{holdout_version}: quarterly refresh, {len(frames.rows)} frames from {window} across "
         f"{len(cams)} cameras ({schema.tag}; replaces {previous or 'none'})",
         files=(SCHEMA_FILE,) if (repo.root / SCHEMA_FILE).exists() else (),
     )  # fmt: skip
-    return {"name": rec.name, "frames": len(new), "previous": previous,
+    return {"name": rec.name, "frames": len(frames.rows), "previous": previous,
             "dvc_md5": rec.dvc_md5, "git_rev": rec.git_rev, "cameras": cams,
             "already": False}  # fmt: skip
 
