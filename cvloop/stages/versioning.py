@@ -3,8 +3,8 @@ dataset (and holdout) version, or the quarterly refresh's new holdout.
 
 Both read the reviewed frames once (:class:`ReviewedFrames`: rows and perceptual hashes,
 one frame decoded at a time; the image bytes are fetched again when a frame is written, so
-memory holds one frame, not the run's), refuse to write labels of a schema the data repository no longer follows
-(:func:`open_repo`), refuse any leakage before anything is written (:func:`refuse_leakage`),
+memory holds one frame, not the run's), refuse to write labels of a schema the data
+repository no longer follows (:func:`open_repo`), refuse any leakage before anything is written (:func:`refuse_leakage`),
 build each frame's record the same way (:meth:`ReviewedFrames.new_frame`), and commit a
 folder as a version (:func:`commit_folder`: ``dvc add`` -> commit -> push -> tag).
 """
@@ -93,7 +93,8 @@ class ReviewedFrames:
                 f"frame {r['image_key']} changed in the store while it was versioned (its "
                 f"sha256 is no longer the reviewed frame's {sha[:12]})",
                 fix="frames in the store are never rewritten: find what wrote it, restore "
-                "the frame, then run the step again (nothing of it was versioned)",
+                "the frame, then run the step again (no version was committed; the re-run "
+                "replays the same plan)",
             )
         return NewFrame(
             image=image,
