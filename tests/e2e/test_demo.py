@@ -219,6 +219,16 @@ def test_every_url_the_demo_prints_answers(demo):
     assert "root_metric" in report and "box_area" in report and "confidence" in report
 
 
+def test_no_secret_is_written_anywhere_the_demo_went(demo):
+    """After the whole loop (monitor, retrain, review, candidate, rollout through cvloop
+    serve, weekly review): Label Studio's token and password, and the S3 key, are in no
+    parameter, tag, log, artifact, report or record (tests/secrets_audit.py)."""
+    from tests.secrets_audit import leaks
+
+    home, env, *_ = demo
+    assert leaks(home, env) == []
+
+
 # ---- chapter new-class: a fourth class appears; the schema changes; one retrain learns it --
 
 
