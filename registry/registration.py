@@ -3,9 +3,9 @@ full lineage").
 
 The version is created with every tag and marked ``pending``, its registration record is
 written into cvloop's store (:mod:`registry.records`: what its files must hash to), the
-aliases move, then it is marked ``complete``. Any error on the way deletes what this call created (a version, an
-alias), so no half-registered challenger is left; a crash (no chance to clean up) leaves a
-pending version of this run, which the re-run completes.
+aliases move, then it is marked ``complete``. Any error on the way deletes what this call
+created (a version, its record, an alias), so no half-registered challenger is left; a crash
+(no chance to clean up) leaves a pending version of this run, which the re-run completes.
 """
 
 from __future__ import annotations
