@@ -1,7 +1,8 @@
 """Label Studio: the reviewers' workplace, behind one small interface.
 
-A review queue is a Label Studio project per dataset version (``cvloop dataset-v3``) whose
-labeling config is built from the class list. Images are served from the frame store:
+A review queue is a Label Studio project per dataset version, named after the registered
+model (``cvloop-detector dataset-v3``: one Label Studio can serve several detectors' teams),
+whose labeling config is built from the class list. Images are served from the frame store:
 
 * a local store through Label Studio's *local files* storage, task image
   ``/data/local-files/?d=<store folder name>/<key>``. The server's document root holds links
@@ -41,23 +42,41 @@ class LabelStudioError(CvloopError):
     """Label Studio is down, refuses the token, or refuses a request."""
 
 
-def project_title(dataset_version: str) -> str:
-    return f"{PROJECT_PREFIX} {dataset_version}"
+def project_title(version: str, model: str) -> str:
+    """The Label Studio project of ``version`` (``dataset-v3``, ``holdout-v2``) of the
+    registered ``model`` (params: ``registry.model_name``): ``cvloop-detector dataset-v3``."""
+    return f"{model} {version}"
 
 
-def feeds_training(title: str | None) -> bool:
-    """A project whose labels become training data: a retrain's review queue
-    (``cvloop dataset-vN``). A holdout refresh's (``cvloop holdout-vN``) never does."""
-    return (title or "").startswith(project_title("dataset-v"))
+#: before projects were named after the model, every project was ``cvloop <version>``; those
+#: belong to the default model (a team that upgrades keeps its open reviews)
+LEGACY_MODEL, LEGACY_PREFIX = "cvloop-detector", PROJECT_PREFIX
 
 
-def labels_for_training(projects, since: dt.datetime) -> int:
+def project_version(title: str | None, model: str) -> str | None:
+    """The version a project title of ``model`` names (``dataset-v3``), None for a project
+    of another model or not cvloop's."""
+    title = title or ""
+    for prefix in (model, *((LEGACY_PREFIX,) if model == LEGACY_MODEL else ())):
+        if title.startswith(f"{prefix} "):
+            return title[len(prefix) + 1 :]
+    return None
+
+
+def feeds_training(title: str | None, model: str) -> bool:
+    """A project whose labels become ``model``'s training data: a retrain's review queue
+    (``<model> dataset-vN``). A holdout refresh's (``<model> holdout-vN``) never does, nor
+    another model's project."""
+    return (project_version(title, model) or "").startswith("dataset-v")
+
+
+def labels_for_training(projects, since: dt.datetime, model: str) -> int:
     """Tasks with annotations in the review queues made since ``since``: the labels the
     champion was not trained on (the ``new_labels`` trigger)."""
     return sum(
         int(getattr(p, "num_tasks_with_annotations", 0) or 0)
         for p in projects
-        if feeds_training(p.title)
+        if feeds_training(p.title, model)
         and (getattr(p, "created_at", None) is None or p.created_at >= since)
     )
 
@@ -243,13 +262,13 @@ class LabelStudioQueue:
             )
         return int(project.id)
 
-    def projects(self, prefix: str = PROJECT_PREFIX) -> list[tuple[int, str]]:
-        """(id, title) of the projects whose title starts with ``prefix``."""
+    def projects(self, model: str) -> list[tuple[int, str]]:
+        """(id, title) of the projects of ``model`` (:func:`project_title`)."""
         with self._call("listing projects"):
             return [
                 (int(p.id), str(p.title))
                 for p in self.client.projects.list()
-                if str(p.title or "").startswith(prefix)
+                if project_version(p.title, model) is not None
             ]
 
     def labels(self, project_id: int) -> list[str]:

@@ -63,7 +63,7 @@ def simulate(
     ctx = client_context()
     queue = ctx.labelstudio
     queue.check()
-    title = project_title(dataset_version)
+    title = project_title(dataset_version, ctx.params.registry.model_name)
     project = queue.ensure_project(title, list(current_schema(ctx).classes))
     size = ctx.params.fleet.image_size
     rep = simulate_review(

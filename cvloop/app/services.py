@@ -528,7 +528,9 @@ class ServiceManager:
             queue = LabelStudioQueue(s.label_studio_url, s.label_studio_token(),
                                      files_root=s.label_studio_files_root)  # fmt: skip
             store = LocalStorage(root)
-            for pid, _title in queue.projects():
+            from cvloop.config.params import load_params
+
+            for pid, _title in queue.projects(load_params().registry.model_name):
                 queue.connect_storage(pid, store)
         except Exception as exc:  # the services are up; the reviews can be reconnected later
             self.out(f"warning: could not reconnect the review projects' frame store: {exc}")

@@ -131,7 +131,7 @@ def push_to_label_studio(
     model_version = champion.label
     queue = ctx.labelstudio
     queue.check()
-    title = project_title(dataset_version)
+    title = project_title(dataset_version, ctx.params.registry.model_name)
     project = queue.ensure_project(
         title, classes, description or f"cvloop review queue for {dataset_version}"
     )

@@ -214,13 +214,16 @@ def migrate_and_version(ctx: Context, log: SchemaLog, applied: bool) -> dict:
 def open_review_projects(ctx: Context, log: SchemaLog) -> list[tuple[int, str]]:
     """Label Studio projects of dataset versions not yet versioned (reviews in progress),
     as (id, title)."""
-    from cvloop.adapters.labelstudio import PROJECT_PREFIX
+    from cvloop.adapters.labelstudio import feeds_training, project_version
 
     repo = ctx.data_repo
     queue = ctx.labelstudio
+    model = ctx.params.registry.model_name
     out = []
-    for pid, title in queue.projects(prefix=f"{PROJECT_PREFIX} dataset-v"):
-        version = title.split(" ", 1)[1]
+    for pid, title in queue.projects(model):
+        if not feeds_training(title, model):  # another model's, or a holdout refresh
+            continue
+        version = str(project_version(title, model))
         msg = repo.tag_message(version)
         # a version tag made by a schema migration does not close the review of that name
         if msg is None or msg.startswith("cvloop schema-v"):

@@ -95,7 +95,7 @@ def test_label_studio_holds_the_pre_annotations_and_the_simulated_reviews(demo):
         f"http://127.0.0.1:{env['CVLOOP_LABEL_STUDIO_PORT']}",
         _secret(home, "LABEL_STUDIO_API_KEY"),
     )
-    (project,) = [p for p in q.client.projects.list() if p.title == "cvloop dataset-v2"]
+    (project,) = [p for p in q.client.projects.list() if p.title == "cvloop-detector dataset-v2"]
     tasks = list(q.client.tasks.list(project=project.id, fields="all"))
     assert len(tasks) > 20
     reviewer = q.ensure_user(*REVIEWER)

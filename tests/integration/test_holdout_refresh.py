@@ -111,7 +111,7 @@ def test_the_sample_waits_in_label_studio_until_every_frame_is_labeled(refresh):
     _b, _env, _repo, previous, queue, sim, watch, result = refresh
     n = int(previous.rsplit("-v", 1)[1])
     assert queue["dataset_version"] == f"holdout-v{n + 1}"
-    assert queue["title"] == f"cvloop holdout-v{n + 1}"
+    assert queue["title"] == f"cvloop-detector holdout-v{n + 1}"
     assert queue["tasks"] == FRAMES
     assert '"submitted": 0' not in sim
     assert "resumed: all" in watch and queue["dataset_version"] in watch

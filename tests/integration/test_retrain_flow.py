@@ -101,7 +101,7 @@ def test_selected_frames_wait_in_label_studio_with_pre_annotations(retrain_run):
     run_base = f"runs/retrain/{paused['id']}"
     selected = read_parquet(store.get_bytes(f"{run_base}/selected.parquet"))
     info = json.loads(store.get_text(f"{run_base}/review-queue.json"))
-    assert info["title"] == "cvloop dataset-v2"
+    assert info["title"] == "cvloop-detector dataset-v2"  # the model's own project
     assert info["imported"] == selected.num_rows > 0
     assert info["model_version"] == "cvloop-detector/1"
     # the planted broken frame was quarantined at collection, with its reason

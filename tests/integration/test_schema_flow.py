@@ -74,7 +74,7 @@ def test_add_rename_retire_each_make_versions_and_a_rerun_changes_nothing(op):
     os.environ.update({k: v for k, v in env.items() if k.startswith("CVLOOP_")})
     try:
         queue = context().labelstudio
-        title = project_title("dataset-v97")
+        title = project_title("dataset-v97", "cvloop-detector")
         pid = queue.ensure_project(title, ["crate", "barrel", "cone"])
         queue.client.tasks.create(project=pid, data={"image": "/x.jpg", "sha256": "f" * 64})
         tid = queue.tasks(pid)[0][0]

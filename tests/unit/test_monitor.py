@@ -186,10 +186,17 @@ def test_new_labels_count_the_review_queues_not_the_holdout_refresh():
         return SimpleNamespace(title=title, num_tasks_with_annotations=n, created_at=created)
 
     projects = [
-        project("cvloop dataset-v3", 400, after),  # a review queue: training data
-        project("cvloop dataset-v4", 250, after),
-        project("cvloop holdout-v5", 300, after),  # the quarterly refresh: never trained on
-        project("cvloop dataset-v2", 600, before),  # the champion was trained on these
+        project("dock dataset-v3", 400, after),  # a review queue: training data
+        project("dock dataset-v4", 250, after),
+        project("dock holdout-v5", 300, after),  # the quarterly refresh: never trained on
+        project("dock dataset-v2", 600, before),  # the champion was trained on these
         project("someone else's project", 900, after),
+        project("yard dataset-v3", 800, after),  # another detector's queue on the same server
+        project("dock-2 dataset-v3", 700, after),  # a model whose name starts like this one's
     ]
-    assert labels_for_training(projects, since) == 650
+    assert labels_for_training(projects, since, "dock") == 650
+    # projects named before titles carried the model belong to the default model
+    legacy = [project("cvloop dataset-v3", 40, after), project("cvloop-detector dataset-v4", 2,
+                                                                 after)]  # fmt: skip
+    assert labels_for_training(legacy, since, "cvloop-detector") == 42
+    assert labels_for_training(legacy, since, "dock") == 0
