@@ -73,7 +73,8 @@ class Context:
             return self.storage(r.storage_uri, endpoint_url=r.endpoint_url,
                                 create_bucket=create_bucket)  # fmt: skip
 
-        return open_regional(home, regions, root)
+        layout = (self.params.frames.images, self.params.frames.videos)
+        return open_regional(home, regions, root, layout)
 
     @cached_property
     def store(self) -> Storage:

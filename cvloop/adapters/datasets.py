@@ -3,9 +3,13 @@
 Layout of a dataset folder (``datasets/`` for training, ``holdout/data/`` for the holdout)::
 
     data.yaml                 names + train/val folders (no absolute path: portable)
-    images/<split>/<id>.jpg   id = the first 20 hex digits of the image's sha256
+    images/<split>/<id>.jpg   id = the first 20 hex digits of the image's sha256 (.png, .bmp,
+                              .webp for those: bytes kept as they came, named for what they are)
     labels/<split>/<id>.txt   YOLO: class cx cy w h (normalized)
     manifest.jsonl            one JSON object per frame (see :class:`FrameEntry`)
+    retired.jsonl             the holdout only: frames that left it (the oldest drift frames,
+                              rotated out; a refreshed holdout's), with ``retired_in``; they
+                              stay in the versions that held them and never go to training
     VERSION                   e.g. "v2"
 
 A frame's identity is the sha256 of its image bytes: the same frame is never stored twice,
@@ -29,6 +33,31 @@ from cvloop.core.frames import FrameEntry, LabelBox, NewFrame, content_hash, dha
 from cvloop.core.schema import MARKER, ClassSchema, MigrationCounts, SchemaLog, migrate_label_text
 
 MANIFEST = "manifest.jsonl"
+IMAGE_SUFFIXES = (".jpg", ".png", ".bmp", ".webp")  # what a dataset folder stores
+
+
+def image_suffix(data: bytes) -> str:
+    """The file suffix of image ``data`` in a dataset folder, from its bytes: a team's PNG
+    frames (or imported BMP / WebP) keep their bytes and a name that says what they are;
+    anything else is a JPEG (``.jpg``)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return ".png"
+    if data[:2] == b"BM":
+        return ".bmp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    return ".jpg"
+
+
+def image_file(root: Path, split: str, frame_id: str) -> Path:
+    """The image of frame ``frame_id`` in ``root/images/<split>/`` (whichever suffix it was
+    stored with; the .jpg path when there is none)."""
+    folder = root / "images" / split
+    for suffix in IMAGE_SUFFIXES:
+        path = folder / f"{frame_id}{suffix}"
+        if path.exists():
+            return path
+    return folder / f"{frame_id}.jpg"
 
 
 def read_manifest(root: Path) -> list[FrameEntry]:
@@ -97,7 +126,7 @@ def add_frames(
             skipped += 1
             continue
         fid = sha[:20]
-        img_path = root / "images" / f.split / f"{fid}.jpg"
+        img_path = root / "images" / f.split / f"{fid}{image_suffix(f.image)}"
         lbl_path = root / "labels" / f.split / f"{fid}.txt"
         img_path.parent.mkdir(parents=True, exist_ok=True)
         lbl_path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +165,57 @@ def add_frames(
     write_data_yaml(root, classes, splits)
     (root / "VERSION").write_text(version + "\n")
     return added, skipped
+
+
+RETIRED = "retired.jsonl"
+
+
+def read_retired(root: Path) -> list[FrameEntry]:
+    """The frames that left the holdout at ``root`` (never to be trained on)."""
+    path = root / RETIRED
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        if line:
+            d = json.loads(line)
+            d.pop("retired_in", None)
+            out.append(FrameEntry(**d))
+    return out
+
+
+def add_retired(root: Path, entries: Iterable[FrameEntry], version: str) -> int:
+    """Record ``entries`` as retired in ``version`` (each frame once); returns how many
+    were new."""
+    known = {e.sha256 for e in read_retired(root)}
+    new = []
+    for e in entries:
+        if e.sha256 not in known:
+            known.add(e.sha256)
+            new.append(e)
+    if new:
+        text = (root / RETIRED).read_text() if (root / RETIRED).exists() else ""
+        text += "".join(json.dumps({**asdict(e), "retired_in": version}) + "\n" for e in new)
+        _atomic_write(root / RETIRED, text.encode())
+    return len(new)
+
+
+def retire_frames(root: Path, sha256s: Iterable[str], version: str) -> int:
+    """Move frames out of the holdout folder at ``root``: recorded in ``retired.jsonl``
+    first, then out of the manifest, then their files removed (a re-run after a crash at
+    any point finishes the job). Returns the frames retired now."""
+    wanted = set(sha256s)
+    entries = read_manifest(root)
+    gone = [e for e in entries if e.sha256 in wanted]
+    if not gone:
+        return 0
+    add_retired(root, gone, version)
+    kept = [e for e in entries if e.sha256 not in wanted]
+    _atomic_write(root / MANIFEST, "".join(json.dumps(asdict(e)) + "\n" for e in kept).encode())
+    for e in gone:
+        image_file(root, e.split, e.id).unlink(missing_ok=True)
+        (root / "labels" / e.split / f"{e.id}.txt").unlink(missing_ok=True)
+    return len(gone)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -13,7 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
-from cvloop.adapters.datasets import read_manifest, write_data_yaml
+from cvloop.adapters.datasets import IMAGE_SUFFIXES, image_file, read_manifest, write_data_yaml
 from cvloop.core import slices
 
 
@@ -65,9 +65,10 @@ def build_slice_sets(
         if root.exists():
             shutil.rmtree(root)
         for e in chosen:
-            for kind, ext in (("images", ".jpg"), ("labels", ".txt")):
-                src = holdout_root / kind / e.split / f"{e.id}{ext}"
-                dst = root / kind / "holdout" / f"{e.id}{ext}"
+            image = image_file(holdout_root, e.split, e.id)
+            label = holdout_root / "labels" / e.split / f"{e.id}.txt"
+            for kind, src in (("images", image), ("labels", label)):
+                dst = root / kind / "holdout" / src.name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.link(src, dst)
@@ -88,7 +89,8 @@ def class_view(
     judged on the classes it knows, by the same frames as the challenger."""
     if out_root.exists():
         shutil.rmtree(out_root)
-    for img in sorted((src_root / "images" / "holdout").glob("*.jpg")):
+    images = src_root / "images" / "holdout"
+    for img in sorted(p for p in images.iterdir() if p.suffix in IMAGE_SUFFIXES):
         dst = out_root / "images" / "holdout" / img.name
         dst.parent.mkdir(parents=True, exist_ok=True)
         try:

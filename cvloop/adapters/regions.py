@@ -19,7 +19,8 @@ A region the file does not name keeps its frames in the main store.
 :func:`cvloop.adapters.storage.open_storage` returns a :class:`RegionalStorage` for the frame store
 when the file names at least one region, so the fleet, collect, prefilter, review and
 dataset stages read and write a frame by its key without knowing where it lives. Frame and
-video keys (``frames/<camera>/…``, ``videos/<camera>/…``) go to the camera's region;
+video keys go to the camera's region, read by the store's key layout (params ``frames``:
+``frames/{camera}/…`` by default, or the team's own, e.g. ``site-a/{camera}/{date}/…``);
 everything else (the inference log, run records, the registry itself) stays in the main
 store. A frame written before its camera moved to a region is still found: reads fall back
 to the main store and listings merge both, so re-registering a camera loses nothing.
@@ -38,9 +39,11 @@ import yaml
 
 from cvloop.adapters.storage import ObjectInfo, Storage, validate_key
 from cvloop.core.errors import ConfigError, CvloopError, StorageError
+from cvloop.core.keylayout import KeyTemplate
 
 REGIONS_FILE = "regions.yaml"
-ROUTED_PREFIXES = ("frames", "videos")
+#: cvloop's own layout (params.yaml's default ``frames.images`` / ``frames.videos``)
+DEFAULT_LAYOUT = ("frames/{camera}/{date}/{ts_ms}.{ext}", "videos/{camera}/{date}/{ts_ms}.{ext}")
 REGISTRY_TTL_S = 30.0  # another process's registration is seen within this long
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _KEYS = {"storage_uri", "endpoint_url"}
@@ -94,29 +97,71 @@ def load_regions(path: Path | None, main_uri: str | None = None) -> dict[str, Re
     return out
 
 
+class CameraKeys:
+    """Which camera a frame or video key, or a listing prefix, belongs to, by the key layout
+    (the templates of params ``frames.images`` and ``frames.videos``).
+
+    A key belongs to a camera when it fits a template, or when it starts with the template's
+    literal head and the camera's folder (``frames/cam-01/…``, even a file that does not fit:
+    it stays beside its camera's frames). A layout that starts with ``{camera}`` has no head,
+    so only a key that fits is routed there: ``rollout/manifest.json`` is never a camera's."""
+
+    def __init__(self, templates: tuple[str, ...] = DEFAULT_LAYOUT) -> None:
+        self.templates = [KeyTemplate(t) for t in templates]
+        self.heads = [t.prefix() for t in self.templates]  # the literal text before a field
+        self._folders = []  # (head, regex of the start of a key up to the camera's folder)
+        for t in self.templates:
+            start = t.template.split("{camera}", 1)[0]
+            if t.template.startswith(start + "{camera}/"):
+                pattern = KeyTemplate(start + "{camera}").pattern
+                self._folders.append((t.prefix(), re.compile(pattern.rstrip("$") + "/")))
+
+    def camera(self, key: str) -> str | None:
+        """The camera whose frames ``key`` is among, else None."""
+        for t in self.templates:
+            parsed = t.parse(key)
+            if parsed is not None:
+                return parsed.camera
+        for head, folder in self._folders:
+            m = folder.match(key) if head else None
+            if m:
+                return m.group("camera")
+        return None
+
+    def camera_prefix(self, prefix: str) -> str | None:
+        """The one camera a listing ``prefix`` is within (it reaches past the camera's
+        folder), else None."""
+        for _head, folder in self._folders:
+            m = folder.match(prefix)
+            if m:
+                return m.group("camera")
+        return None
+
+    def spans_cameras(self, prefix: str) -> bool:
+        """Whether a listing ``prefix`` can reach frames of more than one camera."""
+        if self.camera_prefix(prefix) is not None:
+            return False
+        return any(h.startswith(prefix) or prefix.startswith(h) for h in self.heads)
+
+
+_DEFAULT_KEYS = CameraKeys()
+
+
 def routed_camera(key: str) -> str | None:
-    """The camera a frame or video key belongs to (``frames/<camera>/…``), else ``None``."""
-    parts = key.split("/", 2)
-    if len(parts) >= 3 and parts[0] in ROUTED_PREFIXES and parts[1]:
-        return parts[1]
-    return None
-
-
-def _spans_cameras(prefix: str) -> bool:
-    """Whether a listing prefix can reach frames of more than one camera."""
-    head = prefix.split("/", 1)
-    if len(head) == 1:  # "", "f", "frames"
-        return any(p.startswith(prefix) for p in ROUTED_PREFIXES)
-    return head[0] in ROUTED_PREFIXES and "/" not in head[1]  # "frames/", "frames/cam"
+    """The camera a frame or video key of cvloop's own layout belongs to, else ``None``."""
+    return _DEFAULT_KEYS.camera(key) or _DEFAULT_KEYS.camera_prefix(key)
 
 
 class RegionalStorage(Storage):
     """The frame store across regions: frame and video keys go to their camera's region
     root, everything else to the main store (see the module docstring)."""
 
-    def __init__(self, home: Storage, regions: dict[str, Storage]) -> None:
+    def __init__(
+        self, home: Storage, regions: dict[str, Storage], keys: CameraKeys = _DEFAULT_KEYS
+    ) -> None:
         self.home = home
         self.regions = regions
+        self.layout = keys
         self.uri = home.uri
         self._camera_region: dict[str, str] = {}
         self._loaded_at = -1e18
@@ -143,7 +188,7 @@ class RegionalStorage(Storage):
 
     def store_for(self, key: str) -> Storage:
         """The store that holds (and receives) ``key``."""
-        camera = routed_camera(key)
+        camera = self.layout.camera(key)
         if camera is None:
             return self.home
         return self.regions.get(self.camera_regions().get(camera, ""), self.home)
@@ -186,12 +231,16 @@ class RegionalStorage(Storage):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_key(prefix, prefix=True)
-        if _spans_cameras(prefix):
+        camera = self.layout.camera_prefix(prefix)
+        own = self.home
+        if camera is not None:
+            own = self.regions.get(self.camera_regions().get(camera, ""), self.home)
+        if self.layout.spans_cameras(prefix):
             sources = [
-                (o for o in s.list(prefix) if routed_camera(o.key) is not None)
+                (o for o in s.list(prefix) if self.layout.camera(o.key) is not None)
                 for s in self.regions.values()
             ] + [self.home.list(prefix)]
-        elif (own := self.store_for(prefix)) is not self.home:  # one camera's prefix
+        elif own is not self.home:  # one camera's prefix
             sources = [own.list(prefix), self.home.list(prefix)]
         else:
             yield from self.home.list(prefix)
@@ -215,7 +264,11 @@ class RegionalStorage(Storage):
         return self.store_holding(key).local_path(key)
 
 
-def open_regional(home: Storage, regions: dict[str, Region], open_root) -> RegionalStorage:
+def open_regional(
+    home: Storage, regions: dict[str, Region], open_root, layout: tuple[str, ...] = DEFAULT_LAYOUT
+) -> RegionalStorage:
     """The frame store over ``home`` and each configured region's root (``open_root(region)``
-    opens one, with the deployment's credentials)."""
-    return RegionalStorage(home, {r.name: open_root(r) for r in regions.values()})
+    opens one, with the deployment's credentials); frame keys are read by ``layout`` (the
+    ``frames.images`` and ``frames.videos`` templates)."""
+    return RegionalStorage(home, {r.name: open_root(r) for r in regions.values()},
+                           CameraKeys(layout))  # fmt: skip

@@ -85,6 +85,11 @@ class KeyTemplate:
         self._re = re.compile("^" + "".join(parts) + "$")
 
     @property
+    def pattern(self) -> str:
+        """The regular expression a key of this template matches (anchored at both ends)."""
+        return self._re.pattern
+
+    @property
     def has_time(self) -> bool:
         return "ts_ms" in self.fields or "ts_s" in self.fields
 

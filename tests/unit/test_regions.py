@@ -136,3 +136,69 @@ def test_a_missing_regions_file_is_a_clear_error(tmp_path, monkeypatch):
 )
 def test_which_keys_follow_their_camera(key, camera):
     assert routed_camera(key) == camera
+
+
+TEAM_LAYOUT = ("site-a/{camera}/{date}/{name}.{ext}", "clips/{camera}/{ts_s}.{ext}")
+
+
+@pytest.mark.parametrize(
+    ("key", "camera"),
+    [
+        ("site-a/dock-eu/2031-02-10/IMG_00001.jpg", "dock-eu"),
+        ("site-a/dock-eu/notes.txt", "dock-eu"),  # beside its camera's frames
+        ("clips/dock-eu/1928480400.mp4", "dock-eu"),
+        ("frames/dock-eu/2031-02-10/1.jpg", None),  # cvloop's layout is not this team's
+        ("rollout/manifest.json", None),
+    ],
+)
+def test_a_teams_key_layout_says_which_keys_follow_their_camera(key, camera):
+    from cvloop.adapters.regions import CameraKeys
+
+    assert CameraKeys(TEAM_LAYOUT).camera(key) == camera
+
+
+def test_a_layout_that_starts_with_the_camera_routes_only_keys_that_fit():
+    from cvloop.adapters.regions import CameraKeys
+
+    keys = CameraKeys(("{camera}/{date}/{name}.{ext}", "{camera}/clips/{ts_s}.{ext}"))
+    assert keys.camera("dock-eu/2031-02-10/IMG_1.png") == "dock-eu"
+    assert keys.camera("rollout/manifest.json") is None  # cvloop's own files stay home
+    assert keys.camera("runs/retrain/x/selected.parquet") is None
+    assert keys.camera_prefix("dock-eu/2031-02-10/") == "dock-eu"
+    assert keys.spans_cameras("") and not keys.spans_cameras("dock-eu/")
+
+
+def test_a_region_follows_the_teams_key_layout(tmp_path, monkeypatch):
+    """With the team's own layout in params (frames.images / frames.videos), their region's
+    frames go to the region's root, and every listing sees one store."""
+    import yaml
+
+    from cvloop.config.params import load_params, with_overrides
+
+    main, eu = tmp_path / "store", tmp_path / "eu-west"
+    cfg = tmp_path / "regions.yaml"
+    cfg.write_text(f"regions:\n  eu-west:\n    storage_uri: {eu}\n")
+    params = with_overrides(load_params(REPO / "params.yaml"), {"frames": {
+        "images": TEAM_LAYOUT[0], "videos": TEAM_LAYOUT[1], "timestamp": "exif"}})  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(by_alias=True,
+                                                                           mode="json")))  # fmt: skip
+    monkeypatch.setenv("CVLOOP_PARAMS", str(tmp_path / "params.yaml"))
+    monkeypatch.setenv("CVLOOP_STORAGE_URI", str(main))
+    monkeypatch.setenv("CVLOOP_REGIONS_FILE", str(cfg))
+    store = context().store
+    register(store, "dock-eu", "north-dock", "eu-west", "ops", "dock 7 opened")
+    store.put_bytes("site-a/dock-eu/2031-02-10/IMG_1.jpg", b"eu")
+    store.put_bytes("clips/dock-eu/1928480400.mp4", b"clip")
+    store.put_bytes("site-a/dock-us/2031-02-10/IMG_2.jpg", b"us")
+    store.put_text("rollout/manifest.json", "{}")
+    eu_root, main_root = LocalStorage(eu), LocalStorage(main)
+    assert eu_root.keys() == ["clips/dock-eu/1928480400.mp4", "site-a/dock-eu/2031-02-10/IMG_1.jpg"]
+    assert main_root.exists("site-a/dock-us/2031-02-10/IMG_2.jpg")
+    assert main_root.exists("rollout/manifest.json")
+    assert store.get_bytes("site-a/dock-eu/2031-02-10/IMG_1.jpg") == b"eu"
+    assert store.keys("site-a/") == [
+        "site-a/dock-eu/2031-02-10/IMG_1.jpg",
+        "site-a/dock-us/2031-02-10/IMG_2.jpg",
+    ]
+    assert store.keys("site-a/dock-eu/") == ["site-a/dock-eu/2031-02-10/IMG_1.jpg"]
+    assert store.keys("clips/") == ["clips/dock-eu/1928480400.mp4"]
