@@ -25,7 +25,7 @@ from cvloop.context import current
 from cvloop.stages.holdout import RUNS
 from flows.hooks import publish_failure
 from flows.review_gate import review_gate
-from tasks.annotate import push_to_label_studio_task
+from tasks.annotate import publish_review_queue, push_to_label_studio_task
 from tasks.collect import collect_frames_task
 from tasks.holdout import (
     publish_refresh_report,
@@ -63,6 +63,7 @@ def holdout_refresh(
         list(schema.classes), p.annotate.conf, p.annotate.import_batch_size, None,
         f"cvloop quarterly holdout refresh ({window}): label every object in every frame",
     )  # fmt: skip
+    publish_review_queue(queue)  # the link, and the reviewers told
     # 3. the review gate: every frame labeled (suspended meanwhile; review/watch resumes)
     reviewed = review_gate(p, queue, [], None, complete_only=True)
     # 4. score the champion on the current holdout, version the new one, score again, record

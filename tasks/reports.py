@@ -65,6 +65,11 @@ def publish_monitor_report(
             "",
             f"- {holdout_line}",
             lost_line,
+            "- owners: "
+            + (
+                "; ".join(ctx.params.owners.names("on_call", "ml_lead"))
+                or "not named (params.yaml owners)"
+            ),
             f"- drift dashboard (Evidently): [{dashboard}]({dashboard})",
             f"- MLflow run: [{run['run_url']}]({run['run_url']})",
             "",

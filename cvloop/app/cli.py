@@ -283,10 +283,15 @@ def bench(
 def deploy(
     names: Annotated[list[str] | None, typer.Argument(help="deployments; all if none")] = None,
 ) -> None:
-    """Create/update the deployments of prefect.yaml on the Prefect server."""
+    """Create/update the deployments of prefect.yaml on the Prefect server, and the
+    notifications automation (CVLOOP_NOTIFY_WEBHOOK_URL; runbooks/notifications.md)."""
+    from cvloop.adapters.notify import ensure_notifications
     from cvloop.app.deploy import deploy_all
 
-    print("deployed: " + ", ".join(deploy_all(_settings(), names)))
+    settings = _settings()
+    print("deployed: " + ", ".join(deploy_all(settings, names)))
+    url = settings.notify_webhook_url
+    print("notifications: " + ensure_notifications(url.get_secret_value() if url else None))
 
 
 @app.command("run")

@@ -33,6 +33,9 @@ Variables (all optional; the defaults run the embedded local stack):
 ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``  the folder Label Studio serves local frames from
                                (default for the local one: ``$CVLOOP_HOME/labelstudio-files``,
                                links to the local frame roots and nothing else)
+``CVLOOP_NOTIFY_WEBHOOK_URL``  where notifications go (a Slack / Teams incoming webhook, an
+                               email gateway): ``cvloop deploy`` makes the Prefect automation
+                               and block that post to it (cvloop/adapters/notify.py)
 ``AWS_ACCESS_KEY_ID`` etc.     standard boto3 credentials
 =============================  ===============================================================
 
@@ -115,6 +118,7 @@ class Settings(BaseSettings):
         default=None, alias="LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
     )
 
+    notify_webhook_url: SecretStr | None = Field(default=None, alias="CVLOOP_NOTIFY_WEBHOOK_URL")
     aws_access_key_id: str | None = Field(default=None, alias="AWS_ACCESS_KEY_ID")
     aws_secret_access_key: SecretStr | None = Field(default=None, alias="AWS_SECRET_ACCESS_KEY")
     aws_region: str = Field(default="us-east-1", alias="AWS_DEFAULT_REGION")

@@ -102,6 +102,15 @@ def record_candidate(
                                          "candidate.train_seconds": trained.train_seconds})  # fmt: skip
     ctx.tracker.set_tags(mlflow_run, {CANDIDATE_VERSION: version, CANDIDATE_GATE: verdict})
     print(f"candidate v{version} {verdict}" + (": " + "; ".join(reasons) if reasons else ""))
+    if not gate.passed:
+        from cvloop.stages.notify import model_version_url, tell
+
+        tell(ctx, "candidate_rejected", f"v{version}",
+             f"{ctx.params.registry.model_name}: candidate v{version} rejected by the gates",
+             "\n".join(f"- {r}" for r in reasons),
+             {"candidate (MLflow)": model_version_url(ctx, version),
+              "gate report": ctx.tracker.run_url(trained.run_id),
+              "what to do": "runbooks/candidate.md"}, roles=("ml_lead", "on_call"))  # fmt: skip
     return {"candidate_version": version, "gate": verdict, "gate_reasons": reasons,
             "training_run": trained.run_id}  # fmt: skip
 

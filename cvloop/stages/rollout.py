@@ -264,6 +264,15 @@ def _apply(ctx: Context, measured: TickMeasure, d: Decision, m, who: str) -> dic
         m.extra[K_APPROVAL_ASKED] = _iso(now)
         write_manifest(store, m, who=who, reason=f"v{chall}: {d.reason}", based_on=basis)
         _mirror(reg, chall, {ROLLOUT_STATUS: "awaiting-approval"})
+        from cvloop.stages.notify import model_version_url, tell
+
+        tell(ctx, "approval_waiting", f"v{chall}",
+             f"{ctx.params.registry.model_name}: v{chall} waits for the ML lead's approval",
+             f"{d.reason}\nApprove in MLflow (tag {APPROVED_BY} on the version) or "
+             f"`cvloop approve {chall} --by NAME`; deadline rollout.approval_deadline_hours "
+             f"({p.approval_deadline_hours:g} h).",
+             {"approve (MLflow)": model_version_url(ctx, chall),
+              "runbook": "runbooks/rollout.md"}, roles=("ml_lead",))  # fmt: skip
     elif d.action == "advance":
         why = d.reason
         if shares[idx + 1] >= p.approval_before_share:
@@ -273,6 +282,15 @@ def _apply(ctx: Context, measured: TickMeasure, d: Decision, m, who: str) -> dic
         out |= _promote(store, reg, m, who, d.reason, basis)
     elif d.action in ("rollback", "stop"):
         out |= _back_to_champion(store, reg, m, who, d.reason, d.action, basis)
+        from cvloop.stages.notify import model_version_url, tell
+
+        tell(ctx, "canary_breach", f"v{chall}-{d.action}",
+             f"{ctx.params.registry.model_name}: v{chall} {'rolled back' if d.action == 'rollback' else 'stopped'}"
+             f" at {shares[idx]:g}%",
+             f"{d.reason}\nThe champion v{m.extra[K_CHAMPION]} serves 100 %.",
+             {"challenger (MLflow)": model_version_url(ctx, chall),
+              "champion (MLflow)": model_version_url(ctx, m.extra[K_CHAMPION]),
+              "runbook": "runbooks/rollout.md"}, roles=("on_call", "ml_lead"))  # fmt: skip
     _mirror(reg, chall, canary_tags(result))  # after the write: a stale tick mirrors nothing
     if "manifest" in out:
         return out
@@ -397,6 +415,17 @@ def approve(ctx: Context, version: str, who: str, *, reject: bool = False, note:
     return tags
 
 
+def _tell_rollback(ctx: Context, out: dict, reason: str, who: str) -> None:
+    from cvloop.stages.notify import model_version_url, tell
+
+    serving = out.get("champion") or out.get("version") or "?"
+    tell(ctx, "rollback", f"manual-{_iso(_now())}",
+         f"{ctx.params.registry.model_name}: rolled back by hand by {who}",
+         f"Why: {reason}\nWhat happened: {json.dumps(out, default=str)[:1500]}",
+         {"serving now (MLflow)": model_version_url(ctx, str(serving)),
+          "runbook": "runbooks/rollout.md"}, roles=("on_call", "ml_lead"))  # fmt: skip
+
+
 def rollback_now(ctx: Context, reason: str, who: str | None = None) -> dict:
     """Immediate manual rollback: a rollout in progress goes back to its champion; with no
     rollout in progress, the champion goes back to ``previous-champion``.
@@ -406,7 +435,9 @@ def rollback_now(ctx: Context, reason: str, who: str | None = None) -> dict:
     rollback reads the manifest again and rolls back from there."""
     for attempt in range(5):
         try:
-            return _rollback_once(ctx, reason, who or "operator")
+            out = _rollback_once(ctx, reason, who or "operator")
+            _tell_rollback(ctx, out, reason, who or "operator")
+            return out
         except ManifestConflict:
             if attempt == 4:
                 raise
