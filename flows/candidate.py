@@ -43,10 +43,16 @@ from tasks.rollout import start_if_passed_task
 
 
 def train_and_gate(
-    p: Params, mlflow_run: str, data: TrainingData, drift_tags: list[str], champion: ChampionRef
+    p: Params,
+    mlflow_run: str,
+    data: TrainingData,
+    drift_tags: list[str],
+    champion: ChampionRef,
+    drift_note: str = "",
 ) -> dict:
     """Steps 6–8 inside the calling flow, against the run's ``champion``; returns the
-    candidate's version and verdict."""
+    candidate's version and verdict. ``drift_note``: where the drift slices came from (the
+    gate report says it; with no slice, why there is none)."""
     work_dir = training_dir_task()
     # 6. fine-tune from the champion's best.pt on the dataset version (lr0 0.001, 50 epochs)
     trained = fine_tune_task(mlflow_run, champion, data, work_dir, p.registry.experiment, p.train)
@@ -54,7 +60,7 @@ def train_and_gate(
     evals = evaluate_pair_task(trained, champion, data.holdout_dir, drift_tags, work_dir,
                                p.train.device, p.prefilter.conf)  # fmt: skip
     exported = export_and_benchmark_task(trained, champion, data, p.export)
-    gate = gate_candidate_task(trained, evals, exported, trained.classes, p.gate)
+    gate = gate_candidate_task(trained, evals, exported, trained.classes, p.gate, drift_note)
     # 8. register either way; alias `challenger` only if every gate passed; the rollout
     version = register_candidate_task(trained, champion, evals, exported, gate,
                                       candidate_lineage_task(data), drift_cameras(drift_tags))  # fmt: skip
@@ -83,10 +89,13 @@ def candidate(
     run_id = flow_run.get_id() or "local"
     champion = resolve_champion_task()
     data = training_data_task(None, dataset_version)
+    holdout = data.holdout.get("name", "")
     if cameras or classes:
-        tags = slice_tags_task(cameras, classes)
+        tags, note = slice_tags_task(cameras, classes), "named by the run"
     else:
-        tags = holdout_drift_tags_task(data.holdout_dir, data.holdout.get("name", ""))
+        tags = holdout_drift_tags_task(data.holdout_dir, holdout)
+        note = (f"the drift frames {holdout} added" if tags else
+                f"no drift anywhere: {holdout} added no drift frames, and the run named none")  # fmt: skip
     mlflow_run = start_retrain_run_task(
         p.registry.experiment, run_id, f"candidate-{flow_run.get_name() or 'local'}",
         {FLOW: "candidate", DATASET_VERSION: data.dataset["name"],
@@ -95,7 +104,7 @@ def candidate(
     )  # fmt: skip
     print(f"candidate on {data.dataset['name']} (holdout {data.holdout.get('name')}); "
           f"drift slices {tags or 'none'}; train {p.train.epochs} epochs, {p.train.optimizer} at lr0 {p.train.lr0}")  # fmt: skip
-    out = train_and_gate(p, mlflow_run, data, tags, champion)
+    out = train_and_gate(p, mlflow_run, data, tags, champion, note)
     return {**out, "dataset_version": data.dataset["name"], "drift_slices": tags}
 
 

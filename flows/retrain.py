@@ -19,7 +19,7 @@ from cvloop.context import current
 from flows.candidate import train_and_gate
 from flows.hooks import publish_failure
 from flows.review_gate import review_gate
-from registry.names import DRIFT_CAMERAS, TRIGGERS
+from registry.names import DRIFT_CAMERAS, DRIFT_SOURCE, TRIGGERS
 from tasks.annotate import (
     next_dataset_version_task,
     publish_review_queue,
@@ -29,6 +29,7 @@ from tasks.candidate import slice_tags_task, training_data_task
 from tasks.collect import collect_frames_task, publish_collect_report
 from tasks.dataset import publish_dataset_report, record_data_steps_task, version_reviewed_data_task
 from tasks.model import resolve_champion_task, start_retrain_run_task
+from tasks.monitor import latest_flagged_task
 from tasks.prefilter import prefilter_and_select_task, publish_selection_report
 from tasks.retrain import claim_open_retrain_task, release_open_retrain_task
 from tasks.schema import current_schema_task, new_class_routes_task
@@ -56,13 +57,22 @@ def retrain(
     if claim.joined:
         print(f"retrain: {claim.summary()['message']}")
         return claim.summary()
+    # every retrain has a drift gate: one that names no slice (by hand, a rule-1 trigger)
+    # takes the slices of the latest weekly check, and says so when there is no drift
+    drift_note = "named by the run"
+    if not (cameras or classes or drift_slices):
+        flagged = latest_flagged_task(2 * p.monitor.current_days)
+        cameras, classes = flagged["cameras"], flagged["classes"]
+        drift_slices, drift_note = flagged["drift_slices"], flagged["note"]
+        print(f"retrain: no drift slice named; {drift_note}")
     # the champion this run works against, resolved once (persisted: a resumed run and
     # every later step use the same one, even if the alias moves during the review)
     champion = resolve_champion_task()
     mlflow_run = start_retrain_run_task(p.registry.experiment, run_id,
                                         f"retrain-{flow_run.get_name() or 'local'}",
                                         {TRIGGERS: ",".join(triggers or ["manual"]),
-                                         DRIFT_CAMERAS: ",".join(cameras or []) or "none"})  # fmt: skip
+                                         DRIFT_CAMERAS: ",".join(cameras or []) or "none",
+                                         DRIFT_SOURCE: drift_note[:4000]})  # fmt: skip
     # 1. collect the last N days of frames (images + videos sampled at the collect fps)
     batch = collect_frames_task(run_id, window_end, p.collect, days)
     publish_collect_report(batch, drift_slices or [])
@@ -95,7 +105,8 @@ def retrain(
     # 6.–8. fine-tune from the champion, judge against it on the same frames, export and
     # benchmark, gate, register (alias `challenger` only if every gate passed)
     data = training_data_task(versions)
-    candidate = train_and_gate(p, mlflow_run, data, slice_tags_task(cameras, watched), champion)
+    candidate = train_and_gate(p, mlflow_run, data, slice_tags_task(cameras, watched), champion,
+                               drift_note)  # fmt: skip
     joined = release_open_retrain_task(run_id)
     return {
         **batch.summary, **selection.summary, **candidate, "review": reviewed.go.reason,

@@ -83,6 +83,7 @@ EXPORTS = "cvloop.exports"  # JSON: format -> ok | skipped: reason | failed: rea
 HEAD_RESIZE = "cvloop.head_resize"
 DRIFT_CAMERAS = "cvloop.drift.cameras"
 DRIFT_SLICES = "cvloop.drift.slices"
+DRIFT_SOURCE = "cvloop.drift.source"  # where a retrain's drift slices came from
 
 # ---- the rollout (runbook step 8) ----------------------------------------------------------
 APPROVED_BY = "cvloop.approved_by"  # the ML lead's approval: the MLflow UI or `cvloop approve`

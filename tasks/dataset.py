@@ -57,12 +57,17 @@ def publish_dataset_report(v: NewVersions) -> str:
     if h:
         lines.append(
             f"| {h['name']} | {h['git_rev'][:10]} | {h['dvc_md5']} | {h['files']} | "
-            f"{v.added['holdout']} drift frames |"
+            f"{v.added['holdout']} drift frames; {v.added.get('retired', 0)} oldest drift "
+            "frames retired (never trained on) |"
         )
     lines += [
         "",
-        f"Held back from training (near-duplicates of holdout frames): {v.held_back}; "
-        f"already in a version: {v.already_present}.",
+        f"Held back from training (near-duplicates of holdout frames, or of their capture "
+        f"events): {v.held_back}; already in a version: {v.already_present}.",
+        "",
+        "Leakage, holdout (and retired holdout frames) vs training: "
+        + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in v.leakage.items())
+        + " (goal: 0 each)",
     ]
     md = "\n".join(lines) + "\n"
     create_markdown_artifact(markdown=md, key="dataset-version", description=d["name"])

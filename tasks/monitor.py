@@ -17,6 +17,7 @@ from cvloop.stages.monitor import (
     compute_drift_signals,
     count_new_labels,
     evaluate_triggers,
+    latest_flagged,
     resolve_windows,
 )
 from registry.names import DRIFT_EVENT
@@ -49,6 +50,20 @@ def emit_drift_event(
         },
         payload=payload,
     )
+    from prefect.runtime import flow_run
+
+    from cvloop.context import current
+    from cvloop.stages.notify import flow_run_url, tell
+
+    ctx = current()
+    where = ", ".join(f"{s['kind']} {s['name']}" for s in slices) or "the whole fleet"
+    links = {"the weekly check (Prefect)": flow_run_url(ctx, flow_run.get_id()) or "",
+             "runbook": "runbooks/retraining.md"}  # fmt: skip
+    tell(ctx, "trigger_fired", f"{w.cur_start}..{w.cur_end}",
+         f"{model_name}: {', '.join(fired)} fired for {w.cur_start}..{w.cur_end}",
+         f"Drift on {where}; the retrain starts (deployment retrain/on-drift) and will ask "
+         "for reviewers.", {k: v for k, v in links.items() if v},
+         roles=("on_call", "ml_lead"))  # fmt: skip
     return str(event.id) if event else None
 
 
@@ -63,3 +78,5 @@ count_new_labels_task = stage_task(count_new_labels, name="count_new_labels")
 evaluate_triggers_task = task(evaluate_triggers, name="evaluate_triggers")
 
 emit_drift_event_task = task(emit_drift_event, name="emit_drift_event")
+
+latest_flagged_task = stage_task(latest_flagged, name="latest_flagged", persist_result=True)

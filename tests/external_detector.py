@@ -31,6 +31,9 @@ class ExternalProject:
     images: Path
     yolo_yaml: Path  # the same data in YOLO format (what they trained with)
     frames: int
+    holdout_json: Path  # the team's own holdout (other frames, COCO too) ...
+    holdout_images: Path  # ... and its images
+    holdout_frames: int
 
 
 def _draw(rng: np.random.Generator):
@@ -89,6 +92,55 @@ def write_images(root: Path, n: int, seed: int) -> tuple[Path, Path]:
     return images, path
 
 
+#: where the team's cameras drop their frames: their layout, not cvloop's (camera and day in
+#: the path, a camera-made file name, the capture time only in the EXIF)
+LAYOUT = "site-a/{camera}/{date}/{name}.{ext}"
+
+
+def write_production(bucket: Path, cameras: list[str], days: list, per_day: int, seed: int,
+                     dark: set = frozenset()) -> dict[str, dict]:  # fmt: skip
+    """The team's production frames in their bucket (``LAYOUT``): ``per_day`` frames per
+    camera and day, 90 s apart from 10:00 local time (UTC+01:00, in the EXIF only), every
+    tenth one a PNG, and every tenth one from a camera mounted sideways (its pixels stored
+    rotated, EXIF orientation 6: shown upright, 640 x 480, as the boxes are drawn); a
+    (camera, day) in ``dark`` is filmed at 30 % light. Returns, per key,
+    its camera, its capture time (UTC) and the truth a careful reviewer would draw:
+    ``boxes`` = [(class name, x, y, w, h) in pixels]."""
+    import datetime as dt
+
+    from PIL import Image
+
+    tz = dt.timezone(dt.timedelta(hours=1))
+
+    rng = np.random.default_rng(seed)
+    truth: dict[str, dict] = {}
+    n = 0
+    for cam in cameras:
+        for day in days:
+            for i in range(per_day):
+                img, boxes = _draw(rng)
+                if (cam, day) in dark:
+                    img = (img * 0.3).astype(np.uint8)
+                local = dt.datetime.combine(day, dt.time(10)) + dt.timedelta(seconds=90 * i)
+                exif = Image.Exif()
+                exif[0x8769] = {0x9003: local.strftime("%Y:%m:%d %H:%M:%S"), 0x9011: "+01:00"}
+                if i % 10 == 4:  # stored 90 degrees anticlockwise; shown turned clockwise
+                    img = np.ascontiguousarray(np.rot90(img))
+                    exif[0x0112] = 6
+                ext = "png" if i % 10 == 9 else "jpg"
+                n += 1
+                key = LAYOUT.format(camera=cam, date=day.isoformat(), name=f"IMG_{n:05d}",
+                                    ext=ext)  # fmt: skip
+                path = bucket / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img[:, :, ::-1]).save(path, "PNG" if ext == "png" else "JPEG",
+                                                      exif=exif.tobytes(), quality=90)  # fmt: skip
+                truth[key] = {"camera": cam, "ts": local.replace(tzinfo=tz).astimezone(dt.UTC),
+                              "sideways": i % 10 == 4,
+                              "boxes": [(CLASSES[c], x, y, w, h) for c, x, y, w, h in boxes]}  # fmt: skip
+    return truth
+
+
 def coco_to_yolo(coco_json: Path, images: Path, dest: Path, val_every: int = 5) -> Path:
     """The team's own conversion to train with Ultralytics (images linked, not copied)."""
     coco = json.loads(coco_json.read_text())
@@ -135,12 +187,15 @@ def train_external(yolo_yaml: Path, runs: Path, epochs: int = 3) -> Path:
     return runs / "dock" / "weights" / "best.pt"
 
 
-def make_external_project(root: Path, frames: int = 60, epochs: int = 3) -> ExternalProject:
+def make_external_project(
+    root: Path, frames: int = 60, epochs: int = 3, holdout: int = 16
+) -> ExternalProject:
     root.mkdir(parents=True, exist_ok=True)
     images, coco = write_images(root, frames, seed=7)
+    hold_images, hold_coco = write_images(root / "holdout", holdout, seed=8)
     yml = coco_to_yolo(coco, images, root / "yolo")
     best = train_external(yml, root / "runs", epochs)
-    return ExternalProject(root, best, coco, images, yml, frames)
+    return ExternalProject(root, best, coco, images, yml, frames, hold_coco, hold_images, holdout)
 
 
 if __name__ == "__main__":

@@ -208,6 +208,7 @@ class GateParams(_Section):
     new_class_min_ap: Prob = 0.5
     export_parity_points: Points = 0.5
     int8_parity_points: Points = 1.5
+    calibration_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.02
 
 
 class ExportParams(_Section):
@@ -299,6 +300,7 @@ class HoldoutParams(_Section):
     refresh_days: PosInt = 90
     refresh_frames: PosInt = 300
     near_duplicate_hamming: Annotated[int, Field(ge=0, le=64)] = 4
+    capture_event_seconds: Annotated[float, Field(ge=0)] = 10.0
 
     @model_validator(mode="after")
     def _range(self) -> HoldoutParams:
@@ -336,6 +338,25 @@ class SloParams(_Section):
     error_rate: Prob = 0.01
 
 
+class OwnersParams(_Section):
+    """Who the runbook's steps belong to: named in the weekly review, the gate report, the
+    drift dashboard and every notification (cvloop/adapters/notify.py)."""
+
+    ml_lead: str = ""  # the DRI: approves promotions, decides on rejections
+    on_call: str = ""  # runs the loop this week: triggers, stalled reviews, rollbacks
+    reviewers: list[str] = []  # label in Label Studio
+
+    def names(self, *roles: str) -> list[str]:
+        """``role: name`` of each named role that is set (reviewers joined)."""
+        out = []
+        for role in roles:
+            value = getattr(self, role)
+            value = ", ".join(value) if isinstance(value, list) else value
+            if value:
+                out.append(f"{role.replace('_', ' ')}: {value}")
+        return out
+
+
 class Params(_Section):
     """The whole of ``params.yaml``."""
 
@@ -360,6 +381,7 @@ class Params(_Section):
     holdout: HoldoutParams = HoldoutParams()
     serve: ServeParams = ServeParams()
     slo: SloParams = SloParams()
+    owners: OwnersParams = OwnersParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

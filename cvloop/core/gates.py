@@ -20,6 +20,14 @@ Gates (thresholds in ``params.yaml`` → ``gate``, in mAP *points*, i.e. x100):
   ``drift_slice_min_gain_points``; a slice with fewer than ``min_slice_frames`` holdout
   frames is reported but judged only inside the pooled ``drift:all`` slice (a dozen frames
   make a noisy mAP), which always gates;
+  a run with no drift slice at all (nothing flagged anywhere) says so in a ``drift_slice``
+  row and in the report's notes, rather than passing silently;
+* ``clean_map``: the clean part of the holdout (frames no drift touched) may not regress
+  beyond ``holdout_map_tolerance_points`` (a drift gain must not be paid for elsewhere); it
+  is judged within the whole holdout when it is the whole holdout or under
+  ``min_slice_frames`` frames;
+* ``calibration``: the challenger's expected calibration error on the holdout (at the
+  serving threshold) not above the champion's by more than ``calibration_tolerance``;
 * ``export_parity:<format>``: an exported artifact's own holdout mAP50-95 within
   ``export_parity_points`` of the .pt's (``int8_parity_points`` for INT8); an export that was
   skipped (no CUDA for TensorRT) is recorded with its reason and does not gate, an export
@@ -51,6 +59,7 @@ class GateCheck:
 @dataclass(frozen=True)
 class GateReport:
     checks: list[GateCheck] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. where the drift slices came from
 
     @property
     def passed(self) -> bool:
@@ -61,15 +70,13 @@ class GateReport:
         return [f"{c.name}: {c.detail}" for c in self.checks if not c.passed]
 
     def as_dict(self) -> dict:
-        return {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
+        return {"passed": self.passed, "checks": [asdict(c) for c in self.checks],
+                "notes": list(self.notes)}  # fmt: skip
 
     def markdown(self) -> str:
-        lines = [
-            f"# Gate: {'PASSED' if self.passed else 'REJECTED'}",
-            "",
-            "| gate | result | detail |",
-            "|---|---|---|",
-        ]
+        lines = [f"# Gate: {'PASSED' if self.passed else 'REJECTED'}", ""]
+        lines += [f"- {n}" for n in self.notes] + ([""] if self.notes else [])
+        lines += ["| gate | result | detail |", "|---|---|---|"]
         for c in self.checks:
             mark = "skipped" if c.skipped else ("pass" if c.passed else "**FAIL**")
             lines.append(f"| {c.name} | {mark} | {c.detail} |")
@@ -133,6 +140,10 @@ def evaluate_gates(
     min_slice_frames: int = 0,
     new_classes: Sequence[str] = (),
     group_slices: Mapping[str, int] | None = None,
+    calibration_tolerance: float = 0.02,
+    drift_note: str = "",
+    clean_frames: int | None = None,
+    holdout_frames: int | None = None,
 ) -> GateReport:
     """Run every gate.
 
@@ -150,6 +161,9 @@ def evaluate_gates(
         group_slices: ``group:<name>`` -> holdout frames of that camera group (when the
             holdout spans several): each may not regress beyond the holdout tolerance (a
             region is not averaged away); a group under ``min_slice_frames`` is reported.
+        drift_note: where the drift slices came from (the run, the latest monitor check),
+            or why there are none; in the report's notes.
+        clean_frames, holdout_frames: frames of the holdout's clean part and of the whole.
     """
     checks: list[GateCheck] = []
     new_set = set(new_classes)
@@ -225,7 +239,17 @@ def evaluate_gates(
             )
         )
 
+    # 2c. the clean part of the holdout must not pay for the drift gain
+    _clean_gate(champion, challenger, common, over, clean_frames, holdout_frames,
+                min_slice_frames, holdout_map_tolerance_points, checks)  # fmt: skip
+    # 2d. the challenger's confidences must mean what they say, at least as the champion's
+    _calibration_gate(champion, challenger, calibration_tolerance, checks)
+
     # 3. every drift slice must improve
+    if not drift_slices:
+        checks.append(GateCheck("drift_slice", True, "no drift slice to gate: "
+                                f"{drift_note or 'the run named none'}", True))  # fmt: skip
+
     def new_class_slice(sl: str) -> bool:
         tag = slices.SliceTag.maybe(sl)
         return tag is not None and tag.kind == "class" and tag.name in new_set
@@ -303,4 +327,46 @@ def evaluate_gates(
                 f"limit ±{limit})",
             )
         )
-    return GateReport(checks)
+    notes = (
+        [f"drift slices: {', '.join(drift_slices) or 'none'} ({drift_note})"] if drift_note else []
+    )
+    return GateReport(checks, notes)
+
+
+def _clean_gate(champion, challenger, common, over, n, total, min_frames, tolerance, checks):
+    name, sl = "clean_map", slices.CLEAN
+    if not n:
+        checks.append(GateCheck(name, True, "the holdout has no clean part (every frame is a "
+                                "drift frame): judged by holdout_map", True))  # fmt: skip
+        return
+    if total is not None and n >= total:
+        checks.append(GateCheck(name, True, "the whole holdout is clean (no drift frames): "
+                                "judged by holdout_map", True))  # fmt: skip
+        return
+    if n < min_frames:
+        checks.append(GateCheck(name, True, f"{n} clean holdout frames (< {min_frames}): "
+                                "judged within the whole holdout", True))  # fmt: skip
+        return
+    if (maps := _slice_maps(champion, challenger, sl, common, name, checks)) is None:
+        return
+    c_m, d_m = maps
+    delta = _points(d_m - c_m)
+    checks.append(GateCheck(
+        name, delta >= -tolerance,
+        f"mAP50-95{over} on the {n} clean frames {c_m:.4f} -> "
+        f"{d_m:.4f} ({delta:+.2f} points; tolerance -{tolerance})"))  # fmt: skip
+
+
+def _calibration_gate(champion, challenger, tolerance: float, checks) -> None:
+    """Expected calibration error on the holdout: lower is better."""
+    c_e, d_e = _get(champion, "holdout", "ece"), _get(challenger, "holdout", "ece")
+    if d_e is None:
+        checks.append(_missing("calibration", ["challenger holdout ECE (no box at the "
+                                               "serving threshold?)"]))  # fmt: skip
+    elif c_e is None:
+        checks.append(GateCheck("calibration", True, f"ECE {d_e:.4f}; the champion has none "
+                                "on this holdout (no box at the serving threshold)", True))  # fmt: skip
+    else:
+        checks.append(GateCheck(
+            "calibration", d_e <= c_e + tolerance,
+            f"ECE {c_e:.4f} -> {d_e:.4f} ({d_e - c_e:+.4f}; tolerance +{tolerance})"))  # fmt: skip

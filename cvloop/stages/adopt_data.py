@@ -14,13 +14,18 @@ from typing import TYPE_CHECKING
 
 from cvloop.adapters.label_import import SourceData, read_source
 from cvloop.core.errors import CvloopError
-from cvloop.core.frames import LabelBox, NewFrame, check_overlap, content_hash, dhash
+from cvloop.core.frames import (  # imported frames: no camera or time, each its own event
+    IMPORTED_CAMERA,
+    LabelBox,
+    NewFrame,
+    check_overlap,
+    content_hash,
+    dhash,
+)
 
 if TYPE_CHECKING:
     from cvloop.context import Context
     from cvloop.core.schema import ClassSchema
-
-IMPORTED_CAMERA = "imported"  # imported frames carry no camera unless the source names one
 
 
 @dataclass

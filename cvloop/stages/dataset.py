@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from cvloop.core import slices
@@ -47,6 +47,9 @@ class NewVersions:
     manifest_key: str
     dataset_yaml: str = ""  # datasets/data.yaml in the data repo
     holdout_dir: str = ""  # holdout/data in the data repo
+    # the leakage report, holdout (and retired) vs training: exact, near-duplicate and
+    # same-capture-event overlaps (a version is made only when all are 0)
+    leakage: dict = field(default_factory=dict)
 
 
 def export_reviews(
@@ -170,11 +173,17 @@ def version_reviewed_data(
     """Merge the valid reviewed frames into dataset v_n+1 (old frames stay) and, up to the
     quota, drift frames into holdout v_k+1; check for leakage; dvc add, commit, push, tag.
 
+    The holdout's drift part rotates: when the new drift frames would take the holdout
+    past ``holdout.max_frames``, its oldest drift frames are retired (they stay in the
+    holdout versions that held them, and in ``retired.jsonl``: never trained on), so every
+    retrain adds its ``add_per_retrain`` drift frames. The clean part is the quarterly
+    refresh's to renew.
+
     Idempotent: the split plan is journaled (``<run>/version-plan.json``) and replayed,
     frames already in a version are skipped, and a tag that already holds the same data is
     not made again, so a re-run after a crash ends in the state of an uninterrupted run.
     """
-    from cvloop.adapters.datasets import add_frames, read_manifest
+    from cvloop.adapters.datasets import add_frames, read_manifest, read_retired, retire_frames
     from cvloop.adapters.versioning import (
         DATASET_DIR,
         DATASET_POINTER,
@@ -193,6 +202,8 @@ def version_reviewed_data(
     require_migrated(ds_root, schema)
     require_migrated(ho_root, schema)
     training, holdout = read_manifest(ds_root), read_manifest(ho_root)
+    retired = read_retired(ho_root)  # former holdout frames: as much held out as the rest
+    gap_ms = int(hp.capture_event_seconds * 1000)
     frames = ReviewedFrames.read(store, validated.reviewed_key, validated.valid)
     # the plan is journaled before anything is written (and after the leakage check, which
     # writes nothing): a re-run after a kill at any later point replays it (the same frames
@@ -204,37 +215,47 @@ def version_reviewed_data(
     if journal:
         dataset_version, holdout_version = journal["dataset_version"], journal["holdout_version"]
         plan = SplitPlan.from_dict(journal["plan"])
+        retire = list(journal.get("retire") or [])
     else:
         dataset_version = _free_dataset_name(repo, dataset_version, training, frames.rows,
                                              ds_root)  # fmt: skip
         candidates = [Candidate(s, frames.dhash(s),
-                                any(slices.is_drift(t) for t in r["slice_tags"]))
+                                any(slices.is_drift(t) for t in r["slice_tags"]),
+                                str(r.get("camera") or ""), int(r.get("ts_ms") or 0))
                       for s, r in frames.rows.items()]  # fmt: skip
-        quota = max(0, min(hp.add_per_retrain, hp.max_frames - len(holdout)))
-        plan = plan_split(candidates, training=training, holdout=holdout, holdout_quota=quota,
-                          val_share=vp.val_share, near_dup_bits=hp.near_duplicate_hamming,
-                          max_drift_share=hp.max_drift_share)  # fmt: skip
-        holdout_version = f"holdout-v{next_version(repo, 'holdout')}" if plan.holdout else None
+        rotatable = oldest_drift_first(holdout)
+        quota = max(0, min(hp.add_per_retrain, hp.max_frames - len(holdout) + len(rotatable)))
+        plan = plan_split(candidates, training=training, holdout=holdout + retired,
+                          holdout_quota=quota, val_share=vp.val_share,
+                          near_dup_bits=hp.near_duplicate_hamming,
+                          max_drift_share=hp.max_drift_share, event_gap_ms=gap_ms)  # fmt: skip
+        excess = max(0, len(holdout) + len(plan.holdout) - hp.max_frames)
+        retire = [e.sha256 for e in rotatable[:excess]]
+        holdout_version = (f"holdout-v{next_version(repo, 'holdout')}"
+                           if plan.holdout or retire else None)  # fmt: skip
     in_train = {e.sha256 for e in training}
     in_holdout = {e.sha256 for e in holdout}
     # leakage check on what the versions *will* hold (a replayed plan's frames already
     # written are not counted twice), before anything is written
-    refuse_leakage(holdout + frames.entries([h for h in plan.holdout if h not in in_holdout]),
+    leakage = refuse_leakage(holdout + retired + frames.entries([h for h in plan.holdout
+                                                                 if h not in in_holdout]),
                    training + frames.entries([t for t in plan.train + plan.val
                                               if t not in in_train]),
                    hp.near_duplicate_hamming,
                    fix="nothing was versioned; inspect the frames, then refresh the holdout "
-                   "(runbooks/review.md, step 9)")  # fmt: skip
+                   "(runbooks/review.md, step 9)", event_gap_ms=gap_ms,
+                   new=set(frames.rows))  # fmt: skip
     if not journal:
         store.put_text(journal_key, json.dumps({"dataset_version": dataset_version,
                                                 "holdout_version": holdout_version,
-                                                "plan": asdict(plan)}, indent=2))  # fmt: skip
+                                                "plan": asdict(plan), "retire": retire},
+                                               indent=2))  # fmt: skip
     crash_point("dataset:planned")
     new = itertools.chain(
         (frames.new_frame(s, "train") for s in plan.train),
         (frames.new_frame(s, "val") for s in plan.val),
     )  # one at a time
-    added = {"train": len(plan.train), "val": len(plan.val), "holdout": 0}
+    added = {"train": len(plan.train), "val": len(plan.val), "holdout": 0, "retired": 0}
     add_frames(ds_root, new, classes, dataset_version, label_policy_version)
     dataset = commit_folder(repo, DATASET_DIR, DATASET_POINTER, dataset_version,
                             f"{dataset_version}: +{len(plan.train) + len(plan.val)} reviewed frames "
@@ -244,14 +265,32 @@ def version_reviewed_data(
         add_frames(ho_root, (frames.new_frame(s, "holdout") for s in plan.holdout), classes,
                    holdout_version, label_policy_version)  # fmt: skip
         added["holdout"] = sum(e.added_in == holdout_version for e in read_manifest(ho_root))
+        retire_frames(ho_root, retire, holdout_version)
+        added["retired"] = sum(1 for e in read_retired(ho_root) if e.sha256 in set(retire))
+        message = f"{holdout_version}: +{added['holdout']} reviewed drift frames"
+        if retire:
+            message += (f", {len(retire)} oldest drift frames retired (kept in the earlier "
+                        "holdout versions and retired.jsonl; never trained on)")  # fmt: skip
         holdout_rec = asdict(commit_folder(repo, HOLDOUT_DIR, HOLDOUT_POINTER, holdout_version,
-                                           f"{holdout_version}: +{added['holdout']} reviewed "
-                                           "drift frames"))  # fmt: skip
+                                           message))  # fmt: skip
     out = NewVersions(asdict(dataset), holdout_rec, added, len(plan.held_back),
                       len(plan.already_present), f"{base}/versions.json",
-                      str(ds_root / "data.yaml"), str(ho_root))  # fmt: skip
+                      str(ds_root / "data.yaml"), str(ho_root), leakage)  # fmt: skip
     store.put_text(out.manifest_key, json.dumps(asdict(out), indent=2))
     return out
+
+
+def oldest_drift_first(holdout: list) -> list:
+    """The holdout's drift frames, the oldest first (the version that added them, then the
+    capture time): the ones a rotation retires first."""
+    import re
+
+    def version(e) -> int:
+        m = re.fullmatch(r"holdout-v(\d+)", e.added_in)
+        return int(m.group(1)) if m else 0
+
+    drift = [e for e in holdout if any(slices.is_drift(t) for t in e.slice_tags)]
+    return sorted(drift, key=lambda e: (version(e), e.ts_ms, e.sha256))
 
 
 def _free_dataset_name(repo, name: str, training, rows: dict, ds_root) -> str:
@@ -296,6 +335,7 @@ def record_data_steps(
         "frames.added.train": versions.added["train"],
         "frames.added.val": versions.added["val"],
         "frames.added.holdout": versions.added["holdout"],
+        "frames.retired.holdout": versions.added.get("retired", 0),
     })  # fmt: skip
     ctx.tracker.set_tags(mlflow_run, {
         DATASET_VERSION: versions.dataset["name"],

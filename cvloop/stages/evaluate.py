@@ -87,10 +87,11 @@ def evaluate_pair(
     recall, per-class AP (Ultralytics on the .pt) and the expected calibration error of the
     served model (ONNX, at the serving threshold). Logged to the candidate's training run."""
     from cvloop.adapters.cameras import registry
+    from cvloop.adapters.datasets import read_manifest
     from cvloop.adapters.eval_sets import build_slice_sets, class_view
     from cvloop.stages.evaluate import model_ece
 
-    sets = {"holdout": (Path(holdout_dir) / "data.yaml", None)}
+    sets = {"holdout": (Path(holdout_dir) / "data.yaml", len(read_manifest(Path(holdout_dir))))}
     groups = {c: r["group"] for c, r in registry(ctx.store).items()}
     for tag, (yaml_path, n) in build_slice_sets(
         Path(holdout_dir), slice_tags, Path(work_dir) / "slices", trained.classes, groups

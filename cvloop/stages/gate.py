@@ -27,9 +27,10 @@ def gate_candidate(
     exported: Exported,
     classes: list[str],
     gate: GateParams,
+    drift_note: str = "",
 ) -> GateReport:
     """Run every gate with ``params.yaml``'s ``gate`` section; the report goes to the
-    training run either way."""
+    training run either way. ``drift_note``: where the drift slices came from."""
     groups = {s.removeprefix("slice:"): n for s, n in evals.sets.items()
               if getattr(slices.SliceTag.maybe(s.removeprefix("slice:")), "family", None)
               == slices.GROUP}  # fmt: skip
@@ -37,8 +38,12 @@ def gate_candidate(
         evals.champion, evals.challenger, classes, evals.slices, exported.for_gates(),
         **gate.model_dump(),
         slice_frames={t: evals.sets.get(f"slice:{t}") or 0 for t in evals.slices},
-        new_classes=evals.new_classes, group_slices=groups,
+        new_classes=evals.new_classes, group_slices=groups, drift_note=drift_note,
+        clean_frames=evals.sets.get(f"slice:{slices.CLEAN}"), holdout_frames=evals.sets.get("holdout"),
     )  # fmt: skip
+    owners = ctx.params.owners.names("ml_lead", "on_call")
+    report = GateReport(report.checks, [*report.notes, "decides on a rejection: "
+                                        + ("; ".join(owners) or "the ML lead (params.yaml owners)")])  # fmt: skip
     ctx.tracker.log_text(trained.run_id, report.markdown(), "gate/report.md")
     ctx.tracker.log_dict(trained.run_id, report.as_dict(), "gate/report.json")
     ctx.tracker.set_tags(trained.run_id, {GATE: "passed" if report.passed else "rejected"})
@@ -90,6 +95,7 @@ def comparison_markdown(
             f"| {cls} | {_fmt(h_c.get(f'ap50_95.{cls}'))} | {_fmt(h_d.get(f'ap50_95.{cls}'))} "
             f"| {_fmt(h_c.get(f'ap50.{cls}'))} | {_fmt(h_d.get(f'ap50.{cls}'))} |"
         )
+    lines += ["", *[f"- {n}" for n in gate_report.notes]]
     lines += ["", "| gate | result | detail |", "|---|---|---|"]
     for c in gate_report.checks:
         mark = "skipped" if c.skipped else ("pass" if c.passed else "**FAIL**")

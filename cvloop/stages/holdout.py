@@ -107,7 +107,7 @@ def sample_for_refresh(
     from cvloop.adapters.frame_keys import read_frame
     from cvloop.adapters.parquet import read_parquet
     from cvloop.adapters.versioning import HOLDOUT_DIR, HOLDOUT_POINTER, next_version
-    from cvloop.core.frames import _distances, dhash
+    from cvloop.core.frames import _distances, capture_events, dhash
     from cvloop.core.holdout import refresh_target, stratified_sample
     from cvloop.core.selection import Selected
     from cvloop.stages.prefilter import score_frames, to_parquet
@@ -124,6 +124,13 @@ def sample_for_refresh(
     train_hashes = np.array(sorted({int(e.dhash, 16) for e in training}), dtype=np.uint64)
     collected = read_parquet(store.get_bytes(collected_key)).to_pylist()
     pool = [r for r in collected if r["sha256"] not in taken]
+    # a frame of a capture event the model trained on is as good as seen: left out
+    events = capture_events([(e.sha256, e.camera, e.ts_ms) for e in training]
+                            + [(r["sha256"], r["camera"], int(r["ts_ms"])) for r in pool],
+                            int(hp.capture_event_seconds * 1000))  # fmt: skip
+    trained_events = {events[e.sha256] for e in training}
+    same_event = {r["sha256"] for r in pool if events[r["sha256"]] in trained_events}
+    pool = [r for r in pool if r["sha256"] not in same_event]
     target = refresh_target(frames or hp.refresh_frames, min_frames, hp.max_frames)
     near: set[str] = set()
     images: dict[str, bytes] = {}
@@ -143,8 +150,9 @@ def sample_for_refresh(
         raise CvloopError(
             f"the last quarter's frames give {len(rows)} new holdout frames, fewer than "
             f"holdout.min_frames ({min_frames}): {len(collected)} collected, "
-            f"{len(collected) - len(pool)} already labeled, {len(near)} near-duplicates of "
-            "training frames",
+            f"{len(collected) - len(pool) - len(same_event)} already labeled, {len(near)} "
+            f"near-duplicates of training frames, {len(same_event)} of a capture event the "
+            "model trained on",
             fix="refresh over a longer window (--days), or lower holdout.min_frames in "
             "params.yaml if the fleet is small",
         )
@@ -162,8 +170,9 @@ def sample_for_refresh(
     kept = {k: n for k, n in sample.strata.items() if n}
     summary = {
         "collected": len(collected),
-        "already_labeled": len(collected) - len(pool),
+        "already_labeled": len(collected) - len(pool) - len(same_event),
         "near_duplicates_of_training": len(near),
+        "same_event_as_training": len(same_event),
         "target": target,
         "selected": len(chosen),
         "cameras": sorted({c.camera for c in chosen}),
@@ -232,7 +241,13 @@ def version_refreshed_holdout(
     re-run finds the version written (or tagged) and does not write it again."""
     import shutil
 
-    from cvloop.adapters.datasets import add_frames, mark_folder, read_manifest
+    from cvloop.adapters.datasets import (
+        add_frames,
+        add_retired,
+        mark_folder,
+        read_manifest,
+        read_retired,
+    )
     from cvloop.adapters.versioning import HOLDOUT_DIR, HOLDOUT_POINTER, next_version
     from cvloop.core.schema import SCHEMA_FILE
     from cvloop.stages.versioning import ReviewedFrames, commit_folder, open_repo, refuse_leakage
@@ -263,13 +278,20 @@ def version_refreshed_holdout(
            "version changed during the labeling: run the refresh again")  # fmt: skip
     for tag, entries in training_versions(ctx).items():
         refuse_leakage(new_entries, entries, hp.near_duplicate_hamming, fix,
-                       what=f"frames of the refresh (vs {tag})")  # fmt: skip
+                       what=f"frames of the refresh (vs {tag})",
+                       event_gap_ms=int(hp.capture_event_seconds * 1000))  # fmt: skip
     new = (frames.new_frame(s, "holdout") for s in frames.rows)  # one frame at a time
     # the new folder is built beside the old one and swapped in by renames
     staging = root.with_name(f"{root.name}.{holdout_version}")
     if staging.exists():
         shutil.rmtree(staging)
     add_frames(staging, new, classes, holdout_version, label_policy_version)
+    # the frames the refresh replaces, and those retired before, stay held out: a frame
+    # that was ever in the holdout is never trained on
+    if root.exists():
+        fresh = {e.sha256 for e in read_manifest(staging)}
+        add_retired(staging, [e for e in read_retired(root) + read_manifest(root)
+                              if e.sha256 not in fresh], holdout_version)  # fmt: skip
     mark_folder(staging, schema)
     old = root.with_name(f"{root.name}.previous")
     if old.exists():

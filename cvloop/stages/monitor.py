@@ -16,6 +16,7 @@ from cvloop.core.signals import SliceDrift, Window, most_drifted, windows
 from cvloop.core.triggers import (
     TriggerResult,
     days_since_training,
+    drift_slices,
     holdout_map_drop,
     ks_with_ap_regression,
     new_labels,
@@ -38,7 +39,12 @@ from registry.names import (
 if TYPE_CHECKING:
     from cvloop.context import Context
 
-MONITOR_EXPERIMENT = "cvloop-monitor"
+
+def monitor_experiment(ctx: Context) -> str:
+    """The MLflow experiment of the weekly checks: ``<registry.experiment>-monitor``
+    (``cvloop-monitor`` by default), one per detector, so two detectors on one MLflow
+    never read each other's weekly mAP series."""
+    return f"{ctx.params.registry.experiment}-monitor"
 
 
 @dataclass(frozen=True)
@@ -219,7 +225,7 @@ def _history(
     """Weekly holdout mAP50-95 of ``version`` logged by earlier monitor runs on the same
     holdout version (``legacy``: runs that did not record theirs count too)."""
     out = {}
-    for run in ctx.tracker.find_runs(MONITOR_EXPERIMENT, tags={CHAMPION_VERSION: version},
+    for run in ctx.tracker.find_runs(monitor_experiment(ctx), tags={CHAMPION_VERSION: version},
                                      max_results=500, oldest_first=True):  # fmt: skip
         hv = run.tags.get(HOLDOUT_VERSION)
         if hv != holdout_version and not (hv is None and legacy):
@@ -244,7 +250,7 @@ def count_new_labels(ctx: Context, since_days: float | None) -> int | None:
             base_url=s.label_studio_url, api_key=s.label_studio_token(), timeout=10
         )
         since = dt.datetime.now(dt.UTC) - dt.timedelta(days=since_days)
-        return labels_for_training(client.projects.list(), since)
+        return labels_for_training(client.projects.list(), since, ctx.params.registry.model_name)
     except Exception:
         return None
 
@@ -298,7 +304,7 @@ def log_monitor_run(
     """One MLflow run per check: holdout metrics at the ISO week, drift figures, reports."""
     t = ctx.tracker
     run_id = t.start_run(
-        MONITOR_EXPERIMENT,
+        monitor_experiment(ctx),
         f"monitor-{w.iso_week}",
         None,
         {
@@ -321,6 +327,10 @@ def log_monitor_run(
                 metrics[f"{base}.{stat}"] = float(r[stat])
     t.log_metrics(run_id, metrics, step=w.iso_week)
     t.log_folder(run_id, report_dir, "drift-report")
+    # the slices this check flagged, for a retrain that names none (a manual one, a rule-1
+    # trigger): it is gated on the drift the latest check saw
+    t.log_dict(run_id, {"drift_slices": drift_slices(results),
+                        "fired": [r.rule for r in results if r.fired]}, FLAGGED_ARTIFACT)  # fmt: skip
     t.finish(run_id)
     base = ctx.settings.mlflow_tracking_uri
     return {
@@ -328,6 +338,37 @@ def log_monitor_run(
         "run_url": t.run_url(run_id),
         "artifact_url": f"{base}/get-artifact?path=drift-report/{{name}}&run_uuid={run_id}",
     }
+
+
+FLAGGED_ARTIFACT = "drift/flagged.json"
+
+
+def latest_flagged(ctx: Context, max_age_days: float) -> dict:
+    """The drift slices of the newest monitor check of the last ``max_age_days`` (for a
+    retrain that names none: a manual one, a rule-1 trigger), with a sentence saying where
+    they came from (the run's log, its MLflow tags and its gate report):
+    ``{"drift_slices": [...], "cameras": [...], "classes": [...], "note": str}``."""
+    end = dt.datetime.now(dt.UTC)
+    since = end - dt.timedelta(days=max_age_days)
+    exp = monitor_experiment(ctx)
+    for run in ctx.tracker.find_runs(exp, started=(since, end), max_results=20):  # newest first
+        if FLAGGED_ARTIFACT not in ctx.tracker.artifacts(run.run_id, "drift"):
+            continue  # a check made before checks recorded their slices
+        data = json.loads(ctx.tracker.download(run.run_id, FLAGGED_ARTIFACT).read_text())
+        found = list(data.get("drift_slices") or [])
+        check = (
+            f"{run.name} ({dt.datetime.fromtimestamp(run.start_time_ms / 1000, dt.UTC):%Y-%m-%d})"
+        )
+        return {
+            "drift_slices": found,
+            "cameras": sorted({s["name"] for s in found if s["kind"] == "camera"}),
+            "classes": sorted({s["name"] for s in found if s["kind"] == "class"}),
+            "note": (f"the latest monitor check, {check}, flagged them" if found else
+                     f"no drift anywhere: the latest monitor check, {check}, flagged no slice"),
+        }  # fmt: skip
+    return {"drift_slices": [], "cameras": [], "classes": [],
+            "note": f"no drift slice known: no monitor check in the last {max_age_days:g} days "
+                    f"(MLflow experiment {exp})"}  # fmt: skip
 
 
 def report_dir(ctx: Context, w: Windows) -> Path:

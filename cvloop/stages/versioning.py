@@ -70,8 +70,8 @@ class ReviewedFrames:
                 sha256=s,
                 split="",
                 source_key="",
-                camera="",
-                ts_ms=0,
+                camera=str(self.rows[s].get("camera") or ""),
+                ts_ms=int(self.rows[s].get("ts_ms") or 0),
                 dhash=self.dhash(s),
                 boxes=0,
                 label_source="",
@@ -138,17 +138,22 @@ def refuse_leakage(
     bits: int,
     fix: str,
     what: str = "holdout frames",
-) -> None:
+    event_gap_ms: int = 0,
+    new: set[str] | None = None,
+) -> dict[str, int]:
     """Raise, naming the frames, when ``holdout`` shares a frame (or a near-duplicate within
-    ``bits``) with ``training``; nothing has been written yet."""
-    overlap = check_overlap(list(holdout), list(training), bits)
+    ``bits``, or a capture event) with ``training``; nothing has been written yet. Returns
+    the leakage report's counts (all 0)."""
+    overlap = check_overlap(list(holdout), list(training), bits, event_gap_ms, new)
     if not overlap.clean:
+        first = overlap.exact or [n[0] for n in overlap.near] or [e[0] for e in overlap.events]
         raise CvloopError(
-            f"holdout leakage: {len(overlap.exact)} {what} are in the training data and "
-            f"{len(overlap.near)} nearly duplicate a training frame "
-            f"(first: {(overlap.exact or [n[0] for n in overlap.near])[:5]})",
+            f"holdout leakage: {len(overlap.exact)} {what} are in the training data, "
+            f"{len(overlap.near)} nearly duplicate a training frame and "
+            f"{len(overlap.events)} share a capture event with one (first: {first[:5]})",
             fix=fix,
         )
+    return overlap.counts()
 
 
 def commit_folder(

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 def gather_week(ctx: Context, start: dt.datetime, end: dt.datetime) -> dict:
     """The week's monitor runs, registered versions, rollout changes and data changes."""
-    from cvloop.stages.monitor import MONITOR_EXPERIMENT
+    from cvloop.stages.monitor import monitor_experiment
     from cvloop.stages.schema import data_changes
     from registry.manifest import history
 
@@ -34,7 +34,9 @@ def gather_week(ctx: Context, start: dt.datetime, end: dt.datetime) -> dict:
             "fired": r.tags.get(TRIGGERS_FIRED, "none"),
             "holdout_map50_95": r.metrics.get("holdout.map50_95"),
         }
-        for r in ctx.tracker.find_runs(MONITOR_EXPERIMENT, started=(start, end), oldest_first=True)
+        for r in ctx.tracker.find_runs(
+            monitor_experiment(ctx), started=(start, end), oldest_first=True
+        )
     ]
     versions = []
     for mv in ctx.registry.versions():
@@ -64,6 +66,7 @@ def gather_week(ctx: Context, start: dt.datetime, end: dt.datetime) -> dict:
     from cvloop.stages.open_retrain import open_retrain
 
     return {
+        "owners": ctx.params.owners.names("ml_lead", "on_call", "reviewers"),
         "retrain": open_retrain(ctx),
         "monitor": monitor,
         "versions": versions,
@@ -146,7 +149,10 @@ def review_markdown(week: str, data: dict, failed: list[dict]) -> tuple[str, lis
     for r in slo:
         if r["version"] == "all" and not r["met"]:
             red.append(f"service level objectives missed this week: {r['describe']}")
-    lines = [f"# Weekly review {week}", "", "## Is anything red?", ""]
+    lines = [f"# Weekly review {week}", ""]
+    owners = data.get("owners") or []
+    lines += [f"Owners: {'; '.join(owners) if owners else 'not named (params.yaml owners)'}", ""]
+    lines += ["## Is anything red?", ""]
     lines += [f"- 🔴 {r}" for r in red] or [
         "- 🟢 nothing: no trigger, breach, failed run or rejection"
     ]

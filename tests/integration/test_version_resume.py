@@ -58,7 +58,7 @@ def _prepare(tmp_path: Path) -> tuple[dict[str, str], ValidatedReviews]:
                 "key": key,
                 "image_key": key,
                 "camera": "cam-02",
-                "ts_ms": 1000 + i,
+                "ts_ms": 1000 + i * 60_000,  # distinct captures, a minute apart
                 "why": ["uncertainty 0.50", "drift:camera cam-02"],
                 "slice_tags": ["drift:camera cam-02"],
                 "final": [{"label": "cone", "cx": 0.5, "cy": 0.5, "w": 0.2, "h": 0.2}],

@@ -101,3 +101,14 @@ def test_fast_bin_index_agrees_with_the_edges(signal):
     # only values sitting on a bin edge (float rounding) may land one bin apart
     near_edge = np.min(np.abs(values[:, None] - bins.edges[None, :]), axis=1) < 1e-9 * (1 + values)
     assert np.all(near_edge[mismatch]) and np.all(np.abs(fast - slow) <= 1)
+
+
+def test_severe_drift_stays_quiet_on_clean_slices_of_any_size_and_catches_the_night_cameras():
+    """Issue: drift thresholds that respect sample size. A fleet whose slices range from a
+    few dozen to a few thousand detections a week: at most 1 % of the clean camera/class
+    slices alarm (Evidently's default PSI > 0.1 flags many), every night camera does."""
+    from cvloop.app.bench.drift import _alarm_cases
+
+    share, caught = _alarm_cases(seeds=2)
+    assert share.value <= 0.01 < share.baseline_value
+    assert caught.value == 1.0

@@ -17,8 +17,8 @@ KW = dict(
 )
 
 
-def _holdout(m: float, aps=(0.6, 0.5, 0.4)) -> dict:
-    out = {"map50_95": m}
+def _holdout(m: float, aps=(0.6, 0.5, 0.4), ece: float = 0.05) -> dict:
+    out = {"map50_95": m, "ece": ece}
     out.update({f"ap50_95.{c}": a for c, a in zip(CLASSES, aps, strict=True)})
     out.update({f"ap50.{c}": a + 0.3 for c, a in zip(CLASSES, aps, strict=True)})
     return out
@@ -37,8 +37,8 @@ def test_a_good_challenger_passes_every_gate():
     rep = _gate()
     assert rep.passed and rep.reasons == []
     assert [c.name for c in rep.checks] == [
-        "holdout_map", "class_ap:crate", "class_ap:barrel", "class_ap:cone",
-        "drift_slice:camera cam-02", "export_parity:onnx",
+        "holdout_map", "class_ap:crate", "class_ap:barrel", "class_ap:cone", "clean_map",
+        "calibration", "drift_slice:camera cam-02", "export_parity:onnx",
     ]  # fmt: skip
 
 
@@ -101,8 +101,10 @@ def test_new_class_needs_the_floor_and_exports_skip_or_fail():
         "export_parity:tensorrt_int8: export failed: calibration crashed",
         "export_parity:onnx: mAP50-95 .pt 0.5000 vs onnx 0.5100 (+1.00 points; limit ±0.5)",
     ]
-    skipped = [c for c in rep.checks if c.skipped]
-    assert [c.detail for c in skipped] == ["skipped: no CUDA device"]
+    skipped = {c.name: c.detail for c in rep.checks if c.skipped}
+    assert skipped["export_parity:tensorrt_fp16"] == "skipped: no CUDA device"
+    assert "the champion has none" in skipped["calibration"]
+    assert skipped["drift_slice"] == "no drift slice to gate: the run named none"
 
 
 def test_int8_has_its_own_parity_limit():
@@ -216,3 +218,51 @@ def test_a_camera_group_may_not_regress_and_a_small_one_is_only_reported():
     assert small.passed
     (north,) = [c for c in small.checks if c.name == "group_map:north"]
     assert north.skipped and "judged within the whole holdout" in north.detail
+
+
+def test_the_clean_part_of_the_holdout_may_not_pay_for_the_drift_gain():
+    """The drift slice improves a lot and the whole holdout holds, but the frames no drift
+    touched got worse: rejected, naming the clean part."""
+    champ = {**CHAMP, "slice:clean": {"map50_95": 0.55}}
+    chall = {**GOOD, "slice:clean": {"map50_95": 0.53}}
+    kw = {"clean_frames": 300, "holdout_frames": 350, "min_slice_frames": 20}
+    rep = _gate(champion=champ, challenger=chall, **kw)
+    assert rep.reasons == ["clean_map: mAP50-95 on the 300 clean frames 0.5500 -> 0.5300 "
+                           "(-2.00 points; tolerance -0.5)"]  # fmt: skip
+    assert _gate(champion=champ, challenger={**GOOD, "slice:clean": {"map50_95": 0.546}},
+                 **kw).passed  # within the tolerance  # fmt: skip
+    # clean metrics missing while a clean part exists: fails closed
+    missing = _gate(champion=champ, challenger=GOOD, **kw)
+    assert any(r.startswith("clean_map") and "missing metric" in r for r in missing.reasons)
+    # a holdout with no drift frames, or a small clean part: judged by the whole holdout
+    for frames, why in ((350, "the whole holdout is clean"), (12, "12 clean holdout frames"),
+                        (0, "no clean part")):  # fmt: skip
+        rep = _gate(champion=champ, challenger=chall, **{**kw, "clean_frames": frames})
+        row = next(c for c in rep.checks if c.name == "clean_map")
+        assert row.skipped and row.passed and why in row.detail
+
+
+def test_calibration_may_not_get_worse_beyond_the_tolerance():
+    worse = {**GOOD, "holdout": _holdout(0.498, ece=0.09)}
+    rep = _gate(challenger=worse, calibration_tolerance=0.03)
+    assert rep.reasons == ["calibration: ECE 0.0500 -> 0.0900 (+0.0400; tolerance +0.03)"]
+    assert _gate(challenger={**GOOD, "holdout": _holdout(0.498, ece=0.08)},
+                 calibration_tolerance=0.03).passed  # fmt: skip
+    no_boxes = {**GOOD, "holdout": {k: v for k, v in GOOD["holdout"].items() if k != "ece"}}
+    assert any(
+        "missing metric: challenger holdout ECE" in r for r in _gate(challenger=no_boxes).reasons
+    )
+
+
+def test_a_run_without_drift_slices_says_why_in_the_report():
+    note = (
+        "no drift anywhere: the latest monitor check, monitor-202650 (2026-12-07), flagged no slice"
+    )
+    rep = _gate(slices=(), drift_note=note)
+    row = next(c for c in rep.checks if c.name == "drift_slice")
+    assert rep.passed and row.skipped and row.detail == f"no drift slice to gate: {note}"
+    assert rep.notes == [f"drift slices: none ({note})"] and note in rep.markdown()
+    named = _gate(drift_note="the latest monitor check, monitor-202650 (2026-12-07), flagged them")
+    assert named.notes == ["drift slices: camera cam-02 (the latest monitor check, "
+                           "monitor-202650 (2026-12-07), flagged them)"]  # fmt: skip
+    assert named.as_dict()["notes"] == named.notes

@@ -15,6 +15,14 @@ Cases:
   class, per camera x 3 signals) from the rollups (baseline: the exact path on the raw
   week's overall slice).
 
+* ``drift.alarms.clean_slice_share`` (baseline: Evidently's default PSI > 0.1 on the same
+  slices) and ``drift.alarms.drifted_cameras_caught`` (baseline: the drifted cameras): a
+  fleet of 300 cameras whose slices range from a few dozen to a few thousand detections a
+  week, two clean weeks but for 10 "night" cameras (confidence down, boxes smaller); the
+  share of clean camera / class slices that ``severe_drift`` flags (goal <= 1 %), and the
+  share of night cameras it still catches (goal: all). A slice under 200 detections a week
+  is "not enough data": reported, never an alarm.
+
 ``--quick`` divides the sizes by 10.
 """
 
@@ -135,6 +143,74 @@ def run(quick: bool = False) -> Iterator[Case]:
     gc.collect()
     yield _rollup_build_case(n)
     yield from _fleet_cases(10_000_000 if quick else 100_000_000)
+    yield from _alarm_cases(seeds=2 if quick else 5)
+
+
+def _alarm_cases(seeds: int, cams: int = 300, night: int = 10) -> Iterator[Case]:
+    """How often the severe_drift rule alarms on slices that did not change, by slice size.
+
+    Every camera has its own confidence and box-size distributions and its own volume
+    (lognormal: a few dozen to a few thousand detections a week, split over the classes);
+    the current week is drawn from the same distributions as the reference, except for the
+    first ``night`` cameras (confidence -0.15, boxes x0.7). Slices: per camera and per class,
+    confidence and size (the exact path, as a small fleet's weekly check runs)."""
+    from cvloop.config.params import TriggerParams
+    from cvloop.core.signals import SliceDrift
+    from cvloop.core.triggers import severe_drift
+
+    tp = TriggerParams()
+    clean = flagged = psi_flagged = caught = psi_caught = drifted = 0
+    for seed in range(seeds):
+        rng = np.random.default_rng([7, seed])
+        rows: list[SliceDrift] = []
+        vols = np.clip(rng.lognormal(6.0, 1.2, cams), 30, 20_000).astype(int)
+        a, b = rng.uniform(3, 8, cams), rng.uniform(1.5, 3, cams)
+        mu = rng.uniform(-4.5, -3.0, cams)
+        per_class: dict[str, dict[str, list]] = {c: {"ref": [], "cur": []} for c in CLASSES}
+        for c in range(cams):
+            week = {}
+            for side in ("ref", "cur"):
+                n = int(vols[c] * rng.uniform(0.9, 1.1))
+                conf = rng.beta(a[c], b[c], n)
+                size = rng.lognormal(mu[c], 0.8, n)
+                if side == "cur" and c < night:
+                    conf, size = np.clip(conf - 0.15, 0.01, 1), size * 0.7
+                cls = rng.integers(0, len(CLASSES), n)
+                week[side] = (conf, size, cls)
+                for k, name in enumerate(CLASSES):
+                    per_class[name][side].append((conf[cls == k], size[cls == k], c < night))
+            for s, i in (("confidence", 0), ("size", 1)):
+                st = exact_stats(week["ref"][i], week["cur"][i])
+                rows.append(SliceDrift(s, "camera", f"cam-{c:03d}", st, "exact"))
+        for name, sides in per_class.items():  # a class slice without the night cameras
+            for s, i in (("confidence", 0), ("size", 1)):
+                ref = np.concatenate([x[i] for x in sides["ref"] if not x[2]])
+                cur = np.concatenate([x[i] for x in sides["cur"] if not x[2]])
+                rows.append(SliceDrift(s, "class", name, exact_stats(ref, cur), "exact"))
+        hits = {(h["kind"], h["name"]) for h in severe_drift(rows, tp).slices}
+        judged = {(r.kind, r.name) for r in rows if r.stats.enough_data}
+        psi = {(r.kind, r.name) for r in rows if r.stats.enough_data and r.stats.psi > 0.1}
+        nights = {("camera", f"cam-{c:03d}") for c in range(night)} & judged
+        clean += len(judged - nights)
+        flagged += len((hits & judged) - nights)
+        psi_flagged += len(psi - nights)
+        caught += len(hits & nights)
+        psi_caught += len(psi & nights)
+        drifted += len(nights)
+    yield Case(
+        "drift.alarms.clean_slice_share",
+        round(flagged / max(clean, 1), 4),
+        "share",
+        f"Evidently's default PSI > 0.1 on the same {clean} clean slices ({seeds} fleets)",
+        round(psi_flagged / max(clean, 1), 4),
+    )
+    yield Case(
+        "drift.alarms.drifted_cameras_caught",
+        round(caught / max(drifted, 1), 4),
+        "share",
+        f"all {drifted} night cameras with enough data (PSI > 0.1 caught {psi_caught})",
+        1.0,
+    )
 
 
 def _rollup_build_case(n: int) -> Case:
