@@ -221,23 +221,9 @@ def evaluate_gates(
 
     # 2b. no camera group may regress on its holdout frames
     for sl, n in sorted((group_slices or {}).items()):
-        name = f"group_map:{sl.split(':', 1)[1]}"
-        if n < min_slice_frames:
-            checks.append(GateCheck(name, True, f"{n} holdout frames (< {min_slice_frames}): "
-                                    "judged within the whole holdout", True))  # fmt: skip
-            continue
-        if (maps := _slice_maps(champion, challenger, sl, common, name, checks)) is None:
-            continue
-        c_m, d_m = maps
-        delta = _points(d_m - c_m)
-        checks.append(
-            GateCheck(
-                name,
-                delta >= -holdout_map_tolerance_points,
-                f"mAP50-95{over} {c_m:.4f} -> {d_m:.4f} on {n} frames ({delta:+.2f} points; "
-                f"tolerance -{holdout_map_tolerance_points})",
-            )
-        )
+        _no_regression(champion, challenger, sl, f"group_map:{sl.split(':', 1)[1]}", n,
+                       "frames", min_slice_frames, holdout_map_tolerance_points, common, over,
+                       checks)  # fmt: skip
 
     # 2c. the clean part of the holdout must not pay for the drift gain
     _clean_gate(champion, challenger, common, over, clean_frames, holdout_frames,
@@ -333,19 +319,13 @@ def evaluate_gates(
     return GateReport(checks, notes)
 
 
-def _clean_gate(champion, challenger, common, over, n, total, min_frames, tolerance, checks):
-    name, sl = "clean_map", slices.CLEAN
-    if not n:
-        checks.append(GateCheck(name, True, "the holdout has no clean part (every frame is a "
-                                "drift frame): judged by holdout_map", True))  # fmt: skip
-        return
-    if total is not None and n >= total:
-        checks.append(GateCheck(name, True, "the whole holdout is clean (no drift frames): "
-                                "judged by holdout_map", True))  # fmt: skip
-        return
+def _no_regression(champion, challenger, sl: str, name: str, n: int, what: str,
+                   min_frames: int, tolerance: float, common, over: str, checks) -> None:  # fmt: skip
+    """Slice ``sl`` (``n`` holdout ``what``) may not lose more than ``tolerance`` points;
+    under ``min_frames`` frames it is only reported (judged within the whole holdout)."""
     if n < min_frames:
-        checks.append(GateCheck(name, True, f"{n} clean holdout frames (< {min_frames}): "
-                                "judged within the whole holdout", True))  # fmt: skip
+        checks.append(GateCheck(name, True, f"{n} holdout {what} (< {min_frames}): judged "
+                                "within the whole holdout", True))  # fmt: skip
         return
     if (maps := _slice_maps(champion, challenger, sl, common, name, checks)) is None:
         return
@@ -353,8 +333,21 @@ def _clean_gate(champion, challenger, common, over, n, total, min_frames, tolera
     delta = _points(d_m - c_m)
     checks.append(GateCheck(
         name, delta >= -tolerance,
-        f"mAP50-95{over} on the {n} clean frames {c_m:.4f} -> "
-        f"{d_m:.4f} ({delta:+.2f} points; tolerance -{tolerance})"))  # fmt: skip
+        f"mAP50-95{over} {c_m:.4f} -> {d_m:.4f} on {n} {what} ({delta:+.2f} points; "
+        f"tolerance -{tolerance})"))  # fmt: skip
+
+
+def _clean_gate(champion, challenger, common, over, n, total, min_frames, tolerance, checks):
+    name = "clean_map"
+    if not n:
+        checks.append(GateCheck(name, True, "the holdout has no clean part (every frame is a "
+                                "drift frame): judged by holdout_map", True))  # fmt: skip
+    elif total is not None and n >= total:
+        checks.append(GateCheck(name, True, "the whole holdout is clean (no drift frames): "
+                                "judged by holdout_map", True))  # fmt: skip
+    else:
+        _no_regression(champion, challenger, slices.CLEAN, name, n, "clean frames", min_frames,
+                       tolerance, common, over, checks)  # fmt: skip
 
 
 def _calibration_gate(champion, challenger, tolerance: float, checks) -> None:

@@ -227,7 +227,7 @@ def test_the_clean_part_of_the_holdout_may_not_pay_for_the_drift_gain():
     chall = {**GOOD, "slice:clean": {"map50_95": 0.53}}
     kw = {"clean_frames": 300, "holdout_frames": 350, "min_slice_frames": 20}
     rep = _gate(champion=champ, challenger=chall, **kw)
-    assert rep.reasons == ["clean_map: mAP50-95 on the 300 clean frames 0.5500 -> 0.5300 "
+    assert rep.reasons == ["clean_map: mAP50-95 0.5500 -> 0.5300 on 300 clean frames "
                            "(-2.00 points; tolerance -0.5)"]  # fmt: skip
     assert _gate(champion=champ, challenger={**GOOD, "slice:clean": {"map50_95": 0.546}},
                  **kw).passed  # within the tolerance  # fmt: skip
@@ -235,7 +235,7 @@ def test_the_clean_part_of_the_holdout_may_not_pay_for_the_drift_gain():
     missing = _gate(champion=champ, challenger=GOOD, **kw)
     assert any(r.startswith("clean_map") and "missing metric" in r for r in missing.reasons)
     # a holdout with no drift frames, or a small clean part: judged by the whole holdout
-    for frames, why in ((350, "the whole holdout is clean"), (12, "12 clean holdout frames"),
+    for frames, why in ((350, "the whole holdout is clean"), (12, "12 holdout clean frames"),
                         (0, "no clean part")):  # fmt: skip
         rep = _gate(champion=champ, challenger=chall, **{**kw, "clean_frames": frames})
         row = next(c for c in rep.checks if c.name == "clean_map")
