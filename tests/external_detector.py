@@ -169,6 +169,32 @@ def coco_to_yolo(coco_json: Path, images: Path, dest: Path, val_every: int = 5) 
     return yml
 
 
+def coco_to_label_studio(coco_json: Path, dest: Path) -> Path:
+    """The same labels as a Label Studio JSON export (what a team that labeled in Label
+    Studio has): uploaded images named ``<8 hex>-<file name>``, boxes in percent, one
+    finished annotation per task."""
+    coco = json.loads(coco_json.read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    by_image: dict[int, list] = {}
+    for a in coco["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    tasks = []
+    for im in coco["images"]:
+        w, h = im["width"], im["height"]
+        result = [{"id": f"r{a['id']}", "type": "rectanglelabels", "from_name": "label",
+                   "to_name": "image", "original_width": w, "original_height": h,
+                   "value": {"x": 100 * a["bbox"][0] / w, "y": 100 * a["bbox"][1] / h,
+                             "width": 100 * a["bbox"][2] / w, "height": 100 * a["bbox"][3] / h,
+                             "rotation": 0, "rectanglelabels": [names[a["category_id"]]]}}
+                  for a in by_image.get(im["id"], [])]  # fmt: skip
+        tasks.append({"id": im["id"], "data": {"image": f"/data/upload/1/{im['id']:08x}-"
+                                               f"{im['file_name']}"},
+                      "annotations": [{"id": im["id"], "was_cancelled": False,
+                                       "result": result}]})  # fmt: skip
+    dest.write_text(json.dumps(tasks))
+    return dest
+
+
 def train_external(yolo_yaml: Path, runs: Path, epochs: int = 3) -> Path:
     """Plain Ultralytics, offline: a nano YOLOv8 from its own YAML, no pretrained weights;
     its settings in a folder of its own, with its MLflow logging off (it would write an

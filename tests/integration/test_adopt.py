@@ -209,24 +209,31 @@ def test_bad_input_is_refused_naming_the_input_and_nothing_is_half_registered(
 
 
 def test_a_class_map_and_bad_frames_are_reported_not_fatal(stack, team, tmp_path):
-    """Names spelled differently map onto the schema; a missing image, a box outside its
-    image and a size that does not match the file are quarantined with their reasons."""
+    """A Label Studio export (the third format): names spelled differently map onto the
+    schema; a missing image, a box outside its image and a size that does not match the
+    file are quarantined with their reasons."""
+    from tests.external_detector import coco_to_label_studio
+
     env = _project(stack, tmp_path / "mapped", "mapped-detector")
     images = tmp_path / "images"
     shutil.copytree(team["images"], images)
-
-    def edit(doc):
-        doc["categories"][2]["name"] = "Person"
-        doc["images"][0]["file_name"] = "gone.jpg"
-        doc["images"][1]["width"] = 1280
-        a = next(a for a in doc["annotations"] if a["image_id"] == doc["images"][2]["id"])
-        a["bbox"] = [600, 10, 200, 50]  # runs out of the 640 px frame
-
-    coco = _coco_with(team, tmp_path, edit)
-    stack.cli("adopt", str(team["checkpoint"]), "--data", str(coco), "--images", str(images),
+    export = coco_to_label_studio(team["coco_json"], tmp_path / "ls-export.json")
+    tasks = json.loads(export.read_text())
+    for t in tasks:
+        for r in t["annotations"][0]["result"]:
+            if r["value"]["rectanglelabels"] == ["person"]:
+                r["value"]["rectanglelabels"] = ["Person"]
+    tasks[0]["data"]["image"] = "/data/upload/1/0badf00d-gone.jpg"
+    for r in tasks[1]["annotations"][0]["result"]:
+        r["original_width"] = 1280
+    box = tasks[2]["annotations"][0]["result"][0]["value"]
+    box.update(x=600 / 6.4, width=200 / 6.4)  # runs out of the 640 px frame
+    export.write_text(json.dumps(tasks))
+    stack.cli("adopt", str(team["checkpoint"]), "--data", str(export), "--images", str(images),
               "--class-map", "Person=person", "--holdout-frames", "12", env=env)  # fmt: skip
     (mv,) = _versions(stack, "mapped-detector")
     data = json.loads(mv.tags["cvloop.adopt.dataset"])["data"]
+    assert data["format"] == "label-studio"
     assert data["valid"] == 57 and data["quarantined"] == 3
     q = json.loads((Path(env["CVLOOP_STORAGE_URI"]) / "adopt" / mv.run_id / "quarantine.json")
                    .read_text())["data"]  # fmt: skip
