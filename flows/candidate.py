@@ -58,7 +58,8 @@ def train_and_gate(
     trained = fine_tune_task(mlflow_run, champion, data, work_dir, p.registry.experiment, p.train)
     # 7. champion vs candidate on the same frames; exports and their benchmarks; gates
     evals = evaluate_pair_task(trained, champion, data.holdout_dir, drift_tags, work_dir,
-                               p.train.device, p.prefilter.conf)  # fmt: skip
+                               p.train.device, p.prefilter.conf,
+                               list(p.gate.robustness_corruptions))  # fmt: skip
     exported = export_and_benchmark_task(trained, champion, data, p.export)
     gate = gate_candidate_task(trained, evals, exported, trained.classes, p.gate, drift_note)
     # 8. register either way; alias `challenger` only if every gate passed; the rollout

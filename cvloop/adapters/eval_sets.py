@@ -108,3 +108,56 @@ def class_view(
         lbl.parent.mkdir(parents=True, exist_ok=True)
         lbl.write_text("\n".join(lines) + ("\n" if lines else ""))
     return write_data_yaml(out_root, to_classes, ["holdout"])
+
+
+#: the corruptions of the robustness gate (seed 002): what a camera does on a bad day
+CORRUPTIONS = ("noise", "blur", "jpeg", "brightness")
+
+
+def corrupt(pixels, kind: str, seed: int):
+    """``pixels`` (BGR uint8) as a worse camera would give them, deterministically per
+    ``seed``: sensor ``noise`` (Gaussian, sigma 12), a soft focus (``blur``, Gaussian 5x5),
+    heavy compression (``jpeg`` at quality 20), a dim scene (``brightness`` x0.6)."""
+    import cv2
+    import numpy as np
+
+    if kind == "noise":
+        rng = np.random.default_rng(seed)
+        noisy = pixels.astype(np.float32) + rng.normal(0.0, 12.0, pixels.shape)
+        return np.clip(noisy, 0, 255).astype(np.uint8)
+    if kind == "blur":
+        return cv2.GaussianBlur(pixels, (5, 5), 1.5)
+    if kind == "jpeg":
+        _ok, buf = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 20])
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if kind == "brightness":
+        return np.clip(pixels.astype(np.float32) * 0.6, 0, 255).astype(np.uint8)
+    raise ValueError(f"unknown corruption {kind!r}: one of {CORRUPTIONS}")
+
+
+def corrupted_view(src_root: Path, out_root: Path, kind: str, classes: list[str]) -> Path:
+    """An evaluation folder (one ``holdout`` split) of the holdout at ``src_root`` with
+    every image corrupted by ``kind`` (:func:`corrupt`) and the same labels; returns its
+    ``data.yaml``. Built again each time (a few hundred frames)."""
+    import zlib
+
+    import cv2
+
+    if out_root.exists():
+        shutil.rmtree(out_root)
+    images, labels = out_root / "images" / "holdout", out_root / "labels" / "holdout"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for e in read_manifest(src_root):
+        src = image_file(src_root, e.split, e.id)
+        pixels = cv2.imread(str(src), cv2.IMREAD_COLOR)  # EXIF orientation applied
+        if pixels is None:
+            continue
+        cv2.imwrite(str(images / f"{e.id}.png"), corrupt(pixels, kind, zlib.crc32(e.id.encode())))
+        label = src_root / "labels" / e.split / f"{e.id}.txt"
+        if label.exists():
+            try:
+                os.link(label, labels / label.name)
+            except OSError:
+                shutil.copy2(label, labels / label.name)
+    return write_data_yaml(out_root, classes, ["holdout"])

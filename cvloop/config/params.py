@@ -209,6 +209,10 @@ class GateParams(_Section):
     export_parity_points: Points = 0.5
     int8_parity_points: Points = 1.5
     calibration_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.02
+    robustness_corruptions: list[Literal["noise", "blur", "jpeg", "brightness"]] = [
+        "noise", "blur", "jpeg", "brightness",
+    ]  # fmt: skip
+    robustness_tolerance_points: Points = 2.0
 
 
 class ExportParams(_Section):
@@ -348,13 +352,9 @@ class OwnersParams(_Section):
 
     def names(self, *roles: str) -> list[str]:
         """``role: name`` of each named role that is set (reviewers joined)."""
-        out = []
-        for role in roles:
-            value = getattr(self, role)
-            value = ", ".join(value) if isinstance(value, list) else value
-            if value:
-                out.append(f"{role.replace('_', ' ')}: {value}")
-        return out
+        named = {"ml_lead": self.ml_lead, "on_call": self.on_call,
+                 "reviewers": ", ".join(self.reviewers)}  # fmt: skip
+        return [f"{r.replace('_', ' ')}: {named[r]}" for r in roles if named[r]]
 
 
 class Params(_Section):

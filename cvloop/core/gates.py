@@ -28,6 +28,9 @@ Gates (thresholds in ``params.yaml`` → ``gate``, in mAP *points*, i.e. x100):
   ``min_slice_frames`` frames;
 * ``calibration``: the challenger's expected calibration error on the holdout (at the
   serving threshold) not above the champion's by more than ``calibration_tolerance``;
+* ``robustness:<corruption>``: on the holdout as a worse camera gives it (noise, blur,
+  heavy JPEG, dim; seed 002), the challenger's mAP50-95 not below the champion's by more
+  than ``robustness_tolerance_points``;
 * ``export_parity:<format>``: an exported artifact's own holdout mAP50-95 within
   ``export_parity_points`` of the .pt's (``int8_parity_points`` for INT8); an export that was
   skipped (no CUDA for TensorRT) is recorded with its reason and does not gate, an export
@@ -141,6 +144,8 @@ def evaluate_gates(
     new_classes: Sequence[str] = (),
     group_slices: Mapping[str, int] | None = None,
     calibration_tolerance: float = 0.02,
+    robustness_corruptions: Sequence[str] = (),
+    robustness_tolerance_points: float = 2.0,
     drift_note: str = "",
     clean_frames: int | None = None,
     holdout_frames: int | None = None,
@@ -230,6 +235,19 @@ def evaluate_gates(
                 min_slice_frames, holdout_map_tolerance_points, checks)  # fmt: skip
     # 2d. the challenger's confidences must mean what they say, at least as the champion's
     _calibration_gate(champion, challenger, calibration_tolerance, checks)
+    # 2e. nor may it break where a worse camera would give it worse frames
+    for kind in robustness_corruptions:
+        name, sl = f"robustness:{kind}", f"robust:{kind}"
+        c_m, d_m = _map(champion, sl, common), _map(challenger, sl, common)
+        if c_m is None or d_m is None:
+            missing = [w for w, v in (("champion", c_m), ("challenger", d_m)) if v is None]
+            checks.append(_missing(name, [f"{w} mAP50-95 on the {kind} holdout" for w in missing]))
+            continue
+        delta = _points(d_m - c_m)
+        checks.append(GateCheck(name, delta >= -robustness_tolerance_points,
+                                f"mAP50-95{over} on the holdout with {kind} {c_m:.4f} -> "
+                                f"{d_m:.4f} ({delta:+.2f} points; tolerance "
+                                f"-{robustness_tolerance_points})"))  # fmt: skip
 
     # 3. every drift slice must improve
     if not drift_slices:

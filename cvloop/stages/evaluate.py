@@ -81,14 +81,17 @@ def evaluate_pair(
     work_dir: str,
     device: str,
     serving_conf: float = 0.25,
+    corruptions: list[str] | None = None,
 ) -> Evaluations:
     """Champion and candidate on the same frames, in this run: the holdout, each drift
     slice of it, the slices pooled (``drift:all``) and its clean part; mAP, precision,
     recall, per-class AP (Ultralytics on the .pt) and the expected calibration error of the
-    served model (ONNX, at the serving threshold). Logged to the candidate's training run."""
+    served model (ONNX, at the serving threshold); and the holdout as a worse camera gives
+    it (``robust:<corruption>``: noise, blur, JPEG, dim; mAP only), for the robustness gate.
+    Logged to the candidate's training run."""
     from cvloop.adapters.cameras import registry
     from cvloop.adapters.datasets import read_manifest
-    from cvloop.adapters.eval_sets import build_slice_sets, class_view
+    from cvloop.adapters.eval_sets import build_slice_sets, class_view, corrupted_view
     from cvloop.stages.evaluate import model_ece
 
     sets = {"holdout": (Path(holdout_dir) / "data.yaml", len(read_manifest(Path(holdout_dir))))}
@@ -97,6 +100,10 @@ def evaluate_pair(
         Path(holdout_dir), slice_tags, Path(work_dir) / "slices", trained.classes, groups
     ).items():
         sets[f"slice:{tag}"] = (yaml_path, n)
+    for kind in corruptions or []:
+        view = corrupted_view(Path(holdout_dir), Path(work_dir) / "robust" / kind, kind,
+                              list(trained.classes))  # fmt: skip
+        sets[f"robust:{kind}"] = (view, sets["holdout"][1])
     # after a schema change the champion predicts another class list: it is scored on a
     # view of the same frames labelled in its classes, and its per-class results are named
     # by today's classes (a class it cannot predict has no champion baseline)
@@ -117,6 +124,8 @@ def evaluate_pair(
             out[name] = _metrics(res)
             if who == "champion" and renamed is not None:
                 out[name] = _renamed(out[name], renamed)
+            if name.startswith("robust:"):
+                continue  # mAP only: calibration is judged on the holdout as it is
             ece = model_ece(Path(onnx), list(names), trained.imgsz, Path(yml),
                             conf=serving_conf)  # fmt: skip
             if ece is not None:

@@ -61,3 +61,27 @@ def test_png_and_jpeg_frames_are_stored_as_what_they_are_and_every_view_finds_th
         (view.parent / "labels" / "holdout" / f"{p.stem}.txt").read_text().startswith("0 ")
         for p in (view.parent / "images" / "holdout").iterdir()
     )
+
+
+def test_corrupted_views_keep_the_labels_and_change_the_pixels_deterministically(tmp_path):
+    import cv2
+
+    from cvloop.adapters.eval_sets import CORRUPTIONS, corrupted_view
+
+    root = tmp_path / "holdout"
+    add_frames(root, [_frame(_image("PNG", 3), []), _frame(_image("JPEG", 4), [])], CLASSES,
+               "holdout-v1", 1)  # fmt: skip
+    entries = read_manifest(root)
+    for kind in CORRUPTIONS:
+        view = corrupted_view(root, tmp_path / kind, kind, CLASSES)
+        images = sorted((view.parent / "images" / "holdout").iterdir())
+        assert [p.stem for p in images] == sorted(e.id for e in entries)
+        for e in entries:
+            label = view.parent / "labels" / "holdout" / f"{e.id}.txt"
+            assert label.read_text() == (root / "labels" / e.split / f"{e.id}.txt").read_text()
+            before = cv2.imread(str(image_file(root, e.split, e.id)))
+            after = cv2.imread(str(view.parent / "images" / "holdout" / f"{e.id}.png"))
+            assert after.shape == before.shape and (after != before).any(), kind
+        again = corrupted_view(root, tmp_path / f"{kind}-again", kind, CLASSES)
+        assert all(p.read_bytes() == (again.parent / "images" / "holdout" / p.name).read_bytes()
+                   for p in images)  # fmt: skip

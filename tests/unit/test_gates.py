@@ -266,3 +266,18 @@ def test_a_run_without_drift_slices_says_why_in_the_report():
     assert named.notes == ["drift slices: camera cam-02 (the latest monitor check, "
                            "monitor-202650 (2026-12-07), flagged them)"]  # fmt: skip
     assert named.as_dict()["notes"] == named.notes
+
+
+def test_the_challenger_may_not_break_where_a_worse_camera_gives_worse_frames():
+    """Robustness (seed 002): on the holdout with noise, blur, heavy JPEG or dim light, the
+    challenger may not fall behind the champion beyond the tolerance; a missing one fails."""
+    champ = {**CHAMP, "robust:noise": {"map50_95": 0.40}, "robust:blur": {"map50_95": 0.42}}
+    chall = {**GOOD, "robust:noise": {"map50_95": 0.37}, "robust:blur": {"map50_95": 0.43}}
+    rep = _gate(champion=champ, challenger=chall, robustness_corruptions=["noise", "blur"],
+                robustness_tolerance_points=2.0)  # fmt: skip
+    assert rep.reasons == ["robustness:noise: mAP50-95 on the holdout with noise 0.4000 -> "
+                           "0.3700 (-3.00 points; tolerance -2.0)"]  # fmt: skip
+    assert next(c for c in rep.checks if c.name == "robustness:blur").passed
+    missing = _gate(champion=champ, challenger=chall, robustness_corruptions=["jpeg"])
+    assert missing.reasons == ["robustness:jpeg: missing metric: champion mAP50-95 on the jpeg "
+                               "holdout, challenger mAP50-95 on the jpeg holdout (fails closed)"]  # fmt: skip
