@@ -195,10 +195,17 @@ def coco_to_label_studio(coco_json: Path, dest: Path) -> Path:
     return dest
 
 
-def train_external(yolo_yaml: Path, runs: Path, epochs: int = 3) -> Path:
+def train_external(yolo_yaml: Path, runs: Path, epochs: int = 30) -> Path:
     """Plain Ultralytics, offline: a nano YOLOv8 from its own YAML, no pretrained weights;
     its settings in a folder of its own, with its MLflow logging off (it would write an
-    ``mlflow.db`` into the working directory)."""
+    ``mlflow.db`` into the working directory).
+
+    A working detector, if a weak one: from scratch on 48 frames, Ultralytics' defaults
+    (3 warm-up epochs, the learning rate decayed to 1 %, mosaic closed for the last 10)
+    leave a model that answers every frame with the same full-frame box at 0.004 even after
+    20 epochs, which no monitor can see drift in. One warm-up epoch, a flat rate and mosaic
+    throughout reach mAP50 0.33 by epoch 20 (measured), and its confidences fall on a
+    frame at 30 % light (p99 0.19 -> 0.005 at epoch 20), as a production model's do."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(runs / "ultralytics-config"))
@@ -209,12 +216,13 @@ def train_external(yolo_yaml: Path, runs: Path, epochs: int = 3) -> Path:
     model = YOLO("yolov8n.yaml")
     model.train(data=str(yolo_yaml), epochs=epochs, imgsz=IMGSZ, batch=8, workers=0,
                 device="cpu", project=str(runs), name="dock", exist_ok=True, plots=False,
-                amp=False, verbose=False, seed=0, deterministic=True, val=True)  # fmt: skip
+                amp=False, verbose=False, seed=0, deterministic=True, val=True,
+                warmup_epochs=1, lrf=1.0, close_mosaic=0)  # fmt: skip
     return runs / "dock" / "weights" / "best.pt"
 
 
 def make_external_project(
-    root: Path, frames: int = 60, epochs: int = 3, holdout: int = 16
+    root: Path, frames: int = 60, epochs: int = 30, holdout: int = 16
 ) -> ExternalProject:
     root.mkdir(parents=True, exist_ok=True)
     images, coco = write_images(root, frames, seed=7)

@@ -38,6 +38,15 @@ def mark_correct(
     return out
 
 
+def restrict(
+    predicted: Sequence[tuple[LabelBox, float]], truth: Sequence[LabelBox], only: Sequence[str]
+) -> tuple[list[tuple[LabelBox, float]], list[LabelBox]]:
+    """One frame's predicted and true boxes of the classes ``only`` (a challenger's ECE over
+    the classes its champion knows, after a class was added)."""
+    keep = set(only)
+    return [p for p in predicted if p[0].label in keep], [t for t in truth if t.label in keep]
+
+
 def expected_calibration_error(
     frames: Iterable[tuple[Sequence[tuple[LabelBox, float]], Sequence[LabelBox]]],
     bins: int = 10,

@@ -234,7 +234,7 @@ def evaluate_gates(
     _clean_gate(champion, challenger, common, over, clean_frames, holdout_frames,
                 min_slice_frames, holdout_map_tolerance_points, checks)  # fmt: skip
     # 2d. the challenger's confidences must mean what they say, at least as the champion's
-    _calibration_gate(champion, challenger, calibration_tolerance, checks)
+    _calibration_gate(champion, challenger, calibration_tolerance, checks, new_classes)
     # 2e. nor may it break where a worse camera would give it worse frames
     for kind in robustness_corruptions:
         name, sl = f"robustness:{kind}", f"robust:{kind}"
@@ -368,8 +368,10 @@ def _clean_gate(champion, challenger, common, over, n, total, min_frames, tolera
                        tolerance, common, over, checks)  # fmt: skip
 
 
-def _calibration_gate(champion, challenger, tolerance: float, checks) -> None:
-    """Expected calibration error on the holdout: lower is better."""
+def _calibration_gate(champion, challenger, tolerance: float, checks, new_classes=()) -> None:
+    """Expected calibration error on the holdout: lower is better (a new class has no
+    champion baseline: the challenger's ECE is over the classes both know)."""
+    over = f" (over the classes both know; new: {', '.join(new_classes)})" if new_classes else ""
     c_e, d_e = _get(champion, "holdout", "ece"), _get(challenger, "holdout", "ece")
     if d_e is None:
         checks.append(_missing("calibration", ["challenger holdout ECE (no box at the "
@@ -380,4 +382,4 @@ def _calibration_gate(champion, challenger, tolerance: float, checks) -> None:
     else:
         checks.append(GateCheck(
             "calibration", d_e <= c_e + tolerance,
-            f"ECE {c_e:.4f} -> {d_e:.4f} ({d_e - c_e:+.4f}; tolerance +{tolerance})"))  # fmt: skip
+            f"ECE {c_e:.4f} -> {d_e:.4f} ({d_e - c_e:+.4f}; tolerance +{tolerance}){over}"))  # fmt: skip

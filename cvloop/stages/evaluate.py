@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from cvloop.adapters.datasets import read_yolo_labels, yolo_split_frames
 from cvloop.core import slices
-from cvloop.core.calibration import expected_calibration_error
+from cvloop.core.calibration import expected_calibration_error, restrict
 from cvloop.core.frames import LabelBox
 from cvloop.stages.model import (
     ChampionRef,
@@ -32,8 +32,10 @@ def model_ece(
     bins: int = 10,
     iou: float = 0.5,
     batch: int = 16,
+    only: Sequence[str] | None = None,
 ) -> float | None:
-    """ECE of an exported model on a YOLO evaluation set, at the serving threshold ``conf``."""
+    """ECE of an exported model on a YOLO evaluation set, at the serving threshold ``conf``;
+    ``only``: over these classes' boxes (predicted and true) alone."""
     import cv2
 
     from cvloop.adapters.detector import OnnxDetector
@@ -49,7 +51,8 @@ def model_ece(
                 (LabelBox(classes[int(c)], *map(float, box)), float(s))
                 for box, s, c in zip(d.cxcywh(), d.scores, d.classes, strict=True)
             ]
-            frames.append((pred, read_yolo_labels(lbl, classes)))
+            truth = read_yolo_labels(lbl, classes)
+            frames.append(restrict(pred, truth, only) if only is not None else (pred, truth))
     return expected_calibration_error(frames, bins=bins, iou=iou)
 
 
@@ -108,6 +111,13 @@ def evaluate_pair(
     # view of the same frames labelled in its classes, and its per-class results are named
     # by today's classes (a class it cannot predict has no champion baseline)
     view, renamed = _champion_view(ctx, champion, trained.classes)
+    new_classes = (
+        [c for c in trained.classes if c not in set(renamed.values())] if renamed is not None
+        else []
+    )  # fmt: skip
+    # calibration is compared like with like: a class new in this schema has no champion
+    # baseline, so the challenger's ECE leaves its boxes out (its own floor is the AP gate)
+    shared = [c for c in trained.classes if c not in new_classes]
     champ, chall = {}, {}
     for name, (yaml_path, _n) in sets.items():
         key = name.replace(":", ".").replace(" ", "_")
@@ -127,7 +137,8 @@ def evaluate_pair(
             if name.startswith("robust:"):
                 continue  # mAP only: calibration is judged on the holdout as it is
             ece = model_ece(Path(onnx), list(names), trained.imgsz, Path(yml),
-                            conf=serving_conf)  # fmt: skip
+                            conf=serving_conf,
+                            only=shared if who == "challenger" and new_classes else None)  # fmt: skip
             if ece is not None:
                 out[name]["ece"] = ece
                 ctx.tracker.log_metrics(trained.run_id, {f"{who}.{key}.ece": ece})
@@ -136,9 +147,7 @@ def evaluate_pair(
         chall,
         {k: n for k, (_, n) in sets.items()},
         [*slice_tags, str(slices.DRIFT_ALL)] if slice_tags else [],
-        [c for c in trained.classes if c not in set((renamed or {}).values())]
-        if renamed is not None
-        else [],
+        new_classes,
     )
 
 

@@ -286,8 +286,8 @@ def test_killed_after_versioning_and_run_again_it_ends_as_a_clean_run(stack, tea
 
 def _team_params(env: dict, dest: Path) -> dict:
     """The team's settings on top of what `cvloop init` wrote: their bucket's key layout
-    (capture time in the EXIF only), a model that logs every box above 0.001 (3 epochs on
-    60 frames: unsure of itself, so the confidence signal has detections to compare), and a
+    (capture time in the EXIF only), a model that logs every box above 0.001 (30 epochs on
+    48 frames: a weak detector, so the confidence signal has detections to compare), and a
     1-epoch fine-tune with a short export benchmark (the test's time)."""
     from cvloop.config.params import load_params, with_overrides
     from tests.external_detector import LAYOUT

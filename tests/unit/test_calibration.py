@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cvloop.core.calibration import expected_calibration_error, mark_correct
+from cvloop.core.calibration import expected_calibration_error, mark_correct, restrict
 from cvloop.core.frames import LabelBox
 
 T1 = LabelBox("crate", 0.3, 0.3, 0.2, 0.2)
@@ -59,3 +59,19 @@ def test_model_ece_reads_a_yolo_set_and_scores_the_exported_model(tmp_path):
     assert ece is not None and 0.0 < ece <= 1.0
     # no box above the threshold: nothing to calibrate
     assert model_ece(onnx, CLASSES, 64, data_yaml, conf=0.999) is None
+    # over no class at all (a challenger whose only boxes are of a new class): nothing either
+    assert model_ece(onnx, CLASSES, 64, data_yaml, conf=0.001, only=[]) is None
+
+
+def test_a_new_class_is_left_out_of_a_like_for_like_ece():
+    pallet = LabelBox("pallet", 0.5, 0.5, 0.2, 0.2)
+    # the crate is calibrated (0.75 conf, 3 of 4 right); the new class is badly overconfident
+    frames = []
+    for i in range(8):
+        box = T1 if i % 4 else LabelBox("crate", 0.8, 0.8, 0.1, 0.1)
+        frames.append(([(box, 0.75), (LabelBox("pallet", 0.1, 0.1, 0.1, 0.1), 0.95)],
+                       [T1, pallet]))  # fmt: skip
+    assert expected_calibration_error(frames) > 0.3
+    shared = [restrict(p, t, ["crate", "cone"]) for p, t in frames]
+    assert all(b.label == "crate" for p, t in shared for b in [*(x for x, _ in p), *t])
+    assert expected_calibration_error(shared) == pytest.approx(0.0)
