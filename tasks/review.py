@@ -53,6 +53,9 @@ def record_review(queue: ReviewQueue, status: ReviewStatus, mlflow_run_id: str |
             if c["frames"]:
                 metrics[f"review.edit_rate.{name}"] = c["edit_rate"]
                 metrics[f"review.frames.{name}"] = c["frames"]
+            if c.get("agreement") is not None:
+                metrics[f"review.agreement.{name}"] = c["agreement"]
+        metrics["review.double_frames"] = int(status.progress.get("double_frames") or 0)
         ctx.tracker.log_metrics(mlflow_run_id, metrics, step=step)
 
 
@@ -155,6 +158,17 @@ def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
                  {"review in Label Studio": queue.project_url,
                   "the run (Prefect)": flow_run_url(ctx, str(run.id)) or ""},
                  roles=("on_call", "ml_lead"))  # fmt: skip
+        if status.progress.get("disagreeing") and not status.go:
+            from cvloop.stages.notify import flow_run_url, tell
+            from cvloop.stages.review import agreement_lines
+
+            classes = sorted(status.progress["disagreeing"])
+            tell(ctx, "review_disagreement", f"{run.id}-{'-'.join(classes)}",
+                 f"{queue.title}: reviewers disagree on {', '.join(classes)}",
+                 "\n".join([status.reason, *agreement_lines(queue, status.progress)[1:]]),
+                 {"review in Label Studio": queue.project_url,
+                  "the run (Prefect)": flow_run_url(ctx, str(run.id)) or ""},
+                 roles=("ml_lead", "reviewers"))  # fmt: skip
         if status.go:
             resume_flow_run(run.id, run_input={"go": True, "reason": status.reason})
             print(f"resumed {run.name}: {status.reason}")

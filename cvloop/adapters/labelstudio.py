@@ -177,6 +177,10 @@ class ReviewedTask:
     final: list[LabelBox]
     completed_at: str  # ISO time of the (latest) submitted annotation
     annotator: int | None
+    # two reviewers annotated it (the project's double-labeled share): the first annotation of
+    # each, in time order; ``final`` is the one marked ground truth, else the latest
+    double: tuple[list[LabelBox], list[LabelBox]] | None = None
+    resolved: bool = False  # an annotation is marked ground truth
 
 
 @dataclass(frozen=True)
@@ -236,8 +240,18 @@ class LabelStudioQueue:
         return f"{self.url}/projects/{project_id}/data"
 
     # ---- projects and storage -----------------------------------------------------------
-    def ensure_project(self, title: str, classes: Sequence[str], description: str = "") -> int:
-        """The project called ``title`` (created with the class list's config if missing)."""
+    def ensure_project(
+        self,
+        title: str,
+        classes: Sequence[str],
+        description: str = "",
+        double_share: float | None = None,
+    ) -> int:
+        """The project called ``title`` (created with the class list's config if missing).
+
+        ``double_share``: the share of its tasks Label Studio gives to two reviewers (its
+        overlap cohort, ``maximum_annotations`` 2), set on a new project and brought to this
+        value on an existing one; None leaves an existing project's setting alone."""
         config = label_config(classes)
         with self._call(f"finding project {title!r}"):
             found = [p for p in self.client.projects.list(title=title) if p.title == title]
@@ -251,6 +265,13 @@ class LabelStudioQueue:
                     fix="change classes with `cvloop schema add-class/rename-class/"
                     "retire-class` (it updates open projects), never by editing params.yaml",
                 )
+            if double_share is not None:
+                want = _overlap(double_share)
+                have_ = (_get(project, "maximum_annotations"),
+                         _get(project, "overlap_cohort_percentage"))  # fmt: skip
+                if (want["maximum_annotations"], want["overlap_cohort_percentage"]) != have_:
+                    with self._call(f"setting the double-labeled share of project {title!r}"):
+                        self.client.projects.update(id=project.id, **want)
             return int(project.id)
         with self._call(f"creating project {title!r}"):
             project = self.client.projects.create(
@@ -258,7 +279,7 @@ class LabelStudioQueue:
                 description=description,
                 label_config=config,
                 show_collab_predictions=True,
-                maximum_annotations=1,
+                **_overlap(double_share or 0.0),
             )
         return int(project.id)
 
@@ -397,12 +418,21 @@ class LabelStudioQueue:
             anns = [a for a in (t.annotations or []) if not _get(a, "was_cancelled")]
             if not anns:
                 continue
-            ann = max(anns, key=lambda a: str(_get(a, "updated_at") or _get(a, "created_at")))
+            anns.sort(key=lambda a: (str(_get(a, "created_at")), int(_get(a, "id") or 0)))
+            marked = [a for a in anns if _get(a, "ground_truth")]
+            ann = marked[-1] if marked else max(
+                anns, key=lambda a: str(_get(a, "updated_at") or _get(a, "created_at"))
+            )  # fmt: skip
             preds = t.predictions or []
             predicted = [
                 b for r in (_get(preds[-1], "result") if preds else []) if (b := result_to_box(r))
             ]
-            final = [b for r in _get(ann, "result") or [] if (b := result_to_box(r))]
+            final = _boxes(ann)
+            by: dict = {}  # the first annotation of each reviewer
+            for a in anns:
+                by.setdefault(_get(a, "completed_by"), a)
+            firsts = list(by.values())
+            double = (_boxes(firsts[0]), _boxes(firsts[1])) if len(firsts) >= 2 else None
             out.append(
                 ReviewedTask(
                     int(t.id),
@@ -412,6 +442,8 @@ class LabelStudioQueue:
                     final,
                     str(_get(ann, "updated_at") or _get(ann, "created_at")),
                     _get(ann, "completed_by"),
+                    double,
+                    bool(marked),
                 )
             )
         out.sort(key=lambda r: (r.completed_at, r.task_id))
@@ -448,6 +480,13 @@ class LabelStudioQueue:
                 last_name=last_name,
             )  # fmt: skip
             return int(_get(user, "id"))
+
+    def double_labeled(self, project_id: int) -> set[int]:
+        """Ids of the tasks Label Studio gives to two reviewers (the overlap cohort)."""
+        return {
+            int(t.id) for t in self._tasks(project_id, "task_only")
+            if int(_get(t, "overlap") or 1) >= 2
+        }  # fmt: skip
 
     def tasks(self, project_id: int) -> list[tuple[int, dict, int]]:
         """(task id, data, number of annotations) of every task."""
@@ -533,6 +572,18 @@ def _check_served(home, part) -> None:
             fix="put the region's folder next to the main store, or give the region an "
             "s3:// storage_uri in the regions file",
         )
+
+
+def _overlap(share: float) -> dict:
+    """Label Studio's project settings for ``share`` of the tasks labeled twice."""
+    pct = round(share * 100)
+    if pct <= 0:
+        return {"maximum_annotations": 1, "overlap_cohort_percentage": 100}
+    return {"maximum_annotations": 2, "overlap_cohort_percentage": min(pct, 100)}
+
+
+def _boxes(annotation) -> list[LabelBox]:
+    return [b for r in _get(annotation, "result") or [] if (b := result_to_box(r))]
 
 
 def _get(obj, name: str):

@@ -10,6 +10,7 @@ kind                  when                                        for
 trigger_fired         the weekly check fired a trigger            on-call
 review_ready          a review queue is in Label Studio           reviewers
 review_stalled        a review passed its deadline unfinished     on-call, ML lead
+review_disagreement   two reviewers disagree on a class           ML lead, reviewers
 approval_waiting      a rollout waits for the ML lead             ML lead
 canary_breach         a canary breach rolled a challenger back    on-call, ML lead
 rollback              someone rolled back by hand                 on-call, ML lead
@@ -42,6 +43,7 @@ KINDS = (
     "trigger_fired",
     "review_ready",
     "review_stalled",
+    "review_disagreement",
     "approval_waiting",
     "canary_breach",
     "rollback",

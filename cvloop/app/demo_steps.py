@@ -89,7 +89,7 @@ def _review(settings: Settings, flow_run_id: str, out) -> None:
     import json
 
     from cvloop.config.params import load_params
-    from cvloop.sim.fleet.reviewer import REVIEWER, simulate_review
+    from cvloop.sim.fleet.reviewer import REVIEWER, SECOND_REVIEWER, simulate_review
     from cvloop.stages.prefilter import selection_line
 
     store = _ctx().store
@@ -116,11 +116,21 @@ def _review(settings: Settings, flow_run_id: str, out) -> None:
         f"{rep.jittered} boxes off by ~{REVIEW_JITTER_PX} px, {rep.missed} small boxes "
         f"overlooked, bad boxes planted: {sorted(rep.planted.values())}"
     )
+    if rep.second:
+        out(f"  SIMULATED second reviewer ('{SECOND_REVIEWER[1]}'): {rep.second} double-labeled "
+            "frames annotated again, independently (inter-annotator agreement)")  # fmt: skip
     if rep.no_truth:
         out(f"  {rep.no_truth} frame(s) have no fleet ground truth: the simulation leaves them "
             "unreviewed")  # fmt: skip
     watch_run, state = run_and_wait("review-watch/watch", timeout_s=600, out=out)
     out(f"  review/watch run {watch_run}: {state}")
+    progress = f"runs/retrain/{flow_run_id}/review-progress.json"
+    if store.exists(progress):
+        p = json.loads(store.get_text(progress))["progress"]
+        agree = [f"{n} {c['agreement']:.2f} ({c['double_boxes']} boxes)"
+                 for n, c in p["classes"].items() if c.get("agreement") is not None]  # fmt: skip
+        out(f"  agreement of two reviewers on {p.get('double_frames', 0)} frames: "
+            f"{', '.join(agree) or 'not measured'}")  # fmt: skip
 
 
 def _wait_for_versions(settings: Settings, flow_run_id: str, out, timeout_s: float = 900) -> str:

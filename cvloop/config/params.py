@@ -158,6 +158,9 @@ class ReviewParams(_Section):
     moved_iou: Annotated[float, Field(gt=0, le=1)] = 0.9
     poll_seconds: Annotated[float, Field(gt=0)] = 30
     deadline_hours: Annotated[float, Field(gt=0)] = 72
+    agreement_share: Annotated[float, Field(ge=0, le=1)] = 0.1
+    agreement_min: Annotated[float, Field(gt=0, le=1)] = 0.8
+    agreement_min_boxes: PosInt = 10
 
 
 class ValidateParams(_Section):

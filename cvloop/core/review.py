@@ -18,6 +18,16 @@ other: more review would not tell us more about label quality.
 
 The edit rate is a label-quality signal (how much the reviewers had to fix) and a
 model-quality signal (how wrong the champion is on the drifted slices).
+
+**Inter-annotator agreement** (seeds 001/002): Label Studio gives a share of each queue to two
+reviewers. On those frames the two annotations are matched the same way (IoU >=
+``iou_match``, labels ignored), and a class's agreement is the F1 of the two reviewers'
+boxes: ``2 * (matched pairs with that label on both sides) / (boxes of that class by either
+reviewer)``. A class with at least ``min_boxes`` such boxes and an agreement below
+``min_agreement`` holds the review while any frame where the two disagree on it is
+unresolved (no annotation marked ground truth): disagreement usually means the labeling
+guide is ambiguous, and training on a coin flip between two readings teaches the model
+neither.
 """
 
 from __future__ import annotations
@@ -41,6 +51,41 @@ def iou(a: LabelBox, b: LabelBox) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def match_boxes(
+    a: Sequence[LabelBox], b: Sequence[LabelBox], iou_match: float
+) -> list[tuple[float, int, int]]:
+    """Greedy one-to-one matching by IoU (highest first, labels ignored): (IoU, i, j)."""
+    pairs = sorted(
+        ((o, i, j) for i, x in enumerate(a) for j, y in enumerate(b)
+         if (o := iou(x, y)) >= iou_match),
+        reverse=True,
+    )  # fmt: skip
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    out = []
+    for overlap, i, j in pairs:
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(i)
+        used_b.add(j)
+        out.append((overlap, i, j))
+    return out
+
+
+def pair_agreement(
+    a: Sequence[LabelBox], b: Sequence[LabelBox], iou_match: float
+) -> dict[str, tuple[int, int]]:
+    """Two reviewers' annotations of one frame, per class: (boxes both drew with that label,
+    boxes of that class drawn by either reviewer)."""
+    out: dict[str, list[int]] = {}
+    for box in (*a, *b):
+        out.setdefault(box.label, [0, 0])[1] += 1
+    for _, i, j in match_boxes(a, b, iou_match):
+        if a[i].label == b[j].label:
+            out[a[i].label][0] += 1
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
 def compare_boxes(
     predicted: Sequence[LabelBox],
     final: Sequence[LabelBox],
@@ -48,27 +93,15 @@ def compare_boxes(
     moved_iou: float,
 ) -> dict[str, dict[str, int]]:
     """Per class: how many boxes were kept, moved, relabelled, deleted, added."""
-    pairs = sorted(
-        (
-            (iou(p, f), i, j)
-            for i, p in enumerate(predicted)
-            for j, f in enumerate(final)
-            if iou(p, f) >= iou_match
-        ),
-        reverse=True,
-    )
-    used_p: set[int] = set()
-    used_f: set[int] = set()
     out: dict[str, dict[str, int]] = {}
 
     def count(label: str, kind: str) -> None:
         out.setdefault(label, dict.fromkeys(KINDS, 0))[kind] += 1
 
-    for overlap, i, j in pairs:
-        if i in used_p or j in used_f:
-            continue
-        used_p.add(i)
-        used_f.add(j)
+    matched = match_boxes(predicted, final, iou_match)
+    used_p = {i for _, i, _ in matched}
+    used_f = {j for _, _, j in matched}
+    for overlap, i, j in matched:
         p, f = predicted[i], final[j]
         if p.label != f.label:
             count(p.label, "relabelled")
@@ -104,10 +137,38 @@ class ClassProgress:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     windows: list[float] = field(default_factory=list)  # edit rate per complete window
     stable: bool = False
+    # two reviewers on one frame: frames, matched pairs, boxes by either, frames unresolved
+    double_frames: int = 0
+    agreed: int = 0
+    double_boxes: int = 0
+    disagreements: list[int] = field(default_factory=list)  # task ids, unresolved
 
     @property
     def rate(self) -> float:
         return edit_rate(self.counts)
+
+    @property
+    def agreement(self) -> float | None:
+        """F1 between the two reviewers' boxes of this class (None: never double-labeled)."""
+        return 2 * self.agreed / self.double_boxes if self.double_boxes else None
+
+
+@dataclass(frozen=True)
+class DoubleLabel:
+    """A frame two reviewers annotated: their boxes, and whether someone settled it (an
+    annotation marked ground truth in Label Studio)."""
+
+    task_id: int
+    first: Sequence[LabelBox]
+    second: Sequence[LabelBox]
+    resolved: bool = False
+
+
+@dataclass(frozen=True)
+class AgreementRule:
+    min_agreement: float  # F1 between two reviewers' boxes of a class
+    min_boxes: int  # ... judged once the double-labeled frames hold this many of its boxes
+    iou_match: float
 
 
 @dataclass
@@ -116,6 +177,19 @@ class ReviewProgress:
     reviewed: int
     watched: list[str]  # the classes whose stability decides (drift classes, else all)
     classes: dict[str, ClassProgress]
+    double_frames: int = 0  # frames two reviewers annotated
+    rule: AgreementRule | None = None
+
+    def disagreeing(self) -> list[ClassProgress]:
+        """Classes whose agreement is measured, below the rule, with frames unresolved."""
+        r = self.rule
+        if r is None:
+            return []
+        return [
+            c for c in self.classes.values()
+            if c.double_boxes >= r.min_boxes and c.agreement is not None
+            and c.agreement < r.min_agreement and c.disagreements
+        ]  # fmt: skip
 
     @property
     def all_reviewed(self) -> bool:
@@ -133,6 +207,9 @@ class ReviewProgress:
             "watched": self.watched,
             "stable": self.stable,
             "all_reviewed": self.all_reviewed,
+            "double_frames": self.double_frames,
+            "min_agreement": self.rule.min_agreement if self.rule else None,
+            "disagreeing": [c.name for c in self.disagreeing()],
             "classes": {
                 n: {
                     "frames": c.frames,
@@ -140,6 +217,10 @@ class ReviewProgress:
                     "windows": [round(w, 4) for w in c.windows],
                     "stable": c.stable,
                     **c.counts,
+                    "agreement": None if c.agreement is None else round(c.agreement, 4),
+                    "double_frames": c.double_frames,
+                    "double_boxes": c.double_boxes,
+                    "disagreements": c.disagreements,
                 }
                 for n, c in self.classes.items()
             },
@@ -158,8 +239,11 @@ def review_progress(
     frames_per_class: int,
     iou_match: float,
     moved_iou: float,
+    doubles: Iterable[DoubleLabel] = (),
+    agreement: AgreementRule | None = None,
 ) -> ReviewProgress:
-    """Edit rates per class over successive windows of reviewed frames (in review order)."""
+    """Edit rates per class over successive windows of reviewed frames (in review order), and
+    the agreement of two reviewers per class on the ``doubles``."""
     progress = {c: ClassProgress(c) for c in classes}
     pending: dict[str, dict[str, int]] = {c: dict.fromkeys(KINDS, 0) for c in classes}
     pending_frames = dict.fromkeys(classes, 0)
@@ -187,13 +271,47 @@ def review_progress(
             and max(last) - min(last) <= stable_tolerance
         )
     watched = [c for c in watch if c in progress] or [c for c in classes if progress[c].frames]
-    return ReviewProgress(total_tasks, n, watched, progress)
+    n_double = 0
+    for d in doubles:
+        n_double += 1
+        for label, (agreed, boxes) in pair_agreement(
+            d.first, d.second, agreement.iou_match if agreement else iou_match
+        ).items():
+            cp = progress.setdefault(label, ClassProgress(label))
+            cp.double_frames += 1
+            cp.agreed += agreed
+            cp.double_boxes += boxes
+            if 2 * agreed < boxes and not d.resolved:
+                cp.disagreements.append(d.task_id)
+    return ReviewProgress(total_tasks, n, watched, progress, n_double, agreement)
+
+
+def _disagreement(progress: ReviewProgress) -> str:
+    parts = [
+        f"{c.name}: {c.agreement:.2f} over {c.double_boxes} boxes on {c.double_frames} frames, "
+        f"{len(c.disagreements)} unresolved (tasks {', '.join(map(str, c.disagreements[:5]))}"
+        f"{' ...' if len(c.disagreements) > 5 else ''})"
+        for c in progress.disagreeing()
+    ]
+    floor = progress.rule.min_agreement if progress.rule else 0.0
+    return f"reviewers disagree (agreement below {floor:.2f}): " + "; ".join(parts)
 
 
 def decide(
     progress: ReviewProgress, *, operator_go: bool = False, deadline_passed: bool = False
 ) -> tuple[bool, str]:
-    """Whether the flow may go on, and why (or why not)."""
+    """Whether the flow may go on, and why (or why not).
+
+    Reviewers who disagree on a class hold the review, however complete or stable it is,
+    until the frames are settled; only an operator's go or the deadline override that (and
+    the reason says so)."""
+    if progress.disagreeing():
+        held = _disagreement(progress)
+        if operator_go:
+            return True, f"an operator said go ({held})"
+        if deadline_passed:
+            return True, f"review deadline passed with {progress.reviewed} frames reviewed ({held})"
+        return False, held
     if progress.all_reviewed:
         return True, f"all {progress.total_tasks} tasks reviewed"
     if progress.stable:

@@ -113,7 +113,8 @@ def push_to_label_studio(
 ) -> ReviewQueue:
     """Create (or find) the project of ``dataset_version``, connect the frame store, import
     the selected frames with the champion's pre-annotations; frames already there are
-    skipped (identity = content hash), so a re-run adds no duplicate."""
+    skipped (identity = content hash), so a re-run adds no duplicate. Label Studio gives
+    ``review.agreement_share`` of the tasks to two reviewers (inter-annotator agreement)."""
     from cvloop.adapters.parquet import read_parquet
 
     store = ctx.store
@@ -133,7 +134,10 @@ def push_to_label_studio(
     queue.check()
     title = project_title(dataset_version, ctx.params.registry.model_name)
     project = queue.ensure_project(
-        title, classes, description or f"cvloop review queue for {dataset_version}"
+        title,
+        classes,
+        description or f"cvloop review queue for {dataset_version}",
+        double_share=ctx.params.review.agreement_share,
     )
     queue.connect_storage(project, store)
     from cvloop.stages.schema import schema_log

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from cvloop.config.params import ReviewParams
 from cvloop.core.errors import CvloopError
-from cvloop.core.review import decide, review_progress
+from cvloop.core.review import AgreementRule, DoubleLabel, decide, review_progress
 from cvloop.stages.annotate import ReviewQueue
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ def check_review(
         frames_per_class=review.frames_per_class,
         iou_match=review.iou_match,
         moved_iou=review.moved_iou,
+        doubles=[DoubleLabel(r.task_id, *r.double, r.resolved) for r in reviewed if r.double],
+        agreement=AgreementRule(review.agreement_min, review.agreement_min_boxes, review.iou_match),
     )
     go, reason = decide(progress, operator_go=operator_go, deadline_passed=deadline_passed)
     if complete_only and go and reason.startswith("edit rate stable"):
@@ -90,17 +92,36 @@ def review_markdown(queue: ReviewQueue, status: ReviewStatus) -> str:
         f"Watched classes: {', '.join(p['watched']) or 'none'}",
         "",
         "| class | frames | edit rate | kept | moved | relabelled | deleted | added "
-        "| window rates | stable |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| window rates | stable | agreement (boxes) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, c in p["classes"].items():
+        agree = c.get("agreement")
         lines.append(
             f"| {name} | {c['frames']} | {c['edit_rate']:.3f} | {c['kept']} | {c['moved']} | "
             f"{c['relabelled']} | {c['deleted']} | {c['added']} | "
             f"{', '.join(f'{w:.3f}' for w in c['windows'][-5:])} | "
-            f"{'yes' if c['stable'] else 'no'} |"
+            f"{'yes' if c['stable'] else 'no'} | "
+            f"{'-' if agree is None else f'{agree:.3f}'} ({c.get('double_boxes', 0)}) |"
         )
+    lines += ["", *agreement_lines(queue, p)]
     return "\n".join(lines) + "\n"
+
+
+def agreement_lines(queue: ReviewQueue, p: dict) -> list[str]:
+    """What the report says of two reviewers' agreement, with the frames to settle."""
+    floor = p.get("min_agreement")
+    if not p.get("double_frames"):
+        return ["Inter-annotator agreement: not measured yet (no frame annotated by two "
+                "reviewers; review.agreement_share sets how many frames get two)."]  # fmt: skip
+    out = [f"Inter-annotator agreement: {p['double_frames']} frames annotated by two reviewers; "
+           f"a class holds the review below {floor:.2f}."]  # fmt: skip
+    for name in p.get("disagreeing") or []:
+        tasks = p["classes"][name]["disagreements"]
+        links = ", ".join(f"[{t}]({queue.project_url}?task={t})" for t in tasks[:20])
+        out.append(f"- **{name}**: settle {len(tasks)} frames (mark the right annotation as "
+                   f"ground truth, or delete the wrong one): {links}")  # fmt: skip
+    return out
 
 
 @dataclass(frozen=True)

@@ -87,9 +87,9 @@ def test_the_drift_event_started_the_retrain(demo):
 
 
 def test_label_studio_holds_the_pre_annotations_and_the_simulated_reviews(demo):
-    home, env, _, _, _ = demo
+    home, env, _, stdout, _ = demo
     from cvloop.adapters.labelstudio import LabelStudioQueue
-    from cvloop.sim.fleet.reviewer import REVIEWER
+    from cvloop.sim.fleet.reviewer import REVIEWER, SECOND_REVIEWER
 
     q = LabelStudioQueue(
         f"http://127.0.0.1:{env['CVLOOP_LABEL_STUDIO_PORT']}",
@@ -98,13 +98,20 @@ def test_label_studio_holds_the_pre_annotations_and_the_simulated_reviews(demo):
     (project,) = [p for p in q.client.projects.list() if p.title == "cvloop-detector dataset-v2"]
     tasks = list(q.client.tasks.list(project=project.id, fields="all"))
     assert len(tasks) > 20
-    reviewer = q.ensure_user(*REVIEWER)
+    reviewer, second = q.ensure_user(*REVIEWER), q.ensure_user(*SECOND_REVIEWER)
+    doubles = q.double_labeled(project.id)
+    # Label Studio's overlap cohort: review.agreement_share (10 %) of the tasks, two reviewers
+    assert (project.maximum_annotations, project.overlap_cohort_percentage) == (2, 10)
+    assert len(doubles) == int(len(tasks) * 10 / 100 + 0.5) > 0
     for t in tasks:
-        # the champion's pre-annotation, and one review signed by the simulated reviewer
+        # the champion's pre-annotation, and one review signed by the simulated reviewer (a
+        # double-labeled task: one more, by the second reviewer)
         assert [_field(p, "model_version") for p in t.predictions] == ["cvloop-detector/1"]
-        assert len(t.annotations) == 1
-        assert _field(t.annotations[0], "completed_by") == reviewer
+        signed = [_field(a, "completed_by") for a in t.annotations]
+        assert sorted(signed) == sorted([reviewer, second] if t.id in doubles else [reviewer])
     assert sum(len(_field(t.annotations[0], "result")) for t in tasks) > 0
+    # the agreement the review/watch check measured on them (and it did not hold the review)
+    assert f"agreement of two reviewers on {len(doubles)} frames: " in stdout
 
 
 def test_dataset_v2_is_in_dvc_with_its_manifest(demo):

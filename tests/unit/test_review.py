@@ -6,7 +6,15 @@ import pytest
 
 from cvloop.adapters.labelstudio import box_to_result, label_config, result_to_box
 from cvloop.core.frames import LabelBox
-from cvloop.core.review import compare_boxes, decide, edit_rate, review_progress
+from cvloop.core.review import (
+    AgreementRule,
+    DoubleLabel,
+    compare_boxes,
+    decide,
+    edit_rate,
+    pair_agreement,
+    review_progress,
+)
 
 A = LabelBox("crate", 0.3, 0.3, 0.2, 0.2)
 B = LabelBox("cone", 0.7, 0.7, 0.1, 0.2)
@@ -103,3 +111,62 @@ def test_label_config_lists_the_schema_classes():
     cfg = label_config(["crate", "a&b"])
     assert '<Label value="crate"/>' in cfg and '<Label value="a&amp;b"/>' in cfg
     assert 'toName="image"' in cfg and 'value="$image"' in cfg
+
+
+def test_pair_agreement_is_the_f1_of_two_reviewers_boxes():
+    crate2 = LabelBox("crate", 0.2, 0.2, 0.1, 0.1)
+    # both drew the same crate; one also drew a second crate the other missed
+    assert pair_agreement([A, crate2], [_shift(A, 0.01)], 0.5) == {"crate": (1, 3)}
+    # the same box, read as two classes: neither class agrees
+    cone = LabelBox("cone", A.cx, A.cy, A.w, A.h)
+    assert pair_agreement([A], [cone], 0.5) == {"crate": (0, 1), "cone": (0, 1)}
+    assert pair_agreement([], [], 0.5) == {}
+
+
+def _double(tid: int, agree: bool, resolved: bool = False) -> DoubleLabel:
+    cone = LabelBox("cone", A.cx, A.cy, A.w, A.h)
+    return DoubleLabel(tid, [A], [A if agree else cone], resolved)
+
+
+def test_reviewers_who_disagree_hold_the_review_until_the_frames_are_settled():
+    kw = dict(
+        window_frames=10, stable_windows=3, stable_tolerance=0.05, frames_per_class=200,
+        iou_match=0.5, moved_iou=0.9,
+    )  # fmt: skip
+    rule = AgreementRule(min_agreement=0.8, min_boxes=10, iou_match=0.5)
+    # 12 double-labeled frames: 6 agree, on 6 the second reviewer read the crate as a cone:
+    # 12 + 6 crate boxes, 6 pairs agree -> crate F1 = 12/18
+    doubles = [_double(i, agree=i >= 6) for i in range(12)]
+    p = review_progress(_frames(12, 5), 12, ["crate", "cone"], ["crate"], **kw,
+                        doubles=doubles, agreement=rule)  # fmt: skip
+    crate = p.classes["crate"]
+    assert (crate.double_frames, crate.agreed, crate.double_boxes) == (12, 6, 18)
+    assert crate.agreement == pytest.approx(2 / 3) and crate.disagreements == [0, 1, 2, 3, 4, 5]
+    # every task is reviewed, but the crate agreement (0.67) holds it
+    go, why = decide(p)
+    assert not go and "reviewers disagree" in why and "crate: 0.67" in why, why
+    assert "6 unresolved (tasks 0, 1, 2, 3, 4 ...)" in why
+    # the cone has 6 boxes: too few to judge, so it does not hold the review
+    assert [c.name for c in p.disagreeing()] == ["crate"]
+    assert p.as_dict()["disagreeing"] == ["crate"]
+    assert p.as_dict()["classes"]["crate"]["agreement"] == pytest.approx(0.6667, abs=1e-4)
+    # an operator or the deadline may still let it go, and the reason says what was overruled
+    go, why = decide(p, operator_go=True)
+    assert go and why.startswith("an operator said go (reviewers disagree")
+    assert decide(p, deadline_passed=True)[0] is True
+    # the ML lead settles the six frames (a ground-truth annotation): the review goes on
+    settled = [_double(i, agree=i >= 6, resolved=i < 6) for i in range(12)]
+    p = review_progress(_frames(12, 5), 12, ["crate", "cone"], ["crate"], **kw,
+                        doubles=settled, agreement=rule)  # fmt: skip
+    assert p.classes["crate"].agreement == pytest.approx(2 / 3) and not p.disagreeing()
+    assert decide(p) == (True, "all 12 tasks reviewed")
+    # 10 agreeing frames, 1 not: 11 + 10 crate boxes, F1 20/21 = 0.95 passes
+    ok = [_double(i, agree=i > 0) for i in range(11)]
+    p = review_progress(_frames(12, 5), 12, ["crate"], ["crate"], **kw,
+                        doubles=ok, agreement=rule)  # fmt: skip
+    assert p.classes["crate"].agreement == pytest.approx(20 / 21) and not p.disagreeing()
+    # exactly at the floor passes: 8 of 12 agree -> 16/20 = 0.80
+    at = [_double(i, agree=i >= 4) for i in range(12)]
+    p = review_progress(_frames(12, 5), 12, ["crate"], ["crate"], **kw,
+                        doubles=at, agreement=rule)  # fmt: skip
+    assert p.classes["crate"].agreement == pytest.approx(0.8) and not p.disagreeing()

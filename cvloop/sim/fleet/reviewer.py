@@ -8,7 +8,9 @@ sliver, an unknown class, a duplicate), so the validation step has something to 
 A person is not exact either: with ``jitter_px`` each box edge moves by a few pixels
 (Gaussian) and with ``miss_rate`` a small box is overlooked now and then. In the demo the
 annotations are signed by a Label Studio user named *Simulated reviewer* (``REVIEWER``), so
-no one mistakes them for a person's work.
+no one mistakes them for a person's work. The tasks Label Studio gives to two reviewers
+(``review.agreement_share``) get a second, independent annotation from *Second simulated
+reviewer* (``SECOND_REVIEWER``), with its own jitter and misses, as a second person would.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ REVIEWER = (
     "Simulated reviewer",
     "(cvloop demo: fleet ground truth, not a person)",
 )
+# the second reviewer of the double-labeled tasks (inter-annotator agreement)
+SECOND_REVIEWER = (
+    "second-simulated-reviewer@cvloop.local",
+    "Second simulated reviewer",
+    "(cvloop demo: fleet ground truth, not a person)",
+)
 
 
 @dataclass
@@ -44,6 +52,7 @@ class ReviewReport:
     jittered: int = 0  # boxes whose edges were moved
     missed: int = 0  # small boxes overlooked
     reviewer_id: int | None = None
+    second: int = 0  # double-labeled tasks given a second annotation
 
 
 def imperfect(
@@ -125,14 +134,20 @@ def simulate_review(
     seed: int = 0,
 ) -> ReviewReport:
     """Submit ground truth for up to ``frames`` unreviewed tasks (all by default), the first
-    ``plant_bad`` of them with a planted bad box; ``signed``: as the ``REVIEWER`` user."""
+    ``plant_bad`` of them with a planted bad box; ``signed``: as the ``REVIEWER`` user, and
+    the double-labeled ones a second time as the ``SECOND_REVIEWER`` user."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
+    second_rng = np.random.default_rng(seed + 1)
     index = TruthIndex(truth_store)
     report = ReviewReport()
+    second_id, doubles = None, set()
     if signed:
         report.reviewer_id = queue.ensure_user(*REVIEWER)
+        doubles = queue.double_labeled(project_id)
+        if doubles:
+            second_id = queue.ensure_user(*SECOND_REVIEWER)
     todo = [(tid, data) for tid, data, n in sorted(queue.tasks(project_id)) if n == 0]
     # a reviewer can only draw the labels the project offers (a class the schema does not
     # have yet is left unlabelled, as a person would)
@@ -155,4 +170,11 @@ def simulate_review(
             lead_time=float(rng.uniform(4.0, 20.0)) if signed else None,
         )  # fmt: skip
         report.submitted += 1
+        if tid in doubles:  # a second person, from the truth: their own jitter and misses
+            truth = [b for b in index.boxes(str(data.get("key")), str(data.get("camera"))) or []
+                     if b.label in offered]  # fmt: skip
+            other, _, _ = imperfect(truth, second_rng, jitter_px, miss_rate, width, height)
+            queue.submit(tid, other, width, height, completed_by=second_id,
+                         lead_time=float(second_rng.uniform(4.0, 20.0)))  # fmt: skip
+            report.second += 1
     return report
