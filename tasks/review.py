@@ -146,29 +146,26 @@ def watch_reviews(p, poll_seconds: float | None = None) -> list[dict]:
             complete_only=refresh,
         )
         record_review(queue, status, info.get("mlflow_run_id"))
-        if passed and status.progress["reviewed"] < status.progress["total_tasks"]:
-            from cvloop.stages.notify import flow_run_url, tell
+        from cvloop.stages.notify import flow_run_url, tell
 
+        links = {"review in Label Studio": queue.project_url,
+                 "the run (Prefect)": flow_run_url(ctx, str(run.id)) or ""}  # fmt: skip
+        if passed and status.progress["reviewed"] < status.progress["total_tasks"]:
             p_ = status.progress
             tell(ctx, "review_stalled", str(run.id),
                  f"{queue.title}: the review passed its deadline at {p_['reviewed']}/"
                  f"{p_['total_tasks']} frames",
                  "The run goes on with what is reviewed (review.deadline_hours); the rest "
                  "stays in Label Studio for the next version.",
-                 {"review in Label Studio": queue.project_url,
-                  "the run (Prefect)": flow_run_url(ctx, str(run.id)) or ""},
-                 roles=("on_call", "ml_lead"))  # fmt: skip
+                 links, roles=("on_call", "ml_lead"))  # fmt: skip
         if status.progress.get("disagreeing") and not status.go:
-            from cvloop.stages.notify import flow_run_url, tell
             from cvloop.stages.review import agreement_lines
 
             classes = sorted(status.progress["disagreeing"])
             tell(ctx, "review_disagreement", f"{run.id}-{'-'.join(classes)}",
                  f"{queue.title}: reviewers disagree on {', '.join(classes)}",
                  "\n".join([status.reason, *agreement_lines(queue, status.progress)[1:]]),
-                 {"review in Label Studio": queue.project_url,
-                  "the run (Prefect)": flow_run_url(ctx, str(run.id)) or ""},
-                 roles=("ml_lead", "reviewers"))  # fmt: skip
+                 links, roles=("ml_lead", "reviewers"))  # fmt: skip
         if status.go:
             resume_flow_run(run.id, run_input={"go": True, "reason": status.reason})
             print(f"resumed {run.name}: {status.reason}")
